@@ -1,0 +1,50 @@
+# shapeprop-bench: every target installs what it needs into .venv first.
+#   make demo   install, then run the demo
+#   make test   install, then run the default test suite (what CI runs)
+#   make slow   the long tests (marked `slow`)
+#   make lint   ruff
+#   make bench  operator benchmark
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+# torch's extension builder guesses CUDA_HOME from nvcc's location, wrongly on some hosts.
+ifneq ($(wildcard /usr/local/cuda/bin/nvcc),)
+export CUDA_HOME ?= /usr/local/cuda
+endif
+export MAX_JOBS ?= 2
+
+.PHONY: install demo test slow lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py $(wildcard shapeprop/ops/csrc/*)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel ninja
+	# torch first, pinned: the extension builds against it without build isolation.
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet --no-build-isolation -e '.[dev]'
+	touch $@
+
+demo: install
+	$(BIN)/shapeprop-bench --version
+	$(BIN)/shapeprop-bench env
+	$(BIN)/shapeprop-bench --help
+
+test: install
+	$(BIN)/python -m pytest
+
+slow: install
+	$(BIN)/python -m pytest -m slow
+
+lint: install
+	$(BIN)/ruff check shapeprop harness tests
+	$(BIN)/ruff format --check shapeprop harness tests
+
+bench: install
+	$(BIN)/python -m shapeprop.ops.bench
+
+clean:
+	rm -rf build $(VENV) shapeprop/_C*.so *.egg-info

@@ -1,0 +1,1 @@
+"""Experiment harness: YAML suites -> runs -> MLflow -> reports (the `shapeprop-bench` CLI)."""

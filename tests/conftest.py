@@ -1,0 +1,21 @@
+"""Shared fixtures and the skip rules for the `gpu` and `detectron2` markers."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU; torch.cuda.is_available() is False here")
+    skip_d2 = pytest.mark.skip(reason="needs detectron2, which is not installed (build it from source)")
+    has_gpu = torch.cuda.is_available()
+    has_d2 = importlib.util.find_spec("detectron2") is not None
+    for item in items:
+        if "gpu" in item.keywords and not has_gpu:
+            item.add_marker(skip_gpu)
+        if "detectron2" in item.keywords and not has_d2:
+            item.add_marker(skip_d2)

@@ -1,0 +1,44 @@
+"""The CLI's entry points, called as a user would: through the installed console script."""
+
+import shutil
+import subprocess
+import sys
+
+import shapeprop
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    exe = shutil.which("shapeprop-bench") or sys.executable.replace("python", "shapeprop-bench")
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_version_matches_package():
+    out = run_cli("--version")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"shapeprop-bench, version {shapeprop.__version__}"
+
+
+def test_env_reports_every_component():
+    out = run_cli("env")
+    assert out.returncode == 0, out.stderr
+    keys = [line.split("  ")[0].strip() for line in out.stdout.splitlines()]
+    for key in (
+        "python",
+        "torch",
+        "torchvision",
+        "cuda runtime",
+        "gpu",
+        "mlflow",
+        "detectron2",
+        "propagation operator",
+    ):
+        assert key in keys, out.stdout
+    import torch
+
+    assert "torch" in out.stdout and torch.__version__ in out.stdout
+
+
+def test_help_lists_commands():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    assert "env" in out.stdout
