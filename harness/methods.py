@@ -1,0 +1,157 @@
+"""Methods: named presets that patch a config into one of the paper's models or baselines.
+
+A suite row names a method; expansion applies it after the base config and before the row's
+overrides (`harness.suite.expand`). A method sets only the keys that define it, so a base or
+row can still choose the backbone, the dataset or the split. `patch` runs with the config as
+resolved so far; `finalize` runs once everything else (profile included) has been applied, for
+values that depend on the final backbone or dataset.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shapeprop.config import ShapePropConfig
+
+Patch = dict[str, Any]  # dotted config key -> value
+
+
+def _no_patch(cfg: dict[str, Any]) -> Patch:
+    return {}
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    description: str
+    patch: Callable[[dict[str, Any]], Patch]
+    finalize: Callable[[dict[str, Any]], Patch] = field(default=_no_patch)
+
+
+_PLAIN = {"model.shapeprop": None, "model.pseudo_masks": "none", "model.mask_transfer": False}
+
+
+def _with_shapeprop(channel_agnostic: bool) -> Callable[[dict[str, Any]], Patch]:
+    def patch(cfg: dict[str, Any]) -> Patch:
+        # Keep ShapeProp settings the base already chose; otherwise the paper's defaults.
+        current = cfg["model"].get("shapeprop") or ShapePropConfig().model_dump(mode="json")
+        return {
+            "model.shapeprop": current,
+            "model.shapeprop.channel_agnostic": channel_agnostic,
+            "model.pseudo_masks": "none",
+            "model.mask_transfer": False,
+        }
+
+    return patch
+
+
+def _fixed(arch: str, **extra: Any) -> Callable[[dict[str, Any]], Patch]:
+    def patch(cfg: dict[str, Any]) -> Patch:
+        return {"model.arch": arch, **_PLAIN, **extra}
+
+    return patch
+
+
+def _arch(arch: str, inner: Callable[[dict[str, Any]], Patch]) -> Callable[[dict[str, Any]], Patch]:
+    def patch(cfg: dict[str, Any]) -> Patch:
+        return {"model.arch": arch, **inner(cfg)}
+
+    return patch
+
+
+def matched_mask_head_channels(cfg: dict[str, Any]) -> int:
+    """Mask-head width whose extra parameters match the ShapeProp head of the same model (Table 4).
+
+    Delegates to the detector library, which knows both heads' layouts.
+    """
+    from shapeprop.config import ExperimentConfig
+
+    try:
+        from shapeprop.models import matched_mask_head_channels as library_fn
+    except ImportError as err:
+        raise RuntimeError(
+            "method 'more_head_params' needs shapeprop.models.matched_mask_head_channels(cfg), "
+            f"which is not available: {err}"
+        ) from None
+    return int(library_fn(ExperimentConfig.model_validate(cfg)))
+
+
+def _more_head_params_finalize(cfg: dict[str, Any]) -> Patch:
+    if cfg["model"].get("mask_head_channels") is not None:  # a row chose the width itself
+        return {}
+    return {"model.mask_head_channels": matched_mask_head_channels(cfg)}
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("mask_rcnn", "Mask R-CNN baseline (masks where the split has them)", _fixed("mask_rcnn")),
+        Method(
+            "shapeprop",
+            "Mask R-CNN w/ ShapeProp (per-channel propagation kernels)",
+            _arch("mask_rcnn", _with_shapeprop(channel_agnostic=False)),
+        ),
+        Method(
+            "shapeprop_channel_agnostic",
+            "Mask R-CNN w/ ShapeProp, one propagation kernel shared by all channels (Table 4)",
+            _arch("mask_rcnn", _with_shapeprop(channel_agnostic=True)),
+        ),
+        Method(
+            "more_head_params",
+            "Mask R-CNN with a mask head widened to ShapeProp's parameter count (Table 4)",
+            _fixed("mask_rcnn"),
+            _more_head_params_finalize,
+        ),
+        Method(
+            "grabcut",
+            "Mask R-CNN trained on GrabCut pseudo masks for box-only instances",
+            _fixed("mask_rcnn", **{"model.pseudo_masks": "grabcut"}),
+        ),
+        Method(
+            "progressive",
+            "Progressive Mask R-CNN: pseudo-label box-only instances with a first model, retrain",
+            _fixed("mask_rcnn", **{"model.pseudo_masks": "progressive"}),
+        ),
+        Method(
+            "maskx",
+            "Mask^X R-CNN: weight transfer from the box head to the mask head",
+            _fixed("mask_rcnn", **{"model.mask_transfer": True}),
+        ),
+        Method(
+            "oracle",
+            "Mask R-CNN fully supervised: masks of every instance (the upper bound)",
+            _fixed("mask_rcnn", **{"data.masks": {"kind": "all"}}),
+        ),
+        Method("retinamask", "RetinaMask baseline (single stage)", _fixed("retinamask")),
+        Method(
+            "retinamask_shapeprop",
+            "RetinaMask w/ ShapeProp",
+            _arch("retinamask", _with_shapeprop(channel_agnostic=False)),
+        ),
+    )
+}
+
+
+def names() -> list[str]:
+    """Every registered method name, in registry order."""
+    return list(METHODS)
+
+
+def get(name: str) -> Method:
+    """The method called `name`; a `KeyError` with the closest name for a misspelling."""
+    try:
+        return METHODS[name]
+    except (KeyError, TypeError):
+        close = difflib.get_close_matches(str(name), METHODS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise KeyError(f"unknown method '{name}'{hint}; known: {', '.join(METHODS)}") from None
+
+
+def register(method: Method) -> None:
+    """Add a method (e.g. from a plugin); a name that exists already is an error."""
+    if method.name in METHODS:
+        raise ValueError(f"method '{method.name}' is already registered")
+    METHODS[method.name] = method
