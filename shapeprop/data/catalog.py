@@ -70,10 +70,14 @@ def load(name: str, root: str | Path | None = None, split: str = "train", **opti
 
 
 def _register_builtin() -> None:
-    from shapeprop.data import coco, synthetic
+    from shapeprop.data import bdd100k, coco, synthetic, voc
 
     register("synthetic", synthetic.load_synthetic)
     register("coco_2017", coco.load_coco_2017)
+    register("voc_2012", voc.load_voc_2012)
+    register("bdd100k_ins_seg", bdd100k.load_bdd100k_ins_seg)
+    register("bdd100k_det", bdd100k.load_bdd100k_det)
+    register("bdd100k_fused", bdd100k.load_bdd100k_fused)
 
 
 _register_builtin()
