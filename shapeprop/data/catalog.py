@@ -33,6 +33,13 @@ def register(name: str, loader: Loader) -> None:
     _LOADERS[name] = loader
 
 
+def loader(name: str) -> Loader:
+    """The loader registered under `name`; an unknown name raises DataError listing the known ones."""
+    if name not in _LOADERS:
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(names())}", key="dataset")
+    return _LOADERS[name]
+
+
 def names() -> list[str]:
     """Registered dataset names, sorted."""
     return sorted(_LOADERS)
@@ -53,10 +60,8 @@ def _default_root(name: str) -> Path | None:
 
 def load(name: str, root: str | Path | None = None, split: str = "train", **options: Any) -> Dataset:
     """Load dataset `name` (see `names()`) from `root` for `split`, with loader-specific options."""
-    if name not in _LOADERS:
-        raise DataError(f"unknown dataset {name!r}; known: {', '.join(names())}", key="dataset")
-    loader = _LOADERS[name]
-    params = inspect.signature(loader).parameters
+    load_fn = loader(name)
+    params = inspect.signature(load_fn).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     known = [p for p in params if p not in ("root", "split")]
     unknown = [k for k in options if k not in known]
@@ -66,7 +71,7 @@ def load(name: str, root: str | Path | None = None, split: str = "train", **opti
             key="options",
         )
     path = Path(root).expanduser() if root is not None else _default_root(name)
-    return loader(root=path, split=split, **options)
+    return load_fn(root=path, split=split, **options)
 
 
 def _register_builtin() -> None:
