@@ -1,0 +1,1 @@
+"""The Lightning training engine: step-indexed sampling, checkpoint/resume, progress callbacks."""

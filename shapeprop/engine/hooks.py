@@ -1,0 +1,121 @@
+"""Progress callbacks of an experiment, and the Lightning callbacks that feed them."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+
+class ExperimentCallbacks:
+    """No-op hooks; the harness subclasses this to log progress (e.g. to MLflow)."""
+
+    def on_start(self, max_steps: int, start_step: int) -> None:
+        """Training starts (or resumes) at `start_step` of `max_steps`."""
+
+    def on_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Training losses averaged over the last logging window, plus `lr`, at `step`."""
+
+    def on_checkpoint(self, path: Path, step: int) -> None:
+        """A checkpoint was written at `step`."""
+
+    def on_eval(self, metrics: dict[str, float]) -> None:
+        """The final evaluation metrics."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """torch.save to a temporary file in the same directory, then rename over the target."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            torch.save(checkpoint, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+class NotifyingCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that tells the experiment callbacks about every file it writes."""
+
+    def __init__(self, callbacks: ExperimentCallbacks, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.experiment_callbacks = callbacks
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        if trainer.is_global_zero:
+            self.experiment_callbacks.on_checkpoint(Path(filepath), trainer.global_step)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning skips `last` at the end when an earlier step already wrote one; a finished run
+        # must leave `last` at its final step so that running it again only evaluates.
+        if self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        super().on_train_end(trainer, pl_module)
+
+
+class ProgressBridge(pl.Callback):
+    """Averages the step losses over `log_every` steps for `on_metrics`, and times training steps.
+
+    Step time runs from batch start (data already loaded) to batch end (optimizer stepped); the
+    first `warmup` steps of each process are not timed. The sums travel in the checkpoint, so a
+    resumed run reports the time over all its timed steps.
+    """
+
+    def __init__(self, callbacks: ExperimentCallbacks, log_every: int, warmup: int = 3):
+        self.callbacks, self.log_every, self.warmup = callbacks, max(1, log_every), warmup
+        self.time_sum, self.time_count = 0.0, 0
+        self._window: dict[str, float] = {}
+        self._window_steps = 0
+        self._steps_here = 0
+        self._t0 = 0.0
+        self._lr = 0.0
+
+    @property
+    def seconds_per_step(self) -> float | None:
+        return self.time_sum / self.time_count if self.time_count else None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.callbacks.on_start(int(trainer.max_steps), int(trainer.global_step))
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - self._t0
+        self._steps_here += 1
+        if self._steps_here > self.warmup:
+            self.time_sum += elapsed
+            self.time_count += 1
+        for name, value in pl_module.last_losses.items():
+            self._window[name] = self._window.get(name, 0.0) + value
+        self._window_steps += 1
+        step = int(trainer.global_step)
+        if step % self.log_every == 0 or step >= trainer.max_steps:
+            metrics = {k: v / self._window_steps for k, v in self._window.items()}
+            metrics["lr"] = self._lr
+            self._window, self._window_steps = {}, 0
+            if trainer.is_global_zero:
+                self.callbacks.on_metrics(metrics, step)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"time_sum": self.time_sum, "time_count": self.time_count}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.time_sum = float(state_dict.get("time_sum", 0.0))
+        self.time_count = int(state_dict.get("time_count", 0))

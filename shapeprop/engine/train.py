@@ -1,0 +1,168 @@
+"""Train a detector with Lightning: checkpoints every K steps plus `last.ckpt`, resume from `last`."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
+from torch import nn
+from torch.utils.data import DataLoader
+
+from shapeprop.config import DataConfig, ScheduleConfig
+from shapeprop.data.loading import DetectionDataset, collate
+from shapeprop.engine.hooks import (
+    AtomicCheckpointIO,
+    ExperimentCallbacks,
+    NotifyingCheckpoint,
+    ProgressBridge,
+)
+from shapeprop.engine.module import DetectorModule
+from shapeprop.engine.sampler import StepBatchSampler
+
+LAST = "last.ckpt"
+_LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
+
+
+@dataclass
+class TrainOutcome:
+    """Where training ended: the step reached, the mean step time, the last checkpoint."""
+
+    step: int
+    start_step: int
+    seconds_per_step: float | None
+    last_checkpoint: Path
+    is_global_zero: bool = True  # under DDP only global rank 0 evaluates
+
+
+def checkpoint_step(path: Path) -> int:
+    """The global step stored in a Lightning checkpoint."""
+    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+
+
+def load_model_weights(model: nn.Module, path: Path) -> dict[str, Any]:
+    """Load the detector weights of a Lightning checkpoint written by `train_detector`; returns it."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
+    model.load_state_dict(state)
+    return ckpt
+
+
+def _check_identity(ckpt: dict[str, Any], identity: dict[str, Any] | None, path: Path) -> None:
+    saved = ckpt.get("shapeprop_identity")
+    if identity is not None and saved is not None and saved != identity:
+        diff = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
+        raise ValueError(
+            f"{path} was written by a run with a different configuration ({', '.join(diff)} differ); "
+            "use a fresh workdir or delete its checkpoints/"
+        )
+
+
+class _Module(DetectorModule):
+    def __init__(self, *args: Any, identity: dict[str, Any] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.identity = identity
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.identity is not None:
+            checkpoint["shapeprop_identity"] = self.identity
+
+
+def train_detector(
+    model: nn.Module,
+    records: list[dict[str, Any]],
+    data_cfg: DataConfig,
+    schedule: ScheduleConfig,
+    seed: int,
+    workdir: Path,
+    callbacks: ExperimentCallbacks | None = None,
+    progress: bool = True,
+    log_every: int = 20,
+    identity: dict[str, Any] | None = None,
+) -> TrainOutcome:
+    """Train `model` in place for `schedule.max_steps` steps, resuming from `workdir/checkpoints/last.ckpt`.
+
+    `identity` (e.g. the model and data config) is stored in the checkpoints; resuming from a
+    checkpoint with another identity raises ValueError. A checkpoint already at `max_steps` only
+    loads the weights. Uses the GPU(s) when present (AMP per `schedule.precision`, DDP across
+    `devices` x `num_nodes`), the CPU otherwise.
+    """
+    callbacks = callbacks or ExperimentCallbacks()
+    ckpt_dir = Path(workdir) / "checkpoints"
+    last = ckpt_dir / LAST
+    bridge = ProgressBridge(callbacks, log_every)
+    resume = last if last.is_file() else None
+    if resume is not None:
+        ckpt = torch.load(resume, map_location="cpu", weights_only=False)
+        _check_identity(ckpt, identity, resume)
+        if ckpt["global_step"] >= schedule.max_steps:
+            load_model_weights(model, resume)
+            state = next((v for k, v in ckpt.get("callbacks", {}).items() if "ProgressBridge" in k), {})
+            bridge.load_state_dict(state)
+            callbacks.on_start(schedule.max_steps, int(ckpt["global_step"]))
+            return TrainOutcome(
+                int(ckpt["global_step"]), int(ckpt["global_step"]), bridge.seconds_per_step, resume
+            )
+        del ckpt
+
+    def make_loader(start_step: int, rank: int, world_size: int) -> DataLoader:
+        dataset = DetectionDataset(records, data_cfg.min_size, data_cfg.max_size, data_cfg.hflip, train=True)
+        sampler = StepBatchSampler(
+            len(records), schedule.batch_size, seed, start_step, schedule.max_steps, rank, world_size
+        )
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            num_workers=data_cfg.num_workers,
+            collate_fn=collate,
+            generator=torch.Generator().manual_seed(seed),
+        )
+
+    module = _Module(model, schedule, seed, make_loader, identity=identity)
+    gpu = torch.cuda.is_available()
+    world = schedule.devices * schedule.num_nodes
+    checkpointing = NotifyingCheckpoint(
+        callbacks,
+        dirpath=ckpt_dir,
+        filename="step_{step:07d}",
+        auto_insert_metric_name=False,
+        every_n_train_steps=schedule.checkpoint_every,
+        save_top_k=-1,
+        save_last=True,
+        save_on_train_epoch_end=False,
+        enable_version_counter=False,
+    )
+    extra = [checkpointing, bridge]
+    if progress:
+        extra.append(TQDMProgressBar(refresh_rate=1))
+    if not progress:
+        for name in _LIGHTNING_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+    trainer = pl.Trainer(
+        accelerator="gpu" if gpu else "cpu",
+        devices=schedule.devices,
+        num_nodes=schedule.num_nodes,
+        strategy="ddp" if world > 1 else "auto",
+        precision=schedule.precision if gpu and schedule.precision != "32" else "32-true",
+        max_steps=schedule.max_steps,
+        max_epochs=-1,
+        logger=False,
+        callbacks=extra,
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        use_distributed_sampler=False,
+        deterministic=True if not gpu else "warn",
+        default_root_dir=str(workdir),
+    )
+    start = checkpoint_step(resume) if resume is not None else 0
+    trainer.fit(module, ckpt_path=str(resume) if resume is not None else None)
+    return TrainOutcome(
+        int(trainer.global_step), start, bridge.seconds_per_step, last, trainer.is_global_zero
+    )

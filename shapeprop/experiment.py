@@ -1,0 +1,169 @@
+"""One experiment: data -> split -> model -> train -> evaluate, from a fully resolved config.
+
+This is the library side of the harness contract: the harness builds an `ExperimentConfig`, calls
+`run_experiment`, and logs what the callbacks and the returned `ExperimentResult` report. Nothing
+here knows about MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import pandas as pd
+import torch
+
+from shapeprop.config import ExperimentConfig
+from shapeprop.data import catalog
+from shapeprop.data.splits import prepare_training_records
+from shapeprop.engine.hooks import ExperimentCallbacks
+from shapeprop.engine.module import NonFiniteLossError
+from shapeprop.engine.train import train_detector
+from shapeprop.eval.best_overlap import best_overlap_table
+from shapeprop.eval.coco import evaluate_coco, resolve_categories
+from shapeprop.eval.inference import predict
+from shapeprop.models.build import build_detector, param_counts
+
+__all__ = ["ExperimentCallbacks", "ExperimentResult", "NonFiniteLossError", "run_experiment"]
+
+
+@dataclass
+class ExperimentResult:
+    """Final metrics (percent for AP), tables, artifact paths, data lineage and parameter counts."""
+
+    metrics: dict[str, float]
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    fingerprint: str = ""
+    param_counts: dict[str, int] = field(default_factory=dict)
+
+
+def _write_json_atomic(path: Path, obj: Any) -> Path:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)
+    return path
+
+
+def _write_csv_atomic(path: Path, table: pd.DataFrame) -> Path:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def _identity(cfg: ExperimentConfig) -> dict[str, Any]:
+    """What a checkpoint must agree on to be resumed: all but run length, checkpoint period,
+    loader workers and evaluation."""
+    return {
+        "seed": cfg.seed,
+        "model": cfg.model.model_dump(mode="json"),
+        "data": cfg.data.model_dump(mode="json", exclude={"num_workers"}),
+        "schedule": cfg.schedule.model_dump(mode="json", exclude={"max_steps", "checkpoint_every"}),
+    }
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    workdir: Path,
+    callbacks: ExperimentCallbacks | None = None,
+    progress: bool = True,
+    log_every: int = 20,
+) -> ExperimentResult:
+    """Load and split the data, build the model, train it (resuming from `workdir/checkpoints/last.ckpt`
+    when present), evaluate it on the test split and return metrics, tables and artifact paths.
+
+    Metrics: `segm_*` / `bbox_*` AP, AP50, AP75, APs, APm, APl (percent; NaN where no GT falls in a
+    size bucket), `infer_s_per_img`, `train_s_per_step`. A NaN/Inf loss raises `NonFiniteLossError`.
+    Under DDP, ranks other than global zero return empty metrics.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    callbacks = callbacks or ExperimentCallbacks()
+    if cfg.eval.best_overlap and cfg.model.shapeprop is None:
+        raise ValueError("eval.best_overlap needs a model with ShapeProp (model.shapeprop is None)")
+
+    records, metadata, fingerprint = prepare_training_records(cfg.data)
+    test = catalog.load(cfg.data.dataset, cfg.data.root, cfg.data.test_split, **cfg.data.options)
+    test_records = test.records[: cfg.eval.max_images] if cfg.eval.max_images else test.records
+    category_ids = resolve_categories(cfg.eval.categories, metadata.classes, metadata.class_groups)
+
+    def build():
+        return build_detector(
+            cfg.model,
+            len(metadata.classes),
+            cfg.data.min_size,
+            cfg.data.max_size,
+            cfg.eval.score_threshold,
+            cfg.eval.detections_per_image,
+        )
+
+    if cfg.model.pseudo_masks == "grabcut":
+        from shapeprop.models.baselines.grabcut import grabcut_pseudo_masks
+
+        records = grabcut_pseudo_masks(records, fingerprint)
+    elif cfg.model.pseudo_masks == "progressive":
+        from shapeprop.models.baselines.progressive import progressive_pseudo_masks
+
+        records = progressive_pseudo_masks(
+            cfg, records, build, workdir / "progressive_stage1", callbacks, progress, log_every
+        )
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = build()
+    counts = param_counts(model)
+    outcome = train_detector(
+        model,
+        records,
+        cfg.data,
+        cfg.schedule,
+        cfg.seed,
+        workdir,
+        callbacks,
+        progress=progress,
+        log_every=log_every,
+        identity=_identity(cfg),
+    )
+    if not outcome.is_global_zero:
+        return ExperimentResult(metrics={}, fingerprint=fingerprint, param_counts=counts)
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    preds = predict(
+        model,
+        test_records,
+        cfg.data.min_size,
+        cfg.data.max_size,
+        device=device,
+        keep_maps=cfg.eval.best_overlap,
+        warmup=2 if cfg.eval.timing else 0,
+    )
+    metrics = evaluate_coco(test_records, preds.results, metadata.classes, category_ids)
+    metrics["infer_s_per_img"] = preds.seconds_per_image
+    metrics["train_s_per_step"] = (
+        outcome.seconds_per_step if outcome.seconds_per_step is not None else float("nan")
+    )
+    artifacts = {"checkpoint": outcome.last_checkpoint}
+    tables: dict[str, pd.DataFrame] = {}
+    if cfg.eval.best_overlap:
+        tables["best_overlap"] = best_overlap_table(test_records, preds.maps)
+        artifacts["best_overlap"] = _write_csv_atomic(workdir / "best_overlap.csv", tables["best_overlap"])
+    artifacts["detections"] = _write_json_atomic(workdir / "detections.json", preds.results)
+    artifacts["evaluation"] = _write_json_atomic(
+        workdir / "evaluation.json",
+        {
+            "metrics": metrics,
+            "param_counts": counts,
+            "fingerprint": fingerprint,
+            "step": outcome.step,
+            "test_split": cfg.data.test_split,
+            "num_test_images": len(test_records),
+            "categories": None if category_ids is None else [metadata.classes[i] for i in category_ids],
+            "config": cfg.model_dump(mode="json"),
+        },
+    )
+    callbacks.on_eval(metrics)
+    return ExperimentResult(metrics, tables, artifacts, fingerprint, counts)

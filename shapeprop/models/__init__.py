@@ -1,0 +1,1 @@
+"""Detectors on torchvision (Mask R-CNN, RetinaMask), optionally with ShapeProp, and the baselines."""

@@ -1,0 +1,134 @@
+"""FPN backbones: torchvision ResNet-18/50/101, and a tiny conv net for CPU work.
+
+Weights come from a local checkpoint path, or a torchvision weight name (e.g.
+`ResNet50_Weights.IMAGENET1K_V1`, which downloads on first use); None means random init. Nothing is
+downloaded unless a weight name is given.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import get_weight, resnet
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
+
+TINY_CHANNELS = (16, 32, 64, 128, 128)
+TINY_FPN_CHANNELS = 64
+RESNET_FPN_CHANNELS = 256
+
+
+class TinyNet(nn.Sequential):
+    """Five stride-2 stages of two 3x3 conv-BN-ReLU each (16 -> 128 channels); strides 2..32."""
+
+    def __init__(self, channels: tuple[int, ...] = TINY_CHANNELS):
+        stages = OrderedDict()
+        cin = 3
+        for i, cout in enumerate(channels, start=1):
+            stages[f"stage{i}"] = nn.Sequential(
+                nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            )
+            cin = cout
+        super().__init__(stages)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"model.weights: checkpoint {path} does not exist")
+    obj = torch.load(path, map_location="cpu", weights_only=False)
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict):
+        raise ValueError(f"model.weights: {path} holds a {type(obj).__name__}, not a state dict")
+    return obj
+
+
+def load_body_weights(body: nn.Module, path: str | Path) -> None:
+    """Load a local checkpoint into a backbone body, accepting classifier or detector key prefixes.
+
+    Raises ValueError naming the file when fewer than 90% of the body's tensors are found.
+    """
+    path = Path(path)
+    state = _read_state_dict(path)
+    own = body.state_dict()
+    found = {}
+    for key, value in state.items():
+        for prefix in ("", "module.", "backbone.body.", "backbone.", "body.", "model."):
+            if key.startswith(prefix) and key[len(prefix) :] in own:
+                name = key[len(prefix) :]
+                if own[name].shape != value.shape:
+                    raise ValueError(
+                        f"model.weights: {path}: {key} has shape {tuple(value.shape)}, expected {tuple(own[name].shape)}"
+                    )
+                found[name] = value
+                break
+    if len(found) < 0.9 * len(own):
+        raise ValueError(
+            f"model.weights: {path} matches only {len(found)} of the backbone's {len(own)} tensors; "
+            "expected a torchvision ResNet (or detector) state dict"
+        )
+    body.load_state_dict(found, strict=False)
+
+
+def build_backbone(
+    name: str, weights: str | None, returned_layers: list[int], extra_blocks: ExtraFPNBlock | None
+) -> BackboneWithFPN:
+    """An FPN over stages `returned_layers` (1-based, ResNet numbering: 2 = stride 4 ... 4 = stride 32).
+
+    `extra_blocks` is LastLevelMaxPool for Mask R-CNN or LastLevelP6P7 for RetinaNet.
+    """
+    if name == "tiny":
+        body = TinyNet()
+        # TinyNet stage k+1 has the stride of ResNet layer k (stage1 = the ResNet stem)
+        return_layers = {f"stage{k + 1}": str(i) for i, k in enumerate(returned_layers)}
+        in_channels = [TINY_CHANNELS[k] for k in returned_layers]
+        if weights:
+            load_body_weights(body, weights)
+        return BackboneWithFPN(body, return_layers, in_channels, TINY_FPN_CHANNELS, extra_blocks=extra_blocks)
+    if name not in ("resnet18", "resnet50", "resnet101"):
+        raise ValueError(f"model.backbone: unknown backbone {name!r}")
+    is_path = weights is not None and (
+        Path(weights).suffix in (".pth", ".pt", ".ckpt") or Path(weights).exists()
+    )
+    tv_weights = get_weight(weights) if weights and not is_path else None
+    pretrained = weights is not None
+    # Pretrained: frozen BN and the stem + layer1 frozen (Detectron's recipe); from scratch: train all with BN.
+    body = getattr(resnet, name)(
+        weights=tv_weights, norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d
+    )
+    if is_path:
+        load_body_weights(body, weights)
+    trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][: 3 if pretrained else 5]
+    if not pretrained:
+        trainable.append("bn1")
+    for pname, parameter in body.named_parameters():
+        if all(not pname.startswith(layer) for layer in trainable):
+            parameter.requires_grad_(False)
+    return_layers = {f"layer{k}": str(i) for i, k in enumerate(returned_layers)}
+    in_channels_stage2 = body.inplanes // 8
+    in_channels = [in_channels_stage2 * 2 ** (k - 1) for k in returned_layers]
+    return BackboneWithFPN(body, return_layers, in_channels, RESNET_FPN_CHANNELS, extra_blocks=extra_blocks)
+
+
+def mask_rcnn_backbone(name: str, weights: str | None) -> BackboneWithFPN:
+    """FPN on strides 4-32 plus a max-pooled stride 64 level (keys '0'..'3', 'pool')."""
+    return build_backbone(name, weights, [1, 2, 3, 4], LastLevelMaxPool())
+
+
+def retinanet_backbone(name: str, weights: str | None) -> BackboneWithFPN:
+    """FPN on strides 8-32 plus P6/P7 (keys '0', '1', '2', 'p6', 'p7'), as in RetinaNet."""
+    channels = TINY_FPN_CHANNELS if name == "tiny" else RESNET_FPN_CHANNELS
+    return build_backbone(name, weights, [2, 3, 4], LastLevelP6P7(channels, channels))

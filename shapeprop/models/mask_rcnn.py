@@ -1,0 +1,138 @@
+"""Mask R-CNN with FPN on torchvision's detection modules, with the semi-supervised mask branch.
+
+torchvision's RPN, box RoI head and samplers are used as they are; only the mask part of the RoI
+heads is replaced by `MaskBranch` (has_mask filtering, class-agnostic masks, ShapeProp).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
+from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.ops import MultiScaleRoIAlign
+
+from shapeprop.models.mask_branch import MaskBranch
+from shapeprop.models.transform import PreResizedTransform
+
+
+class SemiRoIHeads(RoIHeads):
+    """torchvision's box RoI head followed by a `MaskBranch` instead of torchvision's mask head."""
+
+    def __init__(self, mask_branch: MaskBranch, **box_kwargs: Any):
+        super().__init__(**box_kwargs)
+        self.mask_branch = mask_branch
+
+    def forward(
+        self,
+        features: dict[str, torch.Tensor],
+        proposals: list[torch.Tensor],
+        image_shapes: list[tuple[int, int]],
+        targets: list[dict[str, Any]] | None = None,
+    ) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+        if self.training:
+            if targets is None:
+                raise ValueError("targets are required in training")
+            proposals, matched_idxs, labels, regression_targets = self.select_training_samples(
+                proposals, targets
+            )
+        box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
+        class_logits, box_regression = self.box_predictor(box_features)
+        if self.training:
+            loss_classifier, loss_box_reg = fastrcnn_loss(
+                class_logits, box_regression, labels, regression_targets
+            )
+            losses = {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
+            losses.update(
+                self.mask_branch.losses(features, proposals, image_shapes, labels, matched_idxs, targets)
+            )
+            return [], losses
+        boxes, scores, labels = self.postprocess_detections(
+            class_logits, box_regression, proposals, image_shapes
+        )
+        masks = self.mask_branch.predict(features, boxes, labels, image_shapes)
+        results = [
+            {"boxes": b, "labels": lab, "scores": s, **m}
+            for b, lab, s, m in zip(boxes, labels, scores, masks, strict=True)
+        ]
+        return results, {}
+
+
+class MaskRCNN(GeneralizedRCNN):
+    """Mask R-CNN whose `forward` also takes the sizes to map detections back to (the original
+    image sizes; default: the input sizes). Outputs: boxes, labels (1-based), scores, masks
+    [N,1,H,W] probabilities, and with ShapeProp `saliency` / `shape_activation` RoI maps."""
+
+    def forward(
+        self,
+        images: list[torch.Tensor],
+        targets: list[dict[str, Any]] | None = None,
+        original_sizes: list[tuple[int, int]] | None = None,
+    ):
+        sizes = original_sizes or [tuple(img.shape[-2:]) for img in images]
+        image_list, targets = self.transform(images, targets)
+        features = self.backbone(image_list.tensors)
+        proposals, proposal_losses = self.rpn(image_list, features, targets)
+        detections, detector_losses = self.roi_heads(features, proposals, image_list.image_sizes, targets)
+        if self.training:
+            return {**proposal_losses, **detector_losses}
+        return self.transform.postprocess(detections, image_list.image_sizes, sizes)
+
+
+def anchor_base_size(min_size: int) -> int:
+    """Smallest anchor: 32 px at COCO scale (short side 800), shrunk with the image down to 8 px."""
+    return int(round(32 * min(1.0, max(0.25, min_size / 800))))
+
+
+def build_mask_rcnn(
+    backbone,
+    num_classes: int,
+    mask_branch: MaskBranch,
+    min_size: int,
+    max_size: int,
+    tiny: bool,
+    score_thresh: float = 0.05,
+    detections_per_img: int = 100,
+) -> MaskRCNN:
+    """Mask R-CNN over an FPN `backbone` (keys '0'..'3', 'pool'); `num_classes` foreground classes.
+
+    `tiny` picks CPU-sized RPN/box-head settings (fewer proposals and sampled RoIs, 256-d box head).
+    """
+    channels = backbone.out_channels
+    base = anchor_base_size(min_size)
+    anchors = AnchorGenerator(tuple((base * 2**i,) for i in range(5)), ((0.5, 1.0, 2.0),) * 5)
+    if tiny:
+        pre_nms, post_nms, rpn_batch, box_batch, rep = (500, 300), (200, 100), 128, 128, 256
+    else:
+        pre_nms, post_nms, rpn_batch, box_batch, rep = (2000, 1000), (2000, 1000), 256, 512, 1024
+    rpn = RegionProposalNetwork(
+        anchors,
+        RPNHead(channels, anchors.num_anchors_per_location()[0]),
+        fg_iou_thresh=0.7,
+        bg_iou_thresh=0.3,
+        batch_size_per_image=rpn_batch,
+        positive_fraction=0.5,
+        pre_nms_top_n={"training": pre_nms[0], "testing": pre_nms[1]},
+        post_nms_top_n={"training": post_nms[0], "testing": post_nms[1]},
+        nms_thresh=0.7,
+    )
+    box_pool = MultiScaleRoIAlign(["0", "1", "2", "3"], 7, sampling_ratio=2)
+    roi_heads = SemiRoIHeads(
+        mask_branch,
+        box_roi_pool=box_pool,
+        box_head=TwoMLPHead(channels * 7 * 7, rep),
+        box_predictor=FastRCNNPredictor(rep, num_classes + 1),
+        fg_iou_thresh=0.5,
+        bg_iou_thresh=0.5,
+        batch_size_per_image=box_batch,
+        positive_fraction=0.25,
+        bbox_reg_weights=None,
+        score_thresh=score_thresh,
+        nms_thresh=0.5,
+        detections_per_img=detections_per_img,
+    )
+    return MaskRCNN(backbone, rpn, roi_heads, PreResizedTransform(min_size, max_size))

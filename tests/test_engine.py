@@ -1,0 +1,83 @@
+"""The Lightning training engine: LR schedule, step-indexed sampling, resume, NaN losses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from shapeprop.config import DataConfig, ModelConfig, ScheduleConfig
+from shapeprop.data import catalog
+from shapeprop.engine.module import NonFiniteLossError, lr_factor
+from shapeprop.engine.sampler import StepBatchSampler
+from shapeprop.engine.train import train_detector
+from shapeprop.models.build import build_detector
+
+
+def test_lr_factor_warmup_and_milestones():
+    s = ScheduleConfig(lr=0.1, warmup_steps=10, warmup_factor=0.001, milestones=[20, 30], gamma=0.1)
+    assert lr_factor(0, s) == pytest.approx(0.001)
+    assert lr_factor(5, s) == pytest.approx(0.001 * 0.5 + 0.5)
+    assert lr_factor(10, s) == 1.0
+    assert lr_factor(19, s) == 1.0
+    assert lr_factor(20, s) == pytest.approx(0.1)
+    assert lr_factor(30, s) == pytest.approx(0.01)
+
+
+def test_step_sampler_resumes_and_shards():
+    full = list(StepBatchSampler(7, 4, seed=3, start_step=0, max_steps=6))
+    resumed = list(StepBatchSampler(7, 4, seed=3, start_step=4, max_steps=6))
+    assert resumed == full[4:]
+    # every epoch of 7 items is a permutation: the first 7 stream items cover all indices
+    stream = [pair for batch in full for pair in batch]
+    assert sorted(i for i, _ in stream[:7]) == list(range(7))
+    # two ranks split each global batch in halves
+    r0 = list(StepBatchSampler(7, 4, 3, 0, 6, rank=0, world_size=2))
+    r1 = list(StepBatchSampler(7, 4, 3, 0, 6, rank=1, world_size=2))
+    assert [a + b for a, b in zip(r0, r1, strict=True)] == full
+    assert list(StepBatchSampler(7, 4, seed=4, start_step=0, max_steps=6)) != full
+    with pytest.raises(ValueError, match="divisible"):
+        StepBatchSampler(7, 3, 0, 0, 2, world_size=2)
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory) -> list[dict]:
+    root = tmp_path_factory.mktemp("synthetic")
+    return catalog.load("synthetic", root=root, split="train", num_images=8, image_size=64).records
+
+
+class NanAfter(nn.Module):
+    """A detector whose `loss_mask` turns NaN at its `bad_call`-th training call."""
+
+    def __init__(self, model: nn.Module, bad_call: int):
+        super().__init__()
+        self.model, self.bad_call, self.calls = model, bad_call, 0
+
+    def forward(self, images, targets=None, original_sizes=None):
+        losses = self.model(images, targets)
+        self.calls += 1
+        if self.calls == self.bad_call:
+            losses["loss_mask"] = losses["loss_mask"] * float("nan")
+        return losses
+
+
+def test_nan_loss_stops_with_term_and_step(records, tmp_path):
+    torch.manual_seed(0)
+    model = NanAfter(build_detector(ModelConfig(backbone="tiny"), 10, 64, 64), bad_call=3)
+    data = DataConfig(min_size=64, max_size=64, num_workers=0)
+    schedule = ScheduleConfig(max_steps=5, batch_size=2, warmup_steps=0, milestones=[], checkpoint_every=10)
+    with pytest.raises(NonFiniteLossError, match=r"'loss_mask' is nan at step 2"):
+        train_detector(model, records, data, schedule, 0, tmp_path, progress=False)
+
+
+def test_checkpoint_identity_mismatch_is_refused(records, tmp_path):
+    torch.manual_seed(0)
+    data = DataConfig(min_size=64, max_size=64, num_workers=0)
+    schedule = ScheduleConfig(max_steps=1, batch_size=2, warmup_steps=0, milestones=[], checkpoint_every=1)
+    model = build_detector(ModelConfig(backbone="tiny"), 10, 64, 64)
+    out = train_detector(model, records, data, schedule, 0, tmp_path, progress=False, identity={"seed": 0})
+    assert out.step == 1 and Path(out.last_checkpoint).is_file()
+    with pytest.raises(ValueError, match="seed"):
+        train_detector(model, records, data, schedule, 0, tmp_path, progress=False, identity={"seed": 1})

@@ -1,0 +1,118 @@
+"""`run_experiment` end to end on the synthetic set: train, evaluate, kill and resume, re-evaluate."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from shapeprop.config import DataConfig, EvalConfig, ExperimentConfig, ModelConfig, ScheduleConfig
+from shapeprop.experiment import ExperimentCallbacks, run_experiment
+
+METRICS = [f"{t}_{s}" for t in ("segm", "bbox") for s in ("AP", "AP50", "AP75", "APs", "APm", "APl")]
+
+
+def _config(root: Path, **model) -> ExperimentConfig:
+    return ExperimentConfig(
+        seed=1,
+        data=DataConfig(
+            root=str(root),
+            options={"num_images": 8, "image_size": 64},
+            min_size=64,
+            max_size=64,
+            num_workers=0,
+        ),
+        model=ModelConfig(backbone="tiny", **model),
+        schedule=ScheduleConfig(
+            max_steps=4, batch_size=2, lr=0.01, warmup_steps=1, milestones=[3], checkpoint_every=2
+        ),
+        eval=EvalConfig(max_images=4),
+    )
+
+
+class Recorder(ExperimentCallbacks):
+    def __init__(self, crash_at: int | None = None):
+        self.starts, self.metrics, self.checkpoints, self.evals = [], [], [], []
+        self.crash_at = crash_at
+
+    def on_start(self, max_steps, start_step):
+        self.starts.append((max_steps, start_step))
+
+    def on_metrics(self, metrics, step):
+        self.metrics.append((step, metrics))
+        if step == self.crash_at:
+            raise RuntimeError("killed")
+
+    def on_checkpoint(self, path, step):
+        self.checkpoints.append((path.name, step))
+
+    def on_eval(self, metrics):
+        self.evals.append(metrics)
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def test_run_resume_and_reevaluate(tmp_path):
+    cfg = _config(tmp_path / "data")
+
+    straight = Recorder()
+    result = run_experiment(cfg, tmp_path / "straight", straight, progress=False, log_every=1)
+    assert set(METRICS + ["infer_s_per_img", "train_s_per_step"]) <= set(result.metrics)
+    assert all(0 <= result.metrics[m] <= 100 for m in METRICS if not math.isnan(result.metrics[m]))
+    assert result.metrics["infer_s_per_img"] > 0 and result.metrics["train_s_per_step"] > 0
+    assert straight.starts == [(4, 0)]
+    assert [s for s, _ in straight.metrics] == [1, 2, 3, 4]
+    first = straight.metrics[0][1]
+    assert {
+        "loss",
+        "loss_classifier",
+        "loss_box_reg",
+        "loss_mask",
+        "loss_objectness",
+        "loss_rpn_box_reg",
+        "lr",
+    } <= set(first)
+    assert first["lr"] == pytest.approx(0.01 * 0.001)  # warm-up starts at lr * warmup_factor
+    assert straight.metrics[3][1]["lr"] == pytest.approx(0.001)  # after the milestone at step 3
+    assert ("step_0000002.ckpt", 2) in straight.checkpoints and ("last.ckpt", 4) in straight.checkpoints
+    assert straight.evals == [result.metrics]
+    saved = json.loads(result.artifacts["evaluation"].read_text())
+    assert saved["step"] == 4 and saved["fingerprint"] == result.fingerprint and result.fingerprint
+    assert result.artifacts["checkpoint"] == tmp_path / "straight" / "checkpoints" / "last.ckpt"
+    assert result.param_counts["total"] > result.param_counts["mask_head"] > 0
+    assert result.param_counts["shapeprop"] == 0
+
+    # Killed during step 3 (after the step-2 checkpoint), then run again: resumes at step 2.
+    killed = Recorder(crash_at=3)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_experiment(cfg, tmp_path / "resumed", killed, progress=False, log_every=1)
+    resumed = Recorder()
+    again = run_experiment(cfg, tmp_path / "resumed", resumed, progress=False, log_every=1)
+    assert resumed.starts == [(4, 2)]
+    assert [s for s, _ in resumed.metrics] == [3, 4]
+    for (_, a), (_, b) in zip(straight.metrics[2:], resumed.metrics, strict=True):
+        assert a["loss"] == b["loss"]
+    w1 = _weights(result.artifacts["checkpoint"])
+    w2 = _weights(again.artifacts["checkpoint"])
+    assert w1.keys() == w2.keys()
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    same = [m for m in METRICS if not math.isnan(result.metrics[m])]
+    assert [again.metrics[m] for m in same] == [result.metrics[m] for m in same]
+
+    # A finished run only evaluates again: no training step, same metrics.
+    rerun = Recorder()
+    third = run_experiment(cfg, tmp_path / "straight", rerun, progress=False, log_every=1)
+    assert rerun.starts == [(4, 4)] and rerun.metrics == []
+    assert [third.metrics[m] for m in same] == [result.metrics[m] for m in same]
+    assert third.metrics["train_s_per_step"] == result.metrics["train_s_per_step"]
+
+
+def test_best_overlap_without_shapeprop_is_refused(tmp_path):
+    cfg = _config(tmp_path / "data").model_copy(update={"eval": EvalConfig(best_overlap=True)})
+    with pytest.raises(ValueError, match="best_overlap"):
+        run_experiment(cfg, tmp_path / "w", progress=False)
