@@ -1,0 +1,169 @@
+"""Build one report end to end: MLflow runs -> seeds aggregated -> files under `out_dir` -> MLflow artifact."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from harness.report import figures, render
+from harness.report.layouts import FIGURES, TABLES
+from harness.report.reference import load_reference
+from harness.report.runs import REPORTS_EXPERIMENT, RunSelection, fetch_runs, select
+from harness.report.tables import build_table, place_runs
+
+if TYPE_CHECKING:
+    import pandas
+
+
+@dataclass
+class Report:
+    """What a report produced: its name (e.g. "table2"), files written, the data behind them."""
+
+    name: str
+    profile: str
+    files: list[Path]
+    data: pandas.DataFrame
+    notes: list[str] = field(default_factory=list)
+    mlflow_run_id: str | None = None
+
+
+def _profile_notes(selection: RunSelection, profile: str) -> list[str]:
+    if len(selection.runs) or not selection.other_profiles:
+        return []
+    found = ", ".join(f"{name} ({n} runs)" for name, n in sorted(selection.other_profiles.items()))
+    return [f"no finished runs of profile '{profile}'; the store has profile(s) {found}: use --profile"]
+
+
+def table_report(
+    number: int,
+    client,
+    profile: str = "full",
+    out_dir: str | Path = "reports",
+    suite: str | None = None,
+    reference_dir: str | Path | None = None,
+    console=None,
+) -> Report:
+    """Render paper Table `number` (1-4) from the finished runs of `profile`.
+
+    Writes `<out_dir>/table<N>-<profile>.{md,tex,html,csv}` and prints the table.
+    """
+    name = f"table{number}"
+    if name not in TABLES:
+        raise ValueError(f"no table {number}: the paper has tables {', '.join(t[5:] for t in TABLES)}")
+    layout = TABLES[name]
+    reference = load_reference(name, reference_dir)
+    runs, notes = place_runs(layout, fetch_runs(client, name, suite))
+    selection = select(runs, profile, ["section", "column_group", "row"])
+    notes += selection.notes + _profile_notes(selection, profile)
+    table = build_table(layout, selection.runs, reference)
+
+    title = f"Table {number} ({profile} profile)"
+    base = Path(out_dir) / f"{name}-{profile}"
+    files = [
+        render.write_atomic(base.with_suffix(".md"), render.to_markdown(table, layout, title, notes)),
+        render.write_atomic(base.with_suffix(".tex"), render.to_latex(table, layout, title)),
+        render.write_atomic(base.with_suffix(".html"), render.to_html(table, layout, title, notes)),
+        render.write_atomic(
+            base.with_suffix(".csv"), render.to_csv(table, {"table": name, "profile": profile})
+        ),
+    ]
+    render.print_terminal(table, layout, title, notes, console)
+    return Report(name, profile, files, table, notes)
+
+
+def figure_report(
+    number: int,
+    client,
+    profile: str = "full",
+    out_dir: str | Path = "reports",
+    suite: str | None = None,
+    console=None,
+) -> Report:
+    """Render Figure 6 (data fractions) or 9 (best overlap) as PNG + SVG, with its data as CSV."""
+    key = str(number)
+    if key not in FIGURES:
+        raise ValueError(f"no figure {number}: the reports cover figures {', '.join(FIGURES)}")
+    name = FIGURES[key]
+    runs = fetch_runs(client, name, suite)
+    if key == "6":
+        selection = select(runs, profile, ["row", figures.FRACTION_PARAM])
+    else:
+        selection = select(runs, profile, ["row"])
+    notes = selection.notes + _profile_notes(selection, profile)
+    base = Path(out_dir) / f"{name}-{profile}"
+    title = f"Figure {number} ({profile} profile)"
+    if key == "6":
+        data = figures.fraction_points(selection.runs)
+        files = figures.figure6(data, title, base)
+    else:
+        overlaps, missing = _best_overlaps(client, selection.runs)
+        notes += [f"run {run_id} has no best_overlap.csv artifact; left out" for run_id in missing]
+        data = figures.overlap_summary(overlaps)
+        files = figures.figure9(overlaps, title, base)
+    files.append(render.write_atomic(base.with_suffix(".csv"), data.to_csv(index=False, float_format="%.4f")))
+    _print_frame(data, title, notes, console)
+    return Report(name, profile, files, data, notes)
+
+
+def _best_overlaps(client, runs: pandas.DataFrame) -> tuple[pandas.DataFrame, list[str]]:
+    """The best-overlap tables of `runs`, concatenated with a `row` column; and the runs without one."""
+    import pandas
+    from mlflow.exceptions import MlflowException
+
+    frames, missing = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for run_id, row in zip(runs["run_id"], runs["row"], strict=True):
+            try:
+                path = client.download_artifacts(run_id, "best_overlap.csv", tmp)
+            except (MlflowException, OSError):
+                missing.append(run_id)
+                continue
+            frame = pandas.read_csv(path)
+            absent = set(figures.OVERLAP_COLUMNS) - set(frame.columns)
+            if absent:
+                raise ValueError(f"best_overlap.csv of run {run_id} lacks columns {sorted(absent)}")
+            frames.append(frame.assign(row=row, run_id=run_id))
+    columns = ["row", "run_id", *figures.OVERLAP_COLUMNS]
+    overlaps = pandas.concat(frames, ignore_index=True) if frames else pandas.DataFrame(columns=columns)
+    return overlaps, missing
+
+
+def _print_frame(data: pandas.DataFrame, title: str, notes: list[str], console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title=title)
+    for column in data.columns:
+        table.add_column(str(column), justify="right")
+    for values in data.itertuples(index=False):
+        table.add_row(
+            *("missing" if _isnan(v) else f"{v:.2f}" if isinstance(v, float) else str(v) for v in values)
+        )
+    console.print(table)
+    for note in notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+
+
+def _isnan(value) -> bool:
+    return isinstance(value, float) and value != value
+
+
+def log_report(client, report: Report) -> str:
+    """Log the report's files as artifacts of a run in experiment `shapeprop-bench/reports`."""
+    from harness.tracking import ensure_experiment
+
+    experiment_id = ensure_experiment(client, REPORTS_EXPERIMENT)
+    tags = {"kind": "report", "report": report.name, "profile": report.profile}
+    run = client.create_run(experiment_id, tags=tags, run_name=f"{report.name}-{report.profile}")
+    try:
+        for path in report.files:
+            client.log_artifact(run.info.run_id, str(path))
+    except BaseException:
+        client.set_terminated(run.info.run_id, status="FAILED")
+        raise
+    client.set_terminated(run.info.run_id)
+    report.mlflow_run_id = run.info.run_id
+    return run.info.run_id

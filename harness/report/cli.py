@@ -1,0 +1,82 @@
+"""`shapeprop-bench report`: the paper's tables and figures from the runs MLflow holds."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("report")
+@click.option(
+    "--table", "tables", type=click.IntRange(1, 4), multiple=True, help="Paper table N (1-4); repeatable."
+)
+@click.option(
+    "--figure",
+    "figures",
+    type=click.Choice(["6", "9"]),
+    multiple=True,
+    help="Paper figure 6 or 9; repeatable.",
+)
+@click.option("--profile", default="full", show_default=True, help="Report the runs of this suite profile.")
+@click.option(
+    "--tracking-uri",
+    default=None,
+    help="MLflow store [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db].",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default="reports",
+    show_default=True,
+    help="Folder for the Markdown, LaTeX, HTML, CSV, PNG and SVG files.",
+)
+@click.option(
+    "--suite", default=None, help="Only the runs of this suite (experiment shapeprop-bench/<suite>)."
+)
+@click.option(
+    "--reference-dir",
+    type=click.Path(file_okay=False, exists=True),
+    default=None,
+    help="Folder of the paper's numbers [default: reports/reference of this checkout].",
+)
+@click.option(
+    "--log/--no-log", default=True, show_default=True, help="Log each report to MLflow as artifacts."
+)
+def report(tables, figures, profile, tracking_uri, out_dir, suite, reference_dir, log) -> None:
+    """Render paper tables and figures from the FINISHED runs in MLflow.
+
+    Seeds are aggregated (mean, std, n); each cell shows ours beside the paper's number and
+    the difference. A cell without runs reads "missing". Example:
+
+        shapeprop-bench report --table 4 --profile mini
+    """
+    if not tables and not figures:
+        raise click.UsageError("name at least one --table N or --figure 6|9")
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from rich.console import Console
+
+    from harness.report.build import figure_report, log_report, table_report
+    from harness.tracking import resolve_tracking_uri, store_exists
+
+    uri = resolve_tracking_uri(tracking_uri)
+    if not store_exists(uri):
+        raise click.ClickException(f"no MLflow store at {uri}: run a suite first (shapeprop-bench run SUITE)")
+    client = MlflowClient(tracking_uri=uri)
+    console = Console()
+    try:
+        reports = [
+            table_report(n, client, profile, out_dir, suite, reference_dir, console) for n in tables
+        ] + [figure_report(int(n), client, profile, out_dir, suite, console) for n in figures]
+        for done in reports:
+            if log:
+                log_report(client, done)
+    except (ValueError, OSError, MlflowException) as err:
+        raise click.ClickException(str(err)) from None
+    # Plain echo, not rich: paths and the command must not be wrapped, so they can be copied.
+    for done in reports:
+        where = f" (logged to MLflow run {done.mlflow_run_id})" if done.mlflow_run_id else ""
+        click.echo(f"{done.name}{where}:")
+        for path in done.files:
+            click.echo(f"  {path}")
+    click.echo(f"Browse the runs: mlflow ui --backend-store-uri {uri}")
