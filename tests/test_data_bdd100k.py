@@ -131,3 +131,12 @@ def test_bad_input(bdd):
     )
     with pytest.raises(DataError, match="ins_seg_val.json: malformed JSON"):
         catalog.load("bdd100k_ins_seg", root, "val")
+
+
+def test_bitmasks_decoded_in_worker_processes_match(bdd, monkeypatch):
+    from shapeprop.data import bdd100k
+
+    serial = catalog.load("bdd100k_ins_seg", bdd["root"], "train", label_format="bitmasks").records
+    monkeypatch.setattr(bdd100k, "_workers", lambda n: 2)
+    parallel = catalog.load("bdd100k_ins_seg", bdd["root"], "train", label_format="bitmasks").records
+    assert parallel == serial

@@ -208,7 +208,7 @@ def _options(num_images: int, image_size: int, seed: int, max_objects: int) -> d
     }
 
 
-def cache_key(split: str, options: dict[str, int]) -> str:
+def cache_key(options: dict[str, int]) -> str:
     """Directory name under the cache dir; different options never share a directory."""
     o = options
     return f"v{o['version']}-n{o['num_images']}-px{o['image_size']}-obj{o['max_objects']}-seed{o['seed']}"
@@ -286,7 +286,7 @@ def load_synthetic(
         if int(value) < low:
             raise DataError(f"must be at least {low}, got {value}", key=f"options.{key}")
     options = _options(num_images, int(image_size), int(seed), int(max_objects))
-    root = Path(root) if root is not None else default_cache_dir() / cache_key(split, options)
+    root = Path(root) if root is not None else default_cache_dir() / cache_key(options)
     json_path = root / "annotations" / f"instances_{split}.json"
     if not json_path.is_file():
         generate(root, split, options)
