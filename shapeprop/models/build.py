@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from torch import nn
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 
 from shapeprop.config import ModelConfig
-from shapeprop.models.backbones import mask_rcnn_backbone, retinanet_backbone
+from shapeprop.models.backbones import (
+    RESNET_FPN_CHANNELS,
+    TINY_FPN_CHANNELS,
+    mask_rcnn_backbone,
+    retinanet_backbone,
+)
 from shapeprop.models.mask_branch import MaskBranch
 
 TINY_MASK_HEAD_CHANNELS = 64
@@ -77,6 +83,34 @@ def param_counts(model: nn.Module) -> dict[str, int]:
         "mask_head": count_parameters(branch.head) + count_parameters(branch.predictor),
         "shapeprop": count_parameters(branch.shapeprop),
     }
+
+
+def mask_head_params(in_channels: int, width: int, num_channels_out: int) -> int:
+    """Parameters of the mask head convs + predictor at `width` (no ShapeProp input channels)."""
+    head = MaskRCNNHeads(in_channels, [width] * 4, 1)
+    predictor = MaskRCNNPredictor(width, width, num_channels_out)
+    return count_parameters(head) + count_parameters(predictor)
+
+
+def widened_mask_head_channels(model_cfg: ModelConfig, num_classes: int) -> int:
+    """Table 4 "more head params": the smallest mask head width whose mask head has at least as many
+    parameters as the default mask head plus the ShapeProp head of `model_cfg` (which must set one)."""
+    if model_cfg.shapeprop is None:
+        raise ValueError("widened_mask_head_channels needs a config with model.shapeprop set")
+    in_channels = TINY_FPN_CHANNELS if model_cfg.backbone == "tiny" else RESNET_FPN_CHANNELS
+    width = default_mask_head_channels(model_cfg.model_copy(update={"mask_head_channels": None}))
+    branch = MaskBranch(
+        ["0"], in_channels, num_classes, width, model_cfg.class_agnostic_masks, model_cfg.shapeprop
+    )
+    target = (
+        count_parameters(branch.head)
+        + count_parameters(branch.predictor)
+        + count_parameters(branch.shapeprop)
+    )
+    out = 1 if model_cfg.class_agnostic_masks else num_classes
+    while mask_head_params(in_channels, width, out) < target:
+        width += 1
+    return width
 
 
 def find_mask_branch(model: nn.Module) -> MaskBranch:

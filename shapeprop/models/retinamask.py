@@ -1,0 +1,135 @@
+"""RetinaMask: torchvision's RetinaNet plus a mask branch on its detections (Fu et al., 2019).
+
+In training, the mask branch sees the RetinaNet's current top detections (computed without
+gradient) together with the GT boxes; a RoI with IoU >= 0.5 to a GT is positive for that GT's
+class. With ShapeProp the remaining RoIs are its negative MIL bags. At inference the mask branch
+runs on the final detections.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.retinanet import RetinaNet
+from torchvision.ops import box_iou
+
+from shapeprop.models.mask_branch import MaskBranch
+from shapeprop.models.mask_rcnn import anchor_base_size
+from shapeprop.models.transform import PreResizedTransform
+
+
+class RetinaMask(RetinaNet):
+    """RetinaNet + `MaskBranch`. Labels are 1-based (the classification head has a never-trained
+    channel 0 so that labels match Mask R-CNN's); `forward` takes `original_sizes` like `MaskRCNN`."""
+
+    def __init__(
+        self,
+        backbone,
+        num_classes: int,
+        mask_branch: MaskBranch,
+        min_size: int,
+        max_size: int,
+        tiny: bool,
+        score_thresh: float = 0.05,
+        detections_per_img: int = 100,
+        mask_train_rois: int = 64,
+        mask_fg_iou: float = 0.5,
+    ):
+        base = anchor_base_size(min_size)
+        sizes = tuple(
+            (x, int(x * 2 ** (1 / 3)), int(x * 2 ** (2 / 3))) for x in (base * 2**i for i in range(5))
+        )
+        anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * 5)
+        super().__init__(
+            backbone,
+            num_classes + 1,
+            anchor_generator=anchors,
+            score_thresh=score_thresh,
+            detections_per_img=detections_per_img,
+            topk_candidates=300 if tiny else 1000,
+        )
+        self.transform = PreResizedTransform(min_size, max_size)
+        self.mask_branch = mask_branch
+        self.mask_train_rois = mask_train_rois
+        self.mask_fg_iou = mask_fg_iou
+
+    def _detect(
+        self, head_outputs, anchors, features, image_sizes, limit: int
+    ) -> list[dict[str, torch.Tensor]]:
+        per_level = [x.size(2) * x.size(3) for x in features]
+        a = head_outputs["cls_logits"].size(1) // sum(per_level)
+        per_level = [hw * a for hw in per_level]
+        split = {k: list(v.split(per_level, dim=1)) for k, v in head_outputs.items()}
+        split_anchors = [list(x.split(per_level)) for x in anchors]
+        saved, self.detections_per_img = self.detections_per_img, limit
+        try:
+            dets = self.postprocess_detections(split, split_anchors, image_sizes)
+        finally:
+            self.detections_per_img = saved
+        return [{k: v[d["labels"] > 0] for k, v in d.items()} for d in dets]
+
+    def _mask_rois(self, dets, targets):
+        rois, labels, matched = [], [], []
+        for det, target in zip(dets, targets, strict=True):
+            gt = target["boxes"]
+            boxes = torch.cat([det["boxes"], gt])
+            if len(gt):
+                iou, idx = box_iou(boxes, gt).max(dim=1)
+                lab = torch.where(iou >= self.mask_fg_iou, target["labels"][idx], torch.zeros_like(idx))
+            else:
+                idx = torch.zeros(len(boxes), dtype=torch.long, device=boxes.device)
+                lab = idx.clone()
+            rois.append(boxes)
+            labels.append(lab)
+            matched.append(idx)
+        return rois, labels, matched
+
+    def forward(
+        self,
+        images: list[torch.Tensor],
+        targets: list[dict[str, Any]] | None = None,
+        original_sizes: list[tuple[int, int]] | None = None,
+    ):
+        sizes = original_sizes or [tuple(img.shape[-2:]) for img in images]
+        image_list, targets = self.transform(images, targets)
+        feature_dict = self.backbone(image_list.tensors)
+        features = list(feature_dict.values())
+        head_outputs = self.head(features)
+        anchors = self.anchor_generator(image_list, features)
+        if self.training:
+            if targets is None:
+                raise ValueError("targets are required in training")
+            raw = self.compute_loss(targets, head_outputs, anchors)
+            losses = {"loss_classifier": raw["classification"], "loss_box_reg": raw["bbox_regression"]}
+            with torch.no_grad():
+                detached = {k: v.detach() for k, v in head_outputs.items()}
+                dets = self._detect(detached, anchors, features, image_list.image_sizes, self.mask_train_rois)
+            rois, labels, matched = self._mask_rois(dets, targets)
+            losses.update(
+                self.mask_branch.losses(feature_dict, rois, image_list.image_sizes, labels, matched, targets)
+            )
+            return losses
+        dets = self._detect(head_outputs, anchors, features, image_list.image_sizes, self.detections_per_img)
+        masks = self.mask_branch.predict(
+            feature_dict, [d["boxes"] for d in dets], [d["labels"] for d in dets], image_list.image_sizes
+        )
+        dets = [d | m for d, m in zip(dets, masks, strict=True)]
+        return self.transform.postprocess(dets, image_list.image_sizes, sizes)
+
+
+def build_retinamask(
+    backbone,
+    num_classes: int,
+    mask_branch: MaskBranch,
+    min_size: int,
+    max_size: int,
+    tiny: bool,
+    score_thresh: float = 0.05,
+    detections_per_img: int = 100,
+) -> RetinaMask:
+    """RetinaMask over an FPN `backbone` with P3-P7 (keys '0', '1', '2', 'p6', 'p7')."""
+    return RetinaMask(
+        backbone, num_classes, mask_branch, min_size, max_size, tiny, score_thresh, detections_per_img
+    )

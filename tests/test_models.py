@@ -1,0 +1,170 @@
+"""Detectors: training on the synthetic set, ShapeProp wiring, has_mask filtering, variants, weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.models import resnet18
+
+from shapeprop.config import DataConfig, ModelConfig, ShapePropConfig
+from shapeprop.data import catalog
+from shapeprop.data.loading import make_loader
+from shapeprop.models.backbones import TinyNet, build_backbone
+from shapeprop.models.build import (
+    build_detector,
+    find_mask_branch,
+    mask_head_params,
+    param_counts,
+    widened_mask_head_channels,
+)
+
+NUM_CLASSES = 10
+SIZE = 64
+SP = ShapePropConfig(latent_channels=8, prior_channels=8)
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    records = catalog.load("synthetic", root=root, split="train", num_images=4, image_size=SIZE).records
+    loader = make_loader(records, DataConfig(min_size=SIZE, max_size=SIZE, num_workers=0), True, 4, 0)
+    return next(iter(loader))
+
+
+def _model(arch="mask_rcnn", seed=0, **kw):
+    torch.manual_seed(seed)
+    return build_detector(ModelConfig(arch=arch, backbone="tiny", **kw), NUM_CLASSES, SIZE, SIZE)
+
+
+def _losses(model, batch, seed=0):
+    torch.manual_seed(seed)
+    images, targets = batch
+    return model(images, targets)
+
+
+@pytest.mark.parametrize("arch", ["mask_rcnn", "retinamask"])
+def test_tiny_detector_with_shapeprop_loss_falls(arch, batch):
+    model = _model(arch, shapeprop=SP)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    history = []
+    for step in range(8):
+        losses = _losses(model, batch, seed=step)
+        assert {"loss_mask", "loss_mil", "loss_shape", "loss_classifier", "loss_box_reg"} <= set(losses)
+        total = sum(losses.values())
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        history.append(float(total))
+    assert all(torch.isfinite(torch.tensor(history)))
+    assert sum(history[-3:]) / 3 < sum(history[:3]) / 3, history
+    model.eval()
+    with torch.no_grad():
+        out = model(batch[0][:1], original_sizes=[(2 * SIZE, 2 * SIZE)])[0]
+    n = len(out["boxes"])
+    assert out["masks"].shape == (n, 1, 2 * SIZE, 2 * SIZE)
+    assert out["saliency"].shape == out["shape_activation"].shape == (n, 1, 14, 14)
+    assert (out["labels"] >= 1).all() and (out["labels"] <= NUM_CLASSES).all()
+
+
+@pytest.mark.parametrize("arch", ["mask_rcnn", "retinamask"])
+def test_shapeprop_adds_only_its_modules(arch):
+    plain = dict(_model(arch).named_parameters())
+    with_sp = dict(_model(arch, shapeprop=SP).named_parameters())
+    first_conv = next(k for k in plain if k.endswith("head.mask_fcn1.weight"))
+    added = set(with_sp) - set(plain)
+    assert added and all(".mask_branch.shapeprop." in k for k in added)
+    assert set(plain) <= set(with_sp)
+    for name, p in plain.items():
+        if name == first_conv:  # the mask head's input gains the shape prior channels
+            assert with_sp[name].shape[1] == p.shape[1] + SP.prior_channels
+        else:
+            assert with_sp[name].shape == p.shape, name
+    counts = param_counts(_model(arch, shapeprop=SP))
+    assert counts["shapeprop"] == sum(with_sp[k].numel() for k in added)
+
+
+@pytest.mark.parametrize("shapeprop", [None, SP])
+def test_mask_losses_ignore_instances_without_mask(batch, shapeprop):
+    model = _model(shapeprop=shapeprop)
+    model.train()
+    images, targets = batch
+    targets = [dict(t) for t in targets]
+    # Half the GT lose their mask; their mask content must not matter.
+    for t in targets:
+        t["has_mask"] = torch.arange(len(t["boxes"])) % 2 == 0
+    base = _losses(model, (images, targets))
+    scrambled = [dict(t) for t in targets]
+    gen = torch.Generator().manual_seed(5)
+    for t in scrambled:
+        noise = (torch.rand(t["masks"].shape, generator=gen) < 0.5).to(torch.uint8)
+        t["masks"] = torch.where(t["has_mask"][:, None, None], t["masks"], noise)
+    other = _losses(model, (images, scrambled))
+    for name in base:
+        assert torch.equal(base[name], other[name]), name
+    assert base["loss_mask"] > 0
+    # No mask at all: the mask loss is exactly zero and gives the mask head no gradient.
+    none = [dict(t, has_mask=torch.zeros(len(t["boxes"]), dtype=torch.bool)) for t in targets]
+    losses = _losses(model, (images, none))
+    assert losses["loss_mask"] == 0
+    model.zero_grad()
+    losses["loss_mask"].backward()
+    branch = find_mask_branch(model)
+    assert all(p.grad is None or not p.grad.any() for p in branch.head.parameters())
+    if shapeprop is not None:
+        assert losses["loss_shape"] == 0
+        losses["loss_mil"].backward()  # MIL needs only boxes: it still trains the saliency learner
+        assert any(p.grad is not None and p.grad.any() for p in branch.shapeprop.parameters())
+
+
+def test_class_agnostic_masks_and_mask_transfer(batch):
+    agnostic = _model(class_agnostic_masks=True)
+    assert find_mask_branch(agnostic).predictor.mask_fcn_logits.out_channels == 1
+    agnostic.eval()
+    with torch.no_grad():
+        out = agnostic(batch[0][:1])[0]
+    assert out["masks"].shape[1:] == (1, SIZE, SIZE)
+
+    maskx = _model(mask_transfer=True)
+    maskx.train()
+    losses = _losses(maskx, batch)
+    losses["loss_mask"].backward()
+    transfer = find_mask_branch(maskx).predictor.mask_fcn_logits
+    assert transfer.transfer[0].weight.grad.abs().sum() > 0
+    # stop-gradient: the mask loss does not reach the box predictor
+    assert maskx.roi_heads.box_predictor.cls_score.weight.grad is None
+    with pytest.raises(ValueError, match="class-specific"):
+        _model(mask_transfer=True, class_agnostic_masks=True)
+
+
+def test_more_head_params_matches_shapeprop_count():
+    cfg = ModelConfig(backbone="tiny", shapeprop=SP)
+    width = widened_mask_head_channels(cfg, NUM_CLASSES)
+    with_sp = param_counts(build_detector(cfg, NUM_CLASSES, SIZE, SIZE))
+    widened = param_counts(
+        build_detector(ModelConfig(backbone="tiny", mask_head_channels=width), NUM_CLASSES, SIZE, SIZE)
+    )
+    target = with_sp["mask_head"] + with_sp["shapeprop"]
+    assert widened["mask_head"] >= target > mask_head_params(64, width - 1, NUM_CLASSES)
+
+
+def test_backbone_weights_from_local_checkpoint(tmp_path):
+    torch.manual_seed(1)
+    tiny = TinyNet()
+    torch.save(
+        {"state_dict": {f"backbone.body.{k}": v for k, v in tiny.state_dict().items()}}, tmp_path / "tiny.pth"
+    )
+    loaded = build_backbone("tiny", str(tmp_path / "tiny.pth"), [1, 2, 3, 4], None)
+    assert torch.equal(loaded.body.stage3[0].weight, tiny.stage3[0].weight)
+
+    net = resnet18()
+    torch.save(net.state_dict(), tmp_path / "r18.pth")
+    r18 = build_backbone("resnet18", str(tmp_path / "r18.pth"), [1, 2, 3, 4], None)
+    assert torch.equal(r18.body.layer2[0].conv1.weight, net.layer2[0].conv1.weight)
+    assert not r18.body.conv1.weight.requires_grad  # pretrained: stem frozen
+
+    torch.save({"fc.weight": torch.zeros(3, 3)}, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="bad.pth"):
+        build_backbone("resnet18", str(tmp_path / "bad.pth"), [1, 2, 3, 4], None)
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        build_backbone("tiny", str(tmp_path / "missing.pth"), [1, 2, 3, 4], None)
