@@ -80,6 +80,7 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
+    framework: Literal["torchvision", "detectron2"] = "torchvision"
     arch: Literal["mask_rcnn", "retinamask"] = "mask_rcnn"
     backbone: Literal["tiny", "resnet18", "resnet50", "resnet101"] = "resnet50"
     weights: str | None = Field(
