@@ -1,0 +1,436 @@
+"""Running suites: one run spec into one MLflow run (`run_one`), a whole suite (`run_suite`).
+
+`run_one` wraps the library's `run_experiment` (injectable for tests). Each run owns a work
+directory `<runs root>/<suite>/<run key>/` holding its checkpoints, its resolved config, its
+log, and `mlflow.json` with the MLflow run it logs to: started again after a kill, the run
+finds that file, resumes from its last checkpoint and logs into the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import shutil
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness import tracking
+from harness.executors import RunOutcome, make_executor
+from harness.suite import RunSpec, Suite, expand, flatten_config, select
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RUNS_ROOT = Path("runs")
+STATE_FILE = "mlflow.json"
+LOG_FILE = "run.log"
+MAX_EXTRA_ARTIFACT_BYTES = 50 * 2**20
+
+
+def workdir_of(spec: RunSpec, runs_root: str | Path) -> Path:
+    """`<runs root>/<suite>/<run key>` (absolute)."""
+    return (Path(runs_root) / spec.suite / spec.key).resolve()
+
+
+def log_path_of(spec: RunSpec, runs_root: str | Path) -> Path:
+    """The run's log file, `<work dir>/run.log`."""
+    return workdir_of(spec, runs_root) / LOG_FILE
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+class _TrackingHooks:
+    """Experiment callbacks that log to one MLflow run: metrics batched, flushed at checkpoints.
+
+    Mixed into the library's `ExperimentCallbacks` by `tracking_callbacks` (so hooks the
+    library adds later default to its no-ops); importing the library is deferred because it
+    loads torch and Lightning, which `plan` and `status` do not need.
+    """
+
+    def __init__(
+        self, mlflow_client: Any, run_id: str, skip_until_step: int = -1, flush_every_s: float = 15.0
+    ):
+        self.client = mlflow_client
+        self.run_id = run_id
+        self.buffer = tracking.MetricBuffer(
+            mlflow_client, run_id, flush_every_s=flush_every_s, skip_until_step=skip_until_step
+        )
+        self.max_steps: int | None = None
+        self.eval_metrics: dict[str, float] = {}
+
+    def on_start(self, max_steps: int, start_step: int) -> None:
+        self.max_steps = max_steps
+        tags = {"max_steps": str(max_steps)}
+        if start_step > 0:
+            tags["resumed_from_step"] = str(start_step)
+        tracking.set_tags(self.client, self.run_id, tags)
+
+    def on_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.buffer.add(metrics, step)
+
+    def on_checkpoint(self, path: Path, step: int) -> None:
+        # Everything up to a checkpoint is in the store: a resume recomputes only what follows it.
+        self.buffer.flush()
+        tracking.set_tags(self.client, self.run_id, {"last_checkpoint_step": str(step)})
+
+    def on_eval(self, metrics: dict[str, float]) -> None:
+        self.eval_metrics = dict(metrics)
+
+    def flush(self) -> None:
+        self.buffer.flush()
+
+
+@functools.cache
+def _tracking_callbacks_class() -> type:
+    from shapeprop.experiment import ExperimentCallbacks
+
+    return type("TrackingCallbacks", (_TrackingHooks, ExperimentCallbacks), {"__module__": __name__})
+
+
+def tracking_callbacks(
+    mlflow_client: Any, run_id: str, skip_until_step: int = -1, flush_every_s: float = 15.0
+) -> _TrackingHooks:
+    """An `ExperimentCallbacks` that logs to MLflow run `run_id` (see `_TrackingHooks`)."""
+    return _tracking_callbacks_class()(mlflow_client, run_id, skip_until_step, flush_every_s)
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def _open_run(spec: RunSpec, uri: str, workdir: Path, parent_run_id: str | None) -> tuple[str, bool]:
+    """The MLflow run of this spec: the one in `workdir/mlflow.json` if it is not finished, else a new one."""
+    from mlflow.exceptions import MlflowException
+
+    c = tracking.client(uri)
+    state_path = workdir / STATE_FILE
+    if state_path.exists():
+        state = json.loads(state_path.read_text())
+        if state.get("tracking_uri") == uri:
+            try:
+                run = c.get_run(state["run_id"])
+            except MlflowException:
+                run = None
+            if run is not None and run.info.status != "FINISHED" and run.info.lifecycle_stage == "active":
+                tracking.with_retry(lambda: c.update_run(run.info.run_id, status="RUNNING"), "reopen run")
+                tracking.set_tags(
+                    c, run.info.run_id, {**tracking.environment_tags(), "pid": str(os.getpid())}
+                )
+                return run.info.run_id, True
+    exp_id = tracking.ensure_experiment(c, tracking.experiment_name(spec.suite))
+    tags = {**tracking.spec_tags(spec), **tracking.environment_tags(), "pid": str(os.getpid())}
+    if parent_run_id:
+        tags[tracking.PARENT_TAG] = parent_run_id
+    run = tracking.with_retry(lambda: c.create_run(exp_id, tags=tags), "create run")
+    run_id = run.info.run_id
+    tracking.log_params(c, run_id, flatten_config(spec.config))
+    _write_atomic(state_path, json.dumps({"tracking_uri": uri, "run_id": run_id, "run_key": spec.key}))
+    return run_id, False
+
+
+def run_one(
+    spec: RunSpec,
+    tracking_uri: str,
+    runs_root: str | Path = DEFAULT_RUNS_ROOT,
+    parent_run_id: str | None = None,
+    experiment_fn: Callable[..., Any] | None = None,
+    *,
+    fresh: bool = False,
+    log_checkpoint: bool = False,
+    progress: bool = True,
+    flush_every_s: float = 15.0,
+    log_every: int | None = None,
+) -> RunOutcome:
+    """Run one spec into one MLflow child run and return how it ended.
+
+    A failure inside the experiment is recorded (status FAILED, `traceback.txt` artifact, tag
+    `error`) and returned, never raised; Ctrl-C marks the run KILLED and is re-raised.
+    `fresh` discards the work directory first (no resume). `experiment_fn` defaults to
+    `shapeprop.experiment.run_experiment` and is called as `fn(cfg, workdir, callbacks, progress)`,
+    plus `log_every=` (training steps per metrics window) when `log_every` is given.
+    """
+    if experiment_fn is None:
+        from shapeprop.experiment import run_experiment as experiment_fn
+    started = time.monotonic()
+    workdir = workdir_of(spec, runs_root)
+    if fresh and workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    run_id, resumed = _open_run(spec, uri, workdir, parent_run_id)
+    c = tracking.client(uri)
+
+    config_path = workdir / "config.yaml"
+    _write_atomic(config_path, yaml.safe_dump(spec.config.model_dump(mode="json"), sort_keys=False))
+    skip = tracking.last_logged_step(c, run_id) if resumed else -1
+    callbacks = tracking_callbacks(c, run_id, skip_until_step=skip, flush_every_s=flush_every_s)
+
+    handler = logging.FileHandler(workdir / LOG_FILE)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    previous_level = root.level
+    root.setLevel(min(previous_level, logging.INFO) if previous_level else logging.INFO)
+    log.info(
+        "run %s (%s) %s into MLflow run %s",
+        spec.key,
+        spec.describe(),
+        "resumes" if resumed else "starts",
+        run_id,
+    )
+    try:
+        extra = {"log_every": log_every} if log_every else {}
+        result = experiment_fn(spec.config, workdir, callbacks, progress, **extra)
+        callbacks.flush()
+        final_step = callbacks.max_steps or spec.config.schedule.max_steps
+        metrics = {k: float(v) for k, v in result.metrics.items()}
+        metrics.update({f"params_{k}": float(v) for k, v in (result.param_counts or {}).items()})
+        tracking.log_metrics(c, run_id, metrics, step=final_step)
+        tracking.set_tags(c, run_id, {"dataset_fingerprint": result.fingerprint})
+        _log_artifacts(c, run_id, workdir, result, log_checkpoint)
+        tracking.with_retry(lambda: c.set_terminated(run_id, status="FINISHED"), "finish run")
+        log.info("run %s finished", spec.key)
+        return RunOutcome(
+            spec.key, spec.row, "FINISHED", run_id, metrics=metrics, seconds=time.monotonic() - started
+        )
+    except BaseException as err:
+        status = "KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED"
+        message = f"{type(err).__name__}: {err}"
+        log.error("run %s %s: %s", spec.key, status.lower(), message)
+        _record_failure(c, run_id, workdir, status, message, traceback.format_exc(), callbacks)
+        if status == "KILLED":
+            raise
+        return RunOutcome(
+            spec.key, spec.row, status, run_id, error=message, seconds=time.monotonic() - started
+        )
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous_level)
+        handler.close()
+
+
+def _log_artifacts(c: Any, run_id: str, workdir: Path, result: Any, log_checkpoint: bool) -> None:
+    def upload(path: Path, artifact_path: str | None = None) -> None:
+        tracking.with_retry(lambda: c.log_artifact(run_id, str(path), artifact_path), f"upload {path.name}")
+
+    upload(workdir / "config.yaml")
+    artifacts = dict(result.artifacts or {})
+    evaluation = artifacts.pop("evaluation", None)
+    if evaluation is not None:
+        target = workdir / "evaluation.json"
+        if Path(evaluation).resolve() != target:
+            shutil.copyfile(evaluation, target)
+        upload(target)
+    for name, table in (result.tables or {}).items():
+        target = workdir / f"{name}.csv"
+        table.to_csv(target, index=False)
+        upload(target)
+    checkpoint = artifacts.pop("checkpoint", None)
+    if log_checkpoint and checkpoint is not None:
+        upload(Path(checkpoint), "checkpoints")
+    for name, path in artifacts.items():  # anything else the experiment produced (detections, plots)
+        path = Path(path)
+        if name in (result.tables or {}) or not path.is_file():
+            continue  # tables are uploaded above
+        if path.stat().st_size > MAX_EXTRA_ARTIFACT_BYTES:  # e.g. COCO-scale detections: keep them local
+            tracking.set_tags(c, run_id, {f"local_artifact.{name}": str(path)})
+            continue
+        upload(path, "outputs")
+    if (workdir / LOG_FILE).exists():
+        upload(workdir / LOG_FILE)
+
+
+def _record_failure(
+    c: Any,
+    run_id: str,
+    workdir: Path,
+    status: str,
+    message: str,
+    trace: str,
+    callbacks: _TrackingHooks | None,
+) -> None:
+    """Flush what was measured, attach the traceback and the log, mark the run FAILED/KILLED."""
+    try:
+        if callbacks is not None:
+            callbacks.flush()
+        trace_path = workdir / "traceback.txt"
+        trace_path.write_text(trace)
+        tracking.with_retry(lambda: c.log_artifact(run_id, str(trace_path)), "upload traceback")
+        if (workdir / LOG_FILE).exists():
+            tracking.with_retry(lambda: c.log_artifact(run_id, str(workdir / LOG_FILE)), "upload log")
+        tracking.set_tags(c, run_id, {"error": message[:5000]})
+    finally:
+        tracking.with_retry(lambda: c.set_terminated(run_id, status=status), "terminate run")
+
+
+def record_crash(spec: RunSpec, tracking_uri: str, runs_root: str | Path, reason: str) -> str | None:
+    """Mark the run of a worker that died without reporting as FAILED (returns its run id, if any)."""
+    workdir = workdir_of(spec, runs_root)
+    state_path = workdir / STATE_FILE
+    if not state_path.exists():
+        return None
+    state = json.loads(state_path.read_text())
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    if state.get("tracking_uri") != uri:
+        return None
+    c = tracking.client(uri)
+    if c.get_run(state["run_id"]).info.status == "FINISHED":
+        return state["run_id"]
+    _record_failure(c, state["run_id"], workdir, "FAILED", reason, reason + "\n", None)
+    return state["run_id"]
+
+
+# --------------------------------------------------------------------------- a suite
+
+
+@dataclass
+class PlannedRun:
+    spec: RunSpec
+    state: str  # finished | running | failed | missing (what the store holds for its key)
+    action: str  # run | resume | skip
+
+
+def plan(
+    suite: Suite,
+    profile: str,
+    tracking_uri: str | None,
+    only: Iterable[str] | str | None = None,
+    force: bool = False,
+    runs_root: str | Path = DEFAULT_RUNS_ROOT,
+) -> list[PlannedRun]:
+    """What `run` would do with each selected spec: skip (finished), resume (has a work dir) or run."""
+    specs = select(expand(suite, profile), only)
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    states = tracking.key_states(uri, suite.name, [s.key for s in specs])
+    planned = []
+    for spec in specs:
+        state = states.get(spec.key, tracking.KeyState("missing")).state
+        if state == "finished" and not force:
+            action = "skip"
+        elif not force and (workdir_of(spec, runs_root) / STATE_FILE).exists():
+            action = "resume"
+        else:
+            action = "run"
+        planned.append(PlannedRun(spec, state, action))
+    return planned
+
+
+@dataclass
+class SuiteSummary:
+    done: list[RunOutcome] = field(default_factory=list)
+    failed: list[RunOutcome] = field(default_factory=list)
+    skipped: list[RunSpec] = field(default_factory=list)
+    parent_run_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def run_suite(
+    suite: Suite,
+    profile: str = "full",
+    *,
+    tracking_uri: str | None = None,
+    runs_root: str | Path = DEFAULT_RUNS_ROOT,
+    only: Iterable[str] | str | None = None,
+    executor: str = "inline",
+    workers: int = 1,
+    force: bool = False,
+    experiment_fn: Callable[..., Any] | None = None,
+    log_checkpoint: bool = False,
+    log_every: int | None = None,
+    on_outcome: Callable[[RunOutcome, int, int], None] | None = None,
+    on_start: Callable[[Sequence[PlannedRun]], None] | None = None,
+    slurm: dict[str, Any] | None = None,
+) -> SuiteSummary:
+    """Run every selected spec of `suite` that has not FINISHED (all with `force`) and summarise.
+
+    One parent MLflow run per call (tag kind=invocation); each spec logs into its own nested
+    run. A failing run is recorded and the suite goes on. `on_outcome(outcome, i, n)` is called
+    as runs end (progress display).
+    """
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    runs_root = Path(runs_root).resolve()
+    planned = plan(suite, profile, uri, only, force, runs_root)
+    summary = SuiteSummary(skipped=[p.spec for p in planned if p.action == "skip"])
+    todo = [p.spec for p in planned if p.action != "skip"]
+    if on_start is not None:
+        on_start(planned)
+    if not todo:
+        return summary
+
+    parent = tracking.start_invocation(
+        uri,
+        suite.name,
+        {
+            "profile": profile,
+            "reproduces": suite.reproduces or "",
+            "executor": executor,
+            "only": " | ".join([only] if isinstance(only, str) else list(only or [])),
+            "runs_planned": str(len(todo)),
+            "runs_skipped": str(len(summary.skipped)),
+        },
+    )
+    summary.parent_run_id = parent
+    is_inline = executor == "inline"
+    job = functools.partial(
+        run_one,
+        tracking_uri=uri,
+        runs_root=runs_root,
+        parent_run_id=parent,
+        experiment_fn=experiment_fn,
+        fresh=force,
+        log_checkpoint=log_checkpoint,
+        progress=is_inline,
+        log_every=log_every,
+    )
+    runner = make_executor(
+        executor,
+        workers,
+        runs_root,
+        suite.name,
+        log_path=functools.partial(log_path_of, runs_root=runs_root),
+        **(slurm or {}),
+    )
+    specs_by_key = {s.key: s for s in todo}
+    status = "FINISHED"
+    try:
+        for i, outcome in enumerate(runner.run(todo, job), start=1):
+            if outcome.crashed:
+                outcome.run_id = record_crash(
+                    specs_by_key[outcome.key], uri, runs_root, outcome.error or "crashed"
+                )
+            (summary.done if outcome.ok else summary.failed).append(outcome)
+            if on_outcome is not None:
+                on_outcome(outcome, i, len(todo))
+        if summary.failed:
+            status = "FAILED"
+    except BaseException:
+        status = "KILLED"
+        raise
+    finally:
+        tracking.end_run(
+            uri,
+            parent,
+            status,
+            {
+                "runs_done": len(summary.done),
+                "runs_failed": len(summary.failed),
+                "runs_skipped": len(summary.skipped),
+            },
+        )
+    return summary

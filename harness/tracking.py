@@ -1,0 +1,306 @@
+"""MLflow tracking: where runs are stored, which keys are done, and batched logging of one run.
+
+Layout (the contract the report reads): experiment `shapeprop-bench/<suite>`; one parent run
+per invocation (tag `kind=invocation`); a nested child run per run spec (tag `kind=run`, tags
+suite/reproduces/row/method/seed/run_key/profile/git/device/versions, params = the flattened
+resolved config). Everything goes through `MlflowClient` (no fluent global state), so several
+runs can log from one process or from many.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import platform
+import socket
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlparse
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+    from harness.suite import RunSpec
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+EXPERIMENT_PREFIX = "shapeprop-bench/"
+PARENT_TAG = "mlflow.parentRunId"
+# MLflow's limits per log_batch call.
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_PER_BATCH = 100
+MAX_TAGS_PER_BATCH = 100
+
+T = TypeVar("T")
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """`uri`, else `$MLFLOW_TRACKING_URI`, else `sqlite:///mlflow.db` in the working directory.
+
+    A relative SQLite or file path is made absolute, so worker processes started elsewhere
+    (Slurm jobs, submitit) write to the same store.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = uri[len("sqlite:///") :]
+        if path and path != ":memory:":
+            return "sqlite:///" + str(Path(path).resolve())
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file") and "://" not in uri:
+        return str(Path(uri).resolve())
+    return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI (None for other stores)."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///") :])
+    return None
+
+
+def store_exists(uri: str) -> bool:
+    """False only for a SQLite store whose file does not exist yet (reading must not create it)."""
+    path = sqlite_path(uri)
+    return path is None or path.exists()
+
+
+def experiment_name(suite_name: str) -> str:
+    return EXPERIMENT_PREFIX + suite_name
+
+
+def with_retry(fn: Callable[[], T], what: str, attempts: int = 5, delay_s: float = 0.5) -> T:
+    """Call `fn`, retrying transient store errors (SQLite 'database is locked', HTTP hiccups)."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except (MlflowException, OSError) as err:
+            transient = "locked" in str(err) or "busy" in str(err) or isinstance(err, OSError)
+            transient = transient or getattr(err, "error_code", "") in (
+                "TEMPORARILY_UNAVAILABLE",
+                "INTERNAL_ERROR",
+            )
+            if not transient or attempt == attempts:
+                raise
+            log.warning("%s failed (%s), retry %d/%d", what, err, attempt, attempts - 1)
+            time.sleep(delay_s * attempt)
+    raise AssertionError("unreachable")
+
+
+def client(uri: str) -> MlflowClient:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def ensure_experiment(mlflow_client: MlflowClient, name: str) -> str:
+    """The id of experiment `name`, created if needed (safe when several processes race)."""
+    from mlflow.exceptions import MlflowException
+
+    found = mlflow_client.get_experiment_by_name(name)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            mlflow_client.restore_experiment(found.experiment_id)
+        return found.experiment_id
+    try:
+        return mlflow_client.create_experiment(name)
+    except MlflowException:  # another process created it between the two calls
+        found = mlflow_client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+# --------------------------------------------------------------------------- what is in the store
+
+
+@dataclass(frozen=True)
+class KeyState:
+    """What the store holds for one run key: the state the harness acts on, and the run behind it."""
+
+    state: str  # finished | running | failed | missing
+    run_id: str | None = None
+    status: str | None = None  # the MLflow status of that run
+
+
+def key_states(uri: str, suite_name: str, keys: Iterable[str] | None = None) -> dict[str, KeyState]:
+    """For every run key of the suite's experiment: finished if any run of it FINISHED, else the newest run's state."""
+    if not store_exists(uri):
+        return {}
+    c = client(uri)
+    exp = c.get_experiment_by_name(experiment_name(suite_name))
+    if exp is None:
+        return {}
+    wanted = set(keys) if keys is not None else None
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = c.search_runs(
+            [exp.experiment_id],
+            filter_string="tags.kind = 'run'",
+            max_results=5000,
+            order_by=["attributes.start_time DESC"],
+            page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    states: dict[str, KeyState] = {}
+    for run in runs:  # newest first
+        key = run.data.tags.get("run_key")
+        if key is None or (wanted is not None and key not in wanted):
+            continue
+        status = run.info.status
+        current = states.get(key)
+        if status == "FINISHED" and (current is None or current.state != "finished"):
+            states[key] = KeyState("finished", run.info.run_id, status)
+        elif current is None:
+            state = "running" if status in ("RUNNING", "SCHEDULED") else "failed"
+            states[key] = KeyState(state, run.info.run_id, status)
+    return states
+
+
+# --------------------------------------------------------------------------- tags
+
+
+@functools.cache
+def environment_tags() -> dict[str, str]:
+    """Versions, device and git state of this process (computed once per process)."""
+    from harness.environment import collect, git_state
+
+    info = collect()
+    tags = {f"version.{k.replace(' ', '_')}": v for k, v in info.items() if k not in ("gpu", "platform")}
+    tags["platform"] = info.get("platform", platform.platform())
+    gpu = info.get("gpu", "none visible")
+    tags["device"] = gpu if gpu != "none visible" else f"cpu ({os.cpu_count()} cores)"
+    tags["host"] = socket.gethostname()
+    tags.update(git_state(Path(__file__).resolve().parent))
+    return tags
+
+
+def spec_tags(spec: RunSpec) -> dict[str, str]:
+    """The contract's identifying tags of a child run."""
+    return {
+        "kind": "run",
+        "suite": spec.suite,
+        "reproduces": spec.reproduces or "",
+        "row": spec.row,
+        "method": spec.method,
+        "seed": str(spec.seed),
+        "run_key": spec.key,
+        "profile": spec.profile,
+        "mlflow.runName": f"{spec.row} | seed {spec.seed} | {spec.key[:8]}",
+    }
+
+
+# --------------------------------------------------------------------------- invocation (parent) runs
+
+
+def start_invocation(uri: str, suite_name: str, tags: Mapping[str, str]) -> str:
+    """Create the parent run of one `shapeprop-bench run` invocation; returns its run id."""
+    c = client(uri)
+    exp_id = ensure_experiment(c, experiment_name(suite_name))
+    all_tags = {"kind": "invocation", "suite": suite_name, **environment_tags(), **tags}
+    all_tags.setdefault("mlflow.runName", f"invocation {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    run = with_retry(lambda: c.create_run(exp_id, tags=all_tags), "create invocation run")
+    return run.info.run_id
+
+
+def end_run(uri: str, run_id: str, status: str, metrics: Mapping[str, float] | None = None) -> None:
+    """Log final metrics (if any) and set the run's terminal status (FINISHED, FAILED, KILLED)."""
+    c = client(uri)
+    if metrics:
+        log_metrics(c, run_id, metrics, step=0)
+    with_retry(lambda: c.set_terminated(run_id, status=status), f"terminate run {run_id}")
+
+
+# --------------------------------------------------------------------------- batched logging
+
+
+def log_metrics(mlflow_client: MlflowClient, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+    """Log a dict of metrics at one step with one call (no batching across steps)."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, int(step)) for k, v in metrics.items()]
+    for i in range(0, len(batch), MAX_METRICS_PER_BATCH):
+        chunk = batch[i : i + MAX_METRICS_PER_BATCH]
+        with_retry(lambda chunk=chunk: mlflow_client.log_batch(run_id, metrics=chunk), "log metrics")
+
+
+def log_params(mlflow_client: MlflowClient, run_id: str, params: Mapping[str, str]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+        chunk = items[i : i + MAX_PARAMS_PER_BATCH]
+        with_retry(lambda chunk=chunk: mlflow_client.log_batch(run_id, params=chunk), "log params")
+
+
+def set_tags(mlflow_client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> None:
+    from mlflow.entities import RunTag
+
+    items = [RunTag(k, str(v)[:8000]) for k, v in tags.items()]
+    for i in range(0, len(items), MAX_TAGS_PER_BATCH):
+        chunk = items[i : i + MAX_TAGS_PER_BATCH]
+        with_retry(lambda chunk=chunk: mlflow_client.log_batch(run_id, tags=chunk), "set tags")
+
+
+class MetricBuffer:
+    """Buffers (name, value, step) and writes them with `log_batch` every `flush_every_s` seconds,
+    when `max_buffered` are waiting, and on `flush()`: one store round trip per many training steps.
+
+    Steps at or below `skip_until_step` are dropped: on resume they were logged before the kill.
+    """
+
+    def __init__(
+        self,
+        mlflow_client: MlflowClient,
+        run_id: str,
+        flush_every_s: float = 15.0,
+        max_buffered: int = MAX_METRICS_PER_BATCH,
+        skip_until_step: int = -1,
+    ):
+        self.client = mlflow_client
+        self.run_id = run_id
+        self.flush_every_s = flush_every_s
+        self.max_buffered = max_buffered
+        self.skip_until_step = skip_until_step
+        self._pending: list[Any] = []
+        self._last_flush = time.monotonic()
+        self.logged = 0
+
+    def add(self, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        if step <= self.skip_until_step:
+            return
+        now = int(time.time() * 1000)
+        self._pending.extend(Metric(k, float(v), now, int(step)) for k, v in metrics.items())
+        if (
+            len(self._pending) >= self.max_buffered
+            or time.monotonic() - self._last_flush >= self.flush_every_s
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        while self._pending:
+            chunk = self._pending[:MAX_METRICS_PER_BATCH]
+            with_retry(lambda chunk=chunk: self.client.log_batch(self.run_id, metrics=chunk), "log metrics")
+            del self._pending[: len(chunk)]
+            self.logged += len(chunk)
+        self._last_flush = time.monotonic()
+
+
+def last_logged_step(mlflow_client: MlflowClient, run_id: str, metric: str = "loss") -> int:
+    """The highest step of `metric` already in the run (-1 if none)."""
+    history = with_retry(lambda: mlflow_client.get_metric_history(run_id, metric), "read metric history")
+    return max((m.step for m in history), default=-1)
