@@ -11,7 +11,10 @@ import csv
 import io
 import itertools
 import math
+import os
+import shutil
 import statistics
+import tempfile
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
@@ -123,9 +126,21 @@ def fig6_ap(row: str, fraction: float, seed: int) -> float:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Store:
-    root = tmp_path_factory.mktemp("store")
-    s = Store(root)
+def store(tmp_path_factory):
+    # SQLite commits each write to disk; on a RAM disk the ~40 runs below log 4x faster.
+    ram = Path("/dev/shm")
+    if ram.is_dir() and os.access(ram, os.W_OK):
+        root = Path(tempfile.mkdtemp(dir=ram, prefix="report-store-"))
+    else:
+        root = tmp_path_factory.mktemp("store")
+    try:
+        yield fill(Store(root))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def fill(s: Store) -> Store:
+    root = s.root
     # Table 4 (suite "ablations", profile mini unless said otherwise).
     for seed, ap in enumerate(BASELINE_AP):
         s.log_run("ablations", "table4", "baseline", ap_metrics(ap), seed=seed)

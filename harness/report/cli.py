@@ -80,3 +80,7 @@ def report(tables, figures, profile, tracking_uri, out_dir, suite, reference_dir
         for path in done.files:
             click.echo(f"  {path}")
     click.echo(f"Browse the runs: mlflow ui --backend-store-uri {uri}")
+
+
+if __name__ == "__main__":
+    report()

@@ -123,7 +123,15 @@ def figure9(overlaps: pandas.DataFrame, title: str, base: Path) -> list[Path]:
             # A 2-D KDE needs spread in both coordinates; with too few points show the points only.
             if len(x) >= 5 and x.std() > 0 and y.std() > 0:
                 seaborn.kdeplot(
-                    x=x, y=y, ax=ax, fill=True, cmap="viridis", log_scale=(True, False), warn_singular=False
+                    x=x,
+                    y=y,
+                    ax=ax,
+                    fill=True,
+                    cmap="viridis",
+                    log_scale=(True, False),
+                    gridsize=100,
+                    levels=8,
+                    warn_singular=False,
                 )
             ax.scatter(x, y, s=4, alpha=0.3, color="black")
             ax.set_xscale("log")

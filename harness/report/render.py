@@ -46,26 +46,22 @@ def wide(table: pandas.DataFrame, layout: TableLayout, style: str = "text") -> p
     """Paper layout: index (section, row), columns (column_group, metric) plus an `n` per group."""
     import pandas
 
-    frame = table.copy()
-    frame["text"] = [
-        format_cell(m, s, n, p, style)
-        for m, s, n, p in zip(frame["mean"], frame["std"], frame["n"], frame["paper"], strict=True)
-    ]
-    rows = list(dict.fromkeys(zip(frame["section"], frame["row"], strict=True)))
-    groups = list(dict.fromkeys(frame["column_group"]))
+    rows = list(dict.fromkeys(zip(table["section"], table["row"], strict=True)))
+    groups = list(dict.fromkeys(table["column_group"]))
     columns = [(g, c) for g in groups for c in [*layout.metrics, "n"]]
-    out = pandas.DataFrame(
-        "",
+    grid = {key: {column: "" for column in columns} for key in rows}
+    for line in table.to_dict("records"):
+        cells = grid[(line["section"], line["row"])]
+        text = format_cell(line["mean"], line["std"], line["n"], line["paper"], style)
+        cells[(line["column_group"], line["column"])] = text
+        # n counts runs of the cell's first metric (AP); every metric of a finished run is logged.
+        if line["column"] == layout.metrics[0]:
+            cells[(line["column_group"], "n")] = str(line["n"])
+    return pandas.DataFrame(
+        [[grid[key][column] for column in columns] for key in rows],
         index=pandas.MultiIndex.from_tuples(rows, names=["section", "row"]),
         columns=pandas.MultiIndex.from_tuples(columns),
     )
-    for line in frame.to_dict("records"):
-        key = (line["section"], line["row"])
-        out.loc[key, (line["column_group"], line["column"])] = line["text"]
-        # n counts runs of the cell's first metric (AP); every metric of a finished run is logged.
-        if line["column"] == layout.metrics[0]:
-            out.loc[key, (line["column_group"], "n")] = str(line["n"])
-    return out
 
 
 def display(
