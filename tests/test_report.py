@@ -151,6 +151,7 @@ def fill(s: Store) -> Store:
         "baseline + ShapeProp (Channel-agnostic)",
         ap_metrics(0.0, 0.0, 0.0, sizes=False),
     )
+    s.log_run("ablations", "table4", "baseline + More head params", {}, status="FAILED")
     s.log_run("ablations", "table4", "baseline + ShapeProp", ap_metrics(99.0), key="sp", status="FAILED")
     s.log_run("ablations", "table4", "baseline + ShapeProp", ap_metrics(98.0), key="sp", status="RUNNING")
     s.log_run("ablations", "table4", "baseline + ShapeProp", ap_metrics(22.0), key="sp")
@@ -181,6 +182,9 @@ def fill(s: Store) -> Store:
         s.log_run(
             "fractions", "figure6", row, ap_metrics(fig6_ap(row, fraction, seed)), seed=seed, params=params
         )
+    s.killed = s.log_run(
+        "fractions", "figure6", "Mask R-CNN", {}, params={"data.data_fraction": "0.005"}, status="KILLED"
+    )
     # Figure 9: one run with its best-overlap table, one without.
     overlap = root / "best_overlap.csv"
     overlap.write_text(best_overlap_csv())
@@ -240,6 +244,10 @@ def test_table4_aggregates_seeds_and_keeps_missing_apart_from_zero(store, tmp_pa
     missing = got[("baseline + More head params", "AP")]
     assert missing["n"] == 0 and math.isnan(missing["mean"]) and math.isnan(missing["delta"])
     assert missing["paper"] == 21.4
+    failed = [note for note in rep.notes if "no finished run" in note]
+    assert len(failed) == 1 and failed[0].startswith(
+        "'baseline + More head params': no finished run (1 failed"
+    )
     zero = got[("baseline + ShapeProp (Channel-agnostic)", "AP75")]
     assert zero["n"] == 1 and zero["mean"] == 0.0 and zero["delta"] == pytest.approx(-20.5)
 
@@ -391,6 +399,7 @@ def test_table1_latex_groups_and_escapes(store, tmp_path):
 
 def test_figure6_curves(store, tmp_path):
     rep = figure_report(6, store.client, "mini", tmp_path, console=quiet())
+    killed = store.killed
     assert sorted(p.name for p in rep.files) == ["figure6-mini.csv", "figure6-mini.png", "figure6-mini.svg"]
     points = {(r["row"], r["data_fraction"]): r for r in rep.data.to_dict("records")}
     assert len(points) == 6
@@ -398,6 +407,9 @@ def test_figure6_curves(store, tmp_path):
     assert plain["segm_AP"] == pytest.approx(statistics.mean(fig6_ap("Mask R-CNN", 0.02, s) for s in (0, 1)))
     assert plain["segm_AP_n"] == 2 and plain["segm_AP_std"] == pytest.approx(statistics.stdev([0.0, 1.0]))
     assert points[("Mask R-CNN w/ ShapeProp", 0.01)]["segm_AP_n"] == 1
+    assert [n for n in rep.notes if "no finished run" in n] == [
+        f"'Mask R-CNN', data.data_fraction=0.005: no finished run (1 killed; newest: MLflow run {killed})"
+    ]
 
     width, height = figures.FIG6_SIZE
     with Image.open(tmp_path / "figure6-mini.png") as image:

@@ -46,10 +46,10 @@ def experiment_ids(client, suite: str | None = None) -> list[str]:
 
 
 def fetch_runs(client, reproduces: str, suite: str | None = None) -> pandas.DataFrame:
-    """All FINISHED child runs tagged `reproduces=<reproduces>`, one row per run.
+    """All child runs tagged `reproduces=<reproduces>` (any status), one row per run.
 
-    Columns: `run_id`, `start_time` (ms), the tags in TAGS, one column per metric (its MLflow
-    name) and one per param (`param:<dotted key>`). One paged search over all suite experiments.
+    Columns: `run_id`, `status`, `start_time` (ms), the tags in TAGS, one column per metric (its
+    MLflow name) and one per param (`param:<dotted key>`). One paged search over all suite experiments.
     """
     import pandas
     from mlflow.entities import ViewType
@@ -57,13 +57,13 @@ def fetch_runs(client, reproduces: str, suite: str | None = None) -> pandas.Data
     ids = experiment_ids(client, suite)
     records = []
     token = None
-    query = f"tags.kind = 'run' AND tags.reproduces = '{reproduces}' AND attributes.status = 'FINISHED'"
+    query = f"tags.kind = 'run' AND tags.reproduces = '{reproduces}'"
     while ids:
         page = client.search_runs(
             ids, query, run_view_type=ViewType.ACTIVE_ONLY, max_results=10_000, page_token=token
         )
         for run in page:
-            record = {"run_id": run.info.run_id, "start_time": run.info.start_time}
+            record = {"run_id": run.info.run_id, "status": run.info.status, "start_time": run.info.start_time}
             record.update({tag: run.data.tags.get(tag, "") for tag in TAGS})
             record.update(run.data.metrics)
             record.update({PARAM_PREFIX + key: value for key, value in run.data.params.items()})
@@ -71,29 +71,43 @@ def fetch_runs(client, reproduces: str, suite: str | None = None) -> pandas.Data
         token = page.token
         if not token:
             break
-    columns = ["run_id", "start_time", *TAGS]
+    columns = ["run_id", "status", "start_time", *TAGS]
     return pandas.DataFrame.from_records(records, columns=None if records else columns)
 
 
 def select(runs: pandas.DataFrame, profile: str, cell: list[str]) -> RunSelection:
-    """Keep `profile`'s runs; the newest per run key, then the newest per (cell, seed).
+    """Keep `profile`'s FINISHED runs: the newest per run key, then the newest per (cell, seed).
 
     `cell` names the columns that place a run in the report. Two runs of one cell and seed
     but different keys come from an edited suite (same label, new config): the newer wins,
-    and a note says how many older ones were left out.
+    and a note says how many older ones were left out. Cells whose runs all failed or are
+    still running get a note too (they show as missing).
     """
     if not len(runs):
         return RunSelection(runs)
-    counts = runs["profile"].value_counts().to_dict()
+    finished = runs[runs["status"] == "FINISHED"]
+    counts = finished["profile"].value_counts().to_dict()
     other = {name: int(n) for name, n in counts.items() if name != profile}
-    runs = runs[runs["profile"] == profile]
-    runs = runs.sort_values("start_time", ascending=False, kind="stable")
-    runs = runs.drop_duplicates("run_key")
-    newest = runs.drop_duplicates([c for c in [*cell, "seed"] if c in runs])
+    mine = runs[runs["profile"] == profile].sort_values("start_time", ascending=False, kind="stable")
+    cell = [c for c in cell if c in runs]
+    done = mine[mine["status"] == "FINISHED"].drop_duplicates("run_key")
+    newest = done.drop_duplicates([*cell, "seed"])
     notes = []
-    if len(newest) < len(runs):
+    if len(newest) < len(done):
         notes.append(
-            f"{len(runs) - len(newest)} older run(s) with the same row label and seed but another config "
+            f"{len(done) - len(newest)} older run(s) with the same row label and seed but another config "
             "were left out (the newest wins)"
+        )
+    have = set(newest[cell].itertuples(index=False, name=None))
+    for key, group in mine[mine["status"] != "FINISHED"].groupby(cell, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        if key in have:
+            continue
+        states = ", ".join(f"{n} {s.lower()}" for s, n in group["status"].value_counts().items())
+        params = [(c, v) for c, v in zip(cell, key, strict=True) if c.startswith(PARAM_PREFIX)]
+        extra = "".join(f", {c.removeprefix(PARAM_PREFIX)}={v}" for c, v in params)
+        newest_id = group["run_id"].iloc[0]
+        notes.append(
+            f"'{group['row'].iloc[0]}'{extra}: no finished run ({states}; newest: MLflow run {newest_id})"
         )
     return RunSelection(newest.reset_index(drop=True), other, notes)
