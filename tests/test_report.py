@@ -385,7 +385,7 @@ def test_table1_latex_groups_and_escapes(store, tmp_path):
     table_report(1, store.client, "mini", tmp_path, console=quiet())
     latex = (tmp_path / "table1-mini.tex").read_text()
     assert "\\multicolumn{7}{c}{non-voc $\\rightarrow$ voc}" in latex
-    assert "Mask\\textasciicircum{}X R-CNN" in latex
+    assert "Mask$^{X}$ R-CNN" in latex
     page = _Rows()
     page.feed((tmp_path / "table1-mini.html").read_text())
     header = page.rows[1]

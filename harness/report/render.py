@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -112,6 +113,7 @@ def _latex_escape(text: str) -> str:
     special = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_"}
     special |= {"{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
     text = "".join(special.get(ch, ch) for ch in text)
+    text = re.sub(r"\\textasciicircum\{\}(\w)", r"$^{\1}$", text)  # Mask^X -> Mask$^{X}$
     return text.replace("->", r"$\rightarrow$")
 
 
