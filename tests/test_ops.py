@@ -1,0 +1,180 @@
+"""The propagation operator: compiled CPU kernel vs the unfold reference, gradients, layout, fallback."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+import torch
+
+import shapeprop.ops.propagation as prop_module
+from shapeprop.ops import normalised_kernels, propagate, propagate_reference
+
+NO_EXT = os.environ.get("SHAPEPROP_NO_EXT") == "1"
+
+
+@pytest.fixture(scope="module")
+def ext():
+    """The compiled module; a missing build fails (skips only under the documented SHAPEPROP_NO_EXT=1)."""
+    if NO_EXT:
+        pytest.skip("SHAPEPROP_NO_EXT=1: the extension is deliberately not built")
+    import shapeprop._C as compiled
+
+    return compiled
+
+
+def _inputs(n, c, h, w, agnostic, dtype=torch.float64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, w, generator=gen, dtype=dtype)
+    weights = torch.rand(n, (1 if agnostic else c) * 9, h, w, generator=gen, dtype=dtype) + 0.05
+    return x.requires_grad_(), weights.requires_grad_()
+
+
+def _ext_apply(x, w, steps, norm):
+    """The autograd Function over the extension directly (no fallback can hide a failure)."""
+    return prop_module._Propagate.apply(x, w, steps, norm == "symmetric")
+
+
+CASES = [
+    # n, c, h, w, agnostic, norm, steps
+    (3, 4, 6, 6, False, "random_walk", None),
+    (2, 3, 5, 9, False, "random_walk", None),  # H != W
+    (2, 3, 9, 4, True, "random_walk", None),  # channel-agnostic
+    (2, 5, 7, 5, False, "symmetric", None),
+    (3, 2, 4, 8, True, "symmetric", None),
+    (0, 4, 6, 6, False, "random_walk", None),  # N = 0
+    (0, 4, 6, 6, True, "symmetric", 3),
+    (4, 1, 7, 3, False, "random_walk", None),  # C = 1
+    (2, 3, 6, 5, False, "symmetric", 1),  # one step
+    (2, 3, 5, 4, False, "random_walk", 13),  # steps > max(H, W)
+    (2, 3, 5, 4, True, "symmetric", 11),
+    (2, 3, 1, 1, False, "random_walk", 2),  # a single location
+    (1, 2, 5, 5, False, "random_walk", 0),  # zero steps: identity
+]
+
+
+@pytest.mark.parametrize("n,c,h,w,agnostic,norm,steps", CASES)
+def test_extension_matches_reference_float64(ext, n, c, h, w, agnostic, norm, steps):
+    x, weights = _inputs(n, c, h, w, agnostic)
+    steps_used = max(h, w) if steps is None else steps
+    out = _ext_apply(x, weights, steps_used, norm)
+    ref = propagate_reference(x, weights, steps, norm)
+    torch.testing.assert_close(out, ref, atol=1e-10, rtol=0)
+    grad = torch.randn_like(ref)
+    if n == 0:
+        assert out.shape == ref.shape == x.shape
+        gx, gw = torch.autograd.grad(out, (x, weights), grad)
+        assert gx.shape == x.shape and gw.shape == weights.shape
+        return
+    gx, gw = torch.autograd.grad(out, (x, weights), grad)
+    rx, rw = torch.autograd.grad(ref, (x, weights), grad, allow_unused=True, materialize_grads=True)
+    torch.testing.assert_close(gx, rx, atol=1e-10, rtol=0)
+    torch.testing.assert_close(gw, rw, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("agnostic", [False, True])
+@pytest.mark.parametrize("norm", ["random_walk", "symmetric"])
+def test_gradcheck(ext, agnostic, norm):
+    x, weights = _inputs(2, 2, 4, 3, agnostic, seed=1)
+    assert torch.autograd.gradcheck(lambda a, b: _ext_apply(a, b, 5, norm), (x, weights), eps=1e-6, atol=1e-7)
+
+
+def test_public_propagate_uses_extension_and_defaults_steps(ext):
+    x, weights = _inputs(2, 3, 5, 8, False)
+    out = propagate(x, weights)
+    assert out.grad_fn is not None and "_Propagate" in type(out.grad_fn).__name__
+    torch.testing.assert_close(out, propagate_reference(x, weights, 8), atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("k", range(9))
+@pytest.mark.parametrize("use_ext", [False, True])
+def test_weight_layout_one_hot_window(k, use_ext, request):
+    """All weight on window entry k = i*3 + j moves every value from (h+i-1, w+j-1) to (h, w)."""
+    if use_ext:
+        request.getfixturevalue("ext")
+    i, j = divmod(k, 3)
+    h, w = 5, 6
+    x = torch.arange(2 * h * w, dtype=torch.float64).view(1, 2, h, w) + 1
+    weights = torch.zeros(1, 2 * 9, h, w, dtype=torch.float64)
+    weights[:, k] = 1.0
+    weights[:, 9 + k] = 1.0
+    out = _ext_apply(x, weights, 1, "random_walk") if use_ext else propagate_reference(x, weights, 1)
+    expected = torch.zeros_like(x)
+    for hh in range(h):
+        for ww in range(w):
+            sh, sw = hh + i - 1, ww + j - 1
+            if 0 <= sh < h and 0 <= sw < w:
+                expected[0, :, hh, ww] = x[0, :, sh, sw]
+    torch.testing.assert_close(out, expected, atol=0, rtol=0)
+
+
+def test_random_walk_kernels_sum_to_one_and_symmetric_is_symmetric():
+    _, weights = _inputs(2, 1, 5, 5, True)
+    rw = normalised_kernels(weights.detach(), "random_walk")
+    torch.testing.assert_close(rw.sum(2), torch.ones(2, 1, 5, 5, dtype=torch.float64))
+    # With symmetric raw weights A_uv = A_vu, the normalised operator is symmetric as well.
+    dense = torch.zeros(25, 25, dtype=torch.float64)
+    raw = torch.rand(25, 25, dtype=torch.float64)
+    raw = raw + raw.T
+    w_sym = torch.zeros(1, 9, 5, 5, dtype=torch.float64)
+    for u in range(25):
+        for k in range(9):
+            vh, vw = u // 5 + k // 3 - 1, u % 5 + k % 3 - 1
+            w_sym[0, k, u // 5, u % 5] = raw[u, vh * 5 + vw] if 0 <= vh < 5 and 0 <= vw < 5 else 0.0
+    sym = normalised_kernels(w_sym, "symmetric")[0, 0]
+    for u in range(25):
+        for k in range(9):
+            vh, vw = u // 5 + k // 3 - 1, u % 5 + k % 3 - 1
+            if 0 <= vh < 5 and 0 <= vw < 5:
+                dense[u, vh * 5 + vw] = sym[k, u // 5, u % 5]
+    torch.testing.assert_close(dense, dense.T)
+
+
+def test_zero_weight_locations_block_propagation(ext):
+    x, weights = _inputs(1, 2, 6, 6, False)
+    weights = weights.detach().clone()
+    weights[:, :, 2:4, 1:5] = 0.0  # these locations receive nothing
+    out = _ext_apply(x.detach(), weights, 6, "random_walk")
+    assert torch.all(out[:, :, 2:4, 1:5] == 0)
+    torch.testing.assert_close(out, propagate_reference(x.detach(), weights, 6), atol=1e-10, rtol=0)
+
+
+def test_float32_and_bfloat16_on_cpu(ext):
+    x, weights = _inputs(3, 4, 7, 7, False)
+    ref = propagate_reference(x, weights)
+    out32 = propagate(x.float(), weights.float())
+    assert out32.dtype == torch.float32
+    torch.testing.assert_close(out32.double(), ref, atol=1e-5, rtol=1e-5)
+    out16 = propagate(x.bfloat16(), weights.bfloat16())
+    assert out16.dtype == torch.bfloat16
+    torch.testing.assert_close(out16.double(), ref, atol=5e-2, rtol=5e-2)
+
+
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kwargs,message",
+    [
+        ((2, 3, 5), (2, 27, 5, 5), {}, "x must be"),
+        ((2, 3, 5, 5), (2, 26, 5, 5), {}, "C\\*9=27"),
+        ((2, 3, 5, 5), (1, 27, 5, 5), {}, "differ in N, H or W"),
+        ((2, 3, 5, 5), (2, 27, 5, 5), {"norm": "laplace"}, "norm must be"),
+        ((2, 3, 5, 5), (2, 27, 5, 5), {"steps": -1}, "steps must be"),
+    ],
+)
+def test_bad_input_is_named(x_shape, w_shape, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        propagate(torch.zeros(x_shape), torch.ones(w_shape), **kwargs)
+
+
+def test_fallback_warns_once_and_matches_reference(monkeypatch):
+    monkeypatch.setattr(prop_module, "_extension", None)
+    monkeypatch.setattr(prop_module, "_extension_error", "No module named 'shapeprop._C'")
+    monkeypatch.setattr(prop_module, "_warned", set())
+    x, weights = _inputs(2, 3, 5, 5, False)
+    with pytest.warns(RuntimeWarning, match="falls back"):
+        out = propagate(x, weights, norm="symmetric")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        propagate(x, weights)  # no second warning
+    torch.testing.assert_close(out, propagate_reference(x, weights, norm="symmetric"), atol=0, rtol=0)
+    assert out.grad_fn is not None
