@@ -62,12 +62,10 @@ def table_report(
     title = f"Table {number} ({profile} profile)"
     base = Path(out_dir) / f"{name}-{profile}"
     files = [
-        render.write_atomic(base.with_suffix(".md"), render.to_markdown(table, layout, title, notes)),
-        render.write_atomic(base.with_suffix(".tex"), render.to_latex(table, layout, title)),
-        render.write_atomic(base.with_suffix(".html"), render.to_html(table, layout, title, notes)),
-        render.write_atomic(
-            base.with_suffix(".csv"), render.to_csv(table, {"table": name, "profile": profile})
-        ),
+        render.write_atomic(Path(f"{base}.md"), render.to_markdown(table, layout, title, notes)),
+        render.write_atomic(Path(f"{base}.tex"), render.to_latex(table, layout, title)),
+        render.write_atomic(Path(f"{base}.html"), render.to_html(table, layout, title, notes)),
+        render.write_atomic(Path(f"{base}.csv"), render.to_csv(table, {"table": name, "profile": profile})),
     ]
     render.print_terminal(table, layout, title, notes, console)
     return Report(name, profile, files, table, notes)
@@ -102,7 +100,7 @@ def figure_report(
         notes += [f"run {run_id} has no best_overlap.csv artifact; left out" for run_id in missing]
         data = figures.overlap_summary(overlaps)
         files = figures.figure9(overlaps, title, base)
-    files.append(render.write_atomic(base.with_suffix(".csv"), data.to_csv(index=False, float_format="%.4f")))
+    files.append(render.write_atomic(Path(f"{base}.csv"), data.to_csv(index=False, float_format="%.4f")))
     _print_frame(data, title, notes, console)
     return Report(name, profile, files, data, notes)
 

@@ -33,7 +33,7 @@ def save_figure(figure, base: Path) -> list[Path]:
     for fmt in ("png", "svg"):
         buffer = io.BytesIO()
         figure.savefig(buffer, format=fmt, dpi=DPI)
-        paths.append(write_atomic(base.with_suffix(f".{fmt}"), buffer.getvalue()))
+        paths.append(write_atomic(base.with_name(f"{base.name}.{fmt}"), buffer.getvalue()))
     return paths
 
 
