@@ -46,4 +46,8 @@ class ShapePropDatasetMapper(DatasetMapper):
             tight = instances.gt_masks.get_bounding_boxes().tensor
             keep = instances.gt_has_mask
             instances.gt_boxes.tensor[keep] = tight[keep]
-        dataset_dict["instances"] = utils.filter_empty_instances(instances)
+        # drop empty boxes, and empty masks unless the instance has no mask by design
+        keep = instances.gt_boxes.nonempty()
+        if instances.has("gt_masks"):
+            keep &= instances.gt_masks.nonempty() | ~instances.gt_has_mask
+        dataset_dict["instances"] = instances[keep]

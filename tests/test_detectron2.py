@@ -1,0 +1,372 @@
+"""The detectron2 plugin: config keys, both architectures built from a config, training on the
+synthetic set, detectron2's `Instances` output, the same ShapeProp size as the torchvision path, and
+the harness's engine and evaluation driving a detectron2 model.
+
+Runs only where detectron2 is importable (built from source); skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.detectron2
+pytest.importorskip("detectron2", reason="needs detectron2, which is not installed (build it from source)")
+
+from detectron2.modeling import build_model  # noqa: E402
+from detectron2.structures import Instances  # noqa: E402
+from detectron2.utils.events import EventStorage  # noqa: E402
+
+from shapeprop.config import (  # noqa: E402
+    DataConfig,
+    MaskSupervision,
+    ModelConfig,
+    ScheduleConfig,
+    ShapePropConfig,
+)
+from shapeprop.data import catalog  # noqa: E402
+from shapeprop.data.loading import DetectionDataset, collate  # noqa: E402
+from shapeprop.data.masks import annotation_to_mask  # noqa: E402
+from shapeprop.data.splits import apply_mask_supervision  # noqa: E402
+from shapeprop.models import d2  # noqa: E402
+from shapeprop.models.build import build_detector  # noqa: E402
+from shapeprop.models.build import param_counts as torchvision_param_counts  # noqa: E402
+
+SIZE = 64
+ARCHS = ["mask_rcnn", "retinamask"]
+
+
+def _model_cfg(arch: str, shapeprop: bool = True, **kw) -> ModelConfig:
+    return ModelConfig(
+        framework="detectron2",
+        arch=arch,
+        backbone="tiny",
+        shapeprop=ShapePropConfig() if shapeprop else None,
+        **kw,
+    )
+
+
+def _mask_head_in_channels(head: torch.nn.Module) -> int:
+    """Input channels of the mask head's first (conv or deconv) layer."""
+    first = next(m for m in head.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)))
+    return first.in_channels
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """8 synthetic training images; masks only for the 'voc' shapes (category-wise semi-supervision)."""
+    root = tmp_path_factory.mktemp("synthetic")
+    data = catalog.load("synthetic", root, "train", num_images=8, image_size=SIZE)
+    spec = MaskSupervision(kind="categories", classes="voc")
+    records = apply_mask_supervision(data.records, data.metadata, spec, seed=0)
+    flags = [a["has_mask"] for r in records for a in r["annotations"]]
+    assert any(flags) and not all(flags)
+    return records, data.metadata, root
+
+
+@pytest.fixture(scope="module")
+def batch(synthetic):
+    records = synthetic[0]
+    dataset = DetectionDataset(records, SIZE, SIZE, hflip=False, train=True)
+    return collate([dataset[i] for i in range(2)])
+
+
+def test_config_keys_mirror_shapeprop_config(tmp_path):
+    cfg = d2.get_cfg()
+    for name, field in ShapePropConfig.model_fields.items():
+        assert cfg.MODEL.SHAPEPROP[name.upper()] == field.default
+    assert d2.shapeprop_config_from_cfg(cfg) == ShapePropConfig()
+
+    cfg.merge_from_list(["MODEL.SHAPEPROP.STEPS", 5, "MODEL.SHAPEPROP.CHANNEL_AGNOSTIC", True])
+    path = tmp_path / "cfg.yaml"
+    path.write_text(cfg.dump())
+    loaded = d2.get_cfg()
+    loaded.merge_from_file(str(path))
+    assert d2.shapeprop_config_from_cfg(loaded) == ShapePropConfig(steps=5, channel_agnostic=True)
+
+    loaded.MODEL.SHAPEPROP.STEPS = 0
+    with pytest.raises(ValueError, match="MODEL.SHAPEPROP.STEPS"):
+        d2.shapeprop_config_from_cfg(loaded)
+    loaded.MODEL.SHAPEPROP.ENABLED = False
+    assert d2.shapeprop_config_from_cfg(loaded) is None
+    with pytest.raises(KeyError, match="add_shapeprop_config"):
+        from detectron2.config import get_cfg
+
+        d2.shapeprop_config_from_cfg(get_cfg())
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_build_from_config(arch):
+    cfg = d2.get_cfg()  # a hand-written detectron2 config, as a detectron2 user writes one
+    cfg.merge_from_list(
+        [
+            "MODEL.DEVICE", "cpu",
+            "MODEL.MASK_ON", True,
+            "MODEL.BACKBONE.NAME", "build_torchvision_fpn_backbone",
+            "MODEL.TORCHVISION_FPN.NAME", "tiny",
+            "MODEL.ANCHOR_GENERATOR.SIZES", [[16], [32], [64], [128], [256]],
+            "MODEL.ROI_MASK_HEAD.NUM_CONV", 4,
+            "MODEL.SHAPEPROP.PRIOR_CHANNELS", 8,
+        ]
+    )  # fmt: skip
+    if arch == "mask_rcnn":
+        cfg.MODEL.ROI_HEADS.NAME = "ShapePropROIHeads"
+        cfg.MODEL.ROI_HEADS.NUM_CLASSES = 7
+        cfg.MODEL.RPN.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
+        cfg.MODEL.ROI_HEADS.IN_FEATURES = ["p2", "p3", "p4", "p5"]
+        cfg.MODEL.ROI_BOX_HEAD.NAME = "FastRCNNConvFCHead"
+        cfg.MODEL.ROI_BOX_HEAD.NUM_FC = 2
+    else:  # RetinaMask takes its class count from RETINANET (ROI_HEADS keeps its default 80)
+        cfg.MODEL.META_ARCHITECTURE = "RetinaMask"
+        cfg.MODEL.RETINANET.NUM_CLASSES = 7
+        cfg.MODEL.TORCHVISION_FPN.TOP_BLOCK = "p6p7"
+    model = build_model(cfg)
+    holder = model.roi_heads if arch == "mask_rcnn" else model
+    assert type(holder).__name__ == ("ShapePropROIHeads" if arch == "mask_rcnn" else "RetinaMask")
+    from shapeprop.head import ShapePropHead
+
+    assert isinstance(holder.shapeprop, ShapePropHead)
+    # the mask head takes the 64 FPN channels plus the 8 prior channels, and predicts 7 classes
+    assert _mask_head_in_channels(holder.mask_head) == 64 + 8
+    assert holder.mask_head.predictor.out_channels == 7
+
+    cfg.MODEL.SHAPEPROP.ENABLED = False
+    plain = build_model(cfg)
+    plain_holder = plain.roi_heads if arch == "mask_rcnn" else plain
+    assert plain_holder.shapeprop is None and _mask_head_in_channels(plain_holder.mask_head) == 64
+
+
+def test_build_with_a_model_zoo_resnet_config():
+    """The ROI heads drop into a stock detectron2 Mask R-CNN config (ResNet-50 FPN, BGR input)."""
+    from detectron2 import model_zoo
+
+    try:
+        path = model_zoo.get_config_file("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml")
+    except RuntimeError as exc:
+        pytest.skip(f"detectron2's model-zoo configs are not installed: {exc}")
+    cfg = d2.get_cfg()
+    cfg.merge_from_file(path)
+    cfg.merge_from_list(
+        ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.ROI_HEADS.NAME", "ShapePropROIHeads"]
+    )
+    cfg.merge_from_list(["MODEL.ROI_HEADS.NUM_CLASSES", 10, "MODEL.RPN.POST_NMS_TOPK_TRAIN", 64])
+    cfg.merge_from_list(["MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 32])
+    model = build_model(cfg).train()
+    assert _mask_head_in_channels(model.roi_heads.mask_head) == 256 + ShapePropConfig().prior_channels
+    image = torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
+    gt = Instances((64, 64))
+    from detectron2.structures import BitMasks, Boxes
+
+    gt.gt_boxes = Boxes(torch.tensor([[8.0, 8.0, 40.0, 48.0]]))
+    gt.gt_classes = torch.tensor([3])
+    mask = torch.zeros(1, 64, 64, dtype=torch.bool)
+    mask[0, 10:46, 10:38] = True
+    gt.gt_masks = BitMasks(mask)
+    with EventStorage():
+        losses = model([{"image": image, "instances": gt}])
+    assert {"loss_mask", "loss_mil", "loss_shape", "loss_cls", "loss_rpn_cls"} <= set(losses)
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("shapeprop", [True, False], ids=["shapeprop", "plain"])
+def test_same_parameter_counts_as_torchvision(arch, shapeprop):
+    mc = _model_cfg(arch, shapeprop)
+    tv = build_detector(mc.model_copy(update={"framework": "torchvision"}), 10, SIZE, SIZE)
+    det = d2.build_detectron2_detector(mc, 10, SIZE, SIZE)
+    ours, theirs = d2.param_counts(det), torchvision_param_counts(tv)
+    assert ours["shapeprop"] == theirs["shapeprop"]
+    assert (ours["shapeprop"] > 0) == shapeprop
+    assert ours["mask_head"] == theirs["mask_head"]
+    # and the very same backbone
+    own = sum(p.numel() for p in det.model.backbone.parameters())
+    assert own == sum(p.numel() for p in tv.backbone.parameters())
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_training_on_synthetic_lowers_the_loss(arch, batch):
+    images, targets = batch
+    torch.manual_seed(0)
+    model = d2.build_detectron2_detector(_model_cfg(arch), 10, SIZE, SIZE).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    history = []
+    for step in range(8):
+        torch.manual_seed(step)
+        losses = model(images, targets)
+        total = sum(losses.values())
+        optimizer.zero_grad()
+        total.backward()
+        if step == 0:
+            assert {"loss_classifier", "loss_box_reg", "loss_mask", "loss_mil", "loss_shape"} <= set(losses)
+            grads = [p.grad for p in model.model.parameters() if p.requires_grad]
+            shapeprop = model.model.roi_heads.shapeprop if arch == "mask_rcnn" else model.model.shapeprop
+            assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in shapeprop.parameters())
+            assert all(g is not None for g in grads)
+        optimizer.step()
+        history.append({k: float(v) for k, v in losses.items()} | {"total": float(total)})
+    assert all(np.isfinite(h["total"]) for h in history)
+    last = np.mean([h["total"] for h in history[-3:]])
+    assert last < 0.8 * history[0]["total"], [round(h["total"], 3) for h in history]
+    assert history[-1]["loss_mask"] < history[0]["loss_mask"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_mask_losses_ignore_instances_without_mask(arch, batch):
+    """Only instances with has_mask feed loss_mask / loss_shape: scrambling the others' masks changes
+    nothing, scrambling a has-mask instance's mask does."""
+    images, targets = batch
+    assert any(not t["has_mask"].all() for t in targets)
+    model = d2.build_detectron2_detector(_model_cfg(arch), 10, SIZE, SIZE).train()
+
+    def losses_with(scramble_has_mask: bool):
+        scrambled = []
+        for t in targets:
+            masks = t["masks"].clone()
+            which = t["has_mask"] if scramble_has_mask else ~t["has_mask"]
+            masks[which] = 1 - masks[which]
+            scrambled.append(t | {"masks": masks})
+        torch.manual_seed(0)
+        with torch.no_grad():
+            return model(images, scrambled)
+
+    torch.manual_seed(0)
+    with torch.no_grad():
+        reference = model(images, targets)
+    others = losses_with(scramble_has_mask=False)
+    own = losses_with(scramble_has_mask=True)
+    for key in ("loss_mask", "loss_shape", "loss_mil"):
+        assert float(others[key]) == pytest.approx(float(reference[key]), rel=1e-6, abs=1e-7)
+    assert abs(float(own["loss_mask"]) - float(reference["loss_mask"])) > 1e-4
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_inference_gives_instances_with_masks(arch, batch):
+    images, _ = batch
+    det = d2.build_detectron2_detector(_model_cfg(arch), 10, SIZE, SIZE, score_thresh=0.0).eval()
+    inputs = [{"image": images[0] * 255, "height": 96, "width": 80}]  # detectron2's own interface
+    with torch.no_grad():
+        (output,) = det.model(inputs)
+    inst = output["instances"]
+    assert isinstance(inst, Instances) and inst.image_size == (96, 80)
+    n = len(inst)
+    assert 0 < n <= 100
+    assert inst.pred_masks.shape == (n, 96, 80) and inst.pred_masks.dtype == torch.bool
+    assert inst.pred_boxes.tensor.shape == (n, 4) and inst.scores.shape == (n,)
+    assert int(inst.pred_classes.min()) >= 0 and int(inst.pred_classes.max()) < 10
+    assert inst.saliency.shape == inst.shape_activation.shape == (n, 1, 14, 14)
+    assert 0 <= float(inst.shape_activation.min()) and float(inst.shape_activation.max()) <= 1
+    # masks lie inside their boxes (pasted into the box at the output resolution)
+    boxes = inst.pred_boxes.tensor
+    ys, xs = torch.meshgrid(torch.arange(96), torch.arange(80), indexing="ij")
+    for mask, (x0, y0, x1, y1) in zip(inst.pred_masks, boxes, strict=True):
+        if mask.any():
+            assert xs[mask].min() >= x0.floor() - 1 and xs[mask].max() <= x1.ceil()
+            assert ys[mask].min() >= y0.floor() - 1 and ys[mask].max() <= y1.ceil()
+
+    # the harness's interface: the same detections as torchvision-style dicts, labels 1-based
+    with torch.no_grad():
+        (dets,) = det([images[0]], original_sizes=[(96, 80)])
+    assert torch.equal(dets["boxes"], inst.pred_boxes.tensor)
+    assert torch.equal(dets["labels"], inst.pred_classes + 1)
+    assert torch.equal(dets["masks"][:, 0].bool(), inst.pred_masks)
+    assert torch.equal(dets["shape_activation"], inst.shape_activation)
+
+
+def test_mapper_keeps_has_mask_and_trains_natively(synthetic):
+    """detectron2's own data path: records -> ShapePropDatasetMapper -> model, in an EventStorage."""
+    records = synthetic[0]
+    cfg = d2.config_from_model_config(_model_cfg("mask_rcnn"), 10, SIZE, SIZE).clone()
+    cfg.defrost()
+    cfg.INPUT.RANDOM_FLIP = "none"
+    mapper = d2.ShapePropDatasetMapper(cfg, is_train=True)
+    record = next(r for r in records if len({a["has_mask"] for a in r["annotations"]}) == 2)
+    item = mapper(record)
+    inst = item["instances"]
+    anns = [a for a in record["annotations"] if not a.get("iscrowd")]
+    assert inst.gt_has_mask.tolist() == [a["has_mask"] for a in anns]
+    assert inst.gt_classes.tolist() == [a["category_id"] for a in anns]
+    for i, ann in enumerate(anns):
+        expected = annotation_to_mask(ann, SIZE, SIZE) if ann["has_mask"] else np.zeros((SIZE, SIZE))
+        assert np.array_equal(inst.gt_masks.tensor[i].numpy(), expected.astype(bool))
+    assert item["image"].shape == (3, SIZE, SIZE) and item["image"].dtype == torch.uint8
+
+    model = build_model(cfg).train()
+    with EventStorage():
+        losses = model([mapper(r) for r in records[:2]])
+    assert {"loss_mask", "loss_mil", "loss_shape"} <= set(losses)
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_harness_engine_and_evaluation(synthetic, tmp_path):
+    """The Lightning engine trains the detectron2 model and the harness evaluation scores it."""
+    from shapeprop.engine.train import load_model_weights, train_detector
+    from shapeprop.eval.coco import evaluate_coco
+    from shapeprop.eval.inference import predict
+
+    records, metadata, root = synthetic
+    data_cfg = DataConfig(root=str(root), min_size=SIZE, max_size=SIZE, num_workers=0)
+    schedule = ScheduleConfig(
+        max_steps=2, batch_size=2, lr=0.01, warmup_steps=1, milestones=[], checkpoint_every=2
+    )
+    mc = _model_cfg("mask_rcnn")
+    torch.manual_seed(0)
+    model = d2.build_detectron2_detector(mc, len(metadata.classes), SIZE, SIZE, score_thresh=0.0)
+    outcome = train_detector(model, records, data_cfg, schedule, seed=0, workdir=tmp_path, progress=False)
+    assert outcome.step == 2 and outcome.last_checkpoint.is_file()
+
+    preds = predict(model, records[:2], SIZE, SIZE, keep_maps=True, warmup=0)
+    assert preds.results and all("segmentation" in r for r in preds.results)
+    assert set(preds.maps) == {r["image_id"] for r in records[:2]}
+    metrics = evaluate_coco(records[:2], preds.results, metadata.classes)
+    assert {"segm_AP", "bbox_AP"} <= set(metrics)
+
+    # the checkpoint restores into a fresh detectron2 model and gives the same detections
+    fresh = d2.build_detectron2_detector(mc, len(metadata.classes), SIZE, SIZE, score_thresh=0.0)
+    load_model_weights(fresh, outcome.last_checkpoint)
+    again = predict(fresh, records[:2], SIZE, SIZE, warmup=0)
+    assert again.results == preds.results
+
+
+def test_run_experiment_selects_detectron2(tmp_path):
+    """`model.framework: detectron2` through `run_experiment` (needs the integrator's build hook)."""
+    from shapeprop.config import EvalConfig, ExperimentConfig
+    from shapeprop.models.build import build_detector
+
+    mc = _model_cfg("mask_rcnn")
+    if not isinstance(build_detector(mc, 10, SIZE, SIZE), d2.Detectron2Detector):
+        pytest.skip("shapeprop.models.build.build_detector does not dispatch on model.framework yet")
+    from shapeprop.experiment import run_experiment
+
+    cfg = ExperimentConfig(
+        data=DataConfig(
+            root=str(tmp_path / "data"),
+            options={"num_images": 4, "image_size": SIZE},
+            min_size=SIZE,
+            max_size=SIZE,
+            num_workers=0,
+        ),
+        model=mc,
+        schedule=ScheduleConfig(max_steps=2, batch_size=2, warmup_steps=1, milestones=[], checkpoint_every=2),
+        eval=EvalConfig(max_images=2, timing=False),
+    )
+    result = run_experiment(cfg, tmp_path / "run", progress=False)
+    assert "segm_AP" in result.metrics
+    det = d2.build_detectron2_detector(mc, 10, SIZE, SIZE)
+    assert result.param_counts == d2.param_counts(det)
+
+
+def test_core_package_does_not_import_detectron2():
+    """Only selecting the detectron2 framework imports detectron2 (here, where it is installed)."""
+    code = (
+        "import sys, shapeprop.models.build; "
+        "print(any(m == 'detectron2' or m.startswith('detectron2.') for m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path.cwd()
+    )
+    assert out.stdout.strip() == "False"
