@@ -334,6 +334,8 @@ class _Rows(HTMLParser):
 def test_every_output_format(store, tmp_path):
     rep = table_report(4, store.client, "mini", tmp_path, console=quiet())
     assert sorted(p.name for p in rep.files) == [f"table4-mini.{x}" for x in ("csv", "html", "md", "tex")]
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in rep.files)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary files left
     baseline = [
         "baseline",
         "21.3 ± 1.5 (21.6, Δ -0.3)",
