@@ -134,6 +134,9 @@ def figure9(overlaps: pandas.DataFrame, title: str, base: Path) -> list[Path]:
                     warn_singular=False,
                 )
             ax.scatter(x, y, s=4, alpha=0.3, color="black")
+            for bucket, low, _ in SIZE_BUCKETS[1:]:  # COCO's small / medium / large boundaries
+                ax.axvline(low**0.5, color="grey", linestyle="--", linewidth=0.8)
+                ax.text(low**0.5, 0.02, f" {bucket}", color="grey", fontsize="small")
             ax.set_xscale("log")
             ax.set_ylim(0.0, 1.0)
             ax.set_xlabel("object size (sqrt of area, px)")
