@@ -166,6 +166,7 @@ def fill(s: Store) -> Store:
     s.log_run("table1", "table1", T1_BASE_NV, ap_metrics(10.0), seed=0)
     s.log_run("table1", "table1", T1_BASE_NV, ap_metrics(12.0), seed=1)
     s.log_run("table1", "table1", "R-50-FPN | voc -> non-voc | Mask R-CNN (Baseline)", ap_metrics(8.0))
+    s.log_run("table1", "table1", "R-50-FPN | voc -> non-voc | Mask^X R-CNN", {}, status="FAILED")
     s.log_run(
         "table1", "table1", "r-50-fpn|NON-VOC -> VOC |  mask r-cnn w/ shapeprop (ours)", ap_metrics(30.0)
     )
@@ -278,7 +279,8 @@ def test_profile_selects_runs(store, tmp_path):
 
 
 def test_table1_places_runs_by_backbone_direction_and_method(store, tmp_path):
-    data = table_report(1, store.client, "mini", tmp_path, console=quiet()).data
+    rep = table_report(1, store.client, "mini", tmp_path, console=quiet())
+    data = rep.data
     r50_nv = cells(data, section="R-50-FPN", column_group="non-voc -> voc")
     r50_vn = cells(data, section="R-50-FPN", column_group="voc -> non-voc")
     r101_nv = cells(data, section="R-101-FPN", column_group="non-voc -> voc")
@@ -296,6 +298,8 @@ def test_table1_places_runs_by_backbone_direction_and_method(store, tmp_path):
     assert math.isnan(r50_nv[("Fully supervised (Oracle)", "AP")]["paper"])
     assert r101_nv[("ShapeMask", "AP")]["n"] == 0 and r101_nv[("ShapeMask", "AP")]["paper"] == 33.3
     assert len(data) == 11 * 2 * 6  # 11 paper rows x 2 directions x 6 metrics, no extra rows
+    assert r50_vn[("Mask^X R-CNN", "AP")]["n"] == 0
+    assert any(n.startswith("'R-50-FPN | voc -> non-voc | Mask^X R-CNN': no finished run") for n in rep.notes)
 
 
 def test_table2_matches_sections(store, tmp_path):

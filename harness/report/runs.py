@@ -107,7 +107,6 @@ def select(runs: pandas.DataFrame, profile: str, cell: list[str]) -> RunSelectio
         params = [(c, v) for c, v in zip(cell, key, strict=True) if c.startswith(PARAM_PREFIX)]
         extra = "".join(f", {c.removeprefix(PARAM_PREFIX)}={v}" for c, v in params)
         newest_id = group["run_id"].iloc[0]
-        notes.append(
-            f"'{group['row'].iloc[0]}'{extra}: no finished run ({states}; newest: MLflow run {newest_id})"
-        )
+        label = group["label" if "label" in group else "row"].iloc[0]  # the suite's full label
+        notes.append(f"'{label}'{extra}: no finished run ({states}; newest: MLflow run {newest_id})")
     return RunSelection(newest.reset_index(drop=True), other, notes)

@@ -30,6 +30,7 @@ def place_runs(layout: TableLayout, runs: pandas.DataFrame) -> tuple[pandas.Data
         for label in bad
     ]
     runs = runs[keep].copy() if len(runs) else runs.copy()
+    runs["label"] = runs["row"]  # the suite's full label, for notes; "row" becomes the paper's row
     for key in CELL:
         runs[key] = [cell[key] for cell in placed if cell is not None]
     return runs, notes
