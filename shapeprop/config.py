@@ -93,6 +93,12 @@ class ModelConfig(_Strict):
         description="mask head width; None = the architecture default (Table 4 'more head params' widens it)",
     )
     shapeprop: ShapePropConfig | None = Field(None, description="None = no ShapeProp head")
+    shapeprop_rois_per_image: int | None = Field(
+        None,
+        ge=1,
+        description="training RoIs per image through the ShapeProp head: every positive, then sampled "
+        "negatives up to this many; None = all sampled RoIs (the paper)",
+    )
     pseudo_masks: Literal["none", "grabcut", "progressive"] = Field(
         "none", description="baselines: masks for box-only instances"
     )
