@@ -81,3 +81,16 @@ def test_checkpoint_identity_mismatch_is_refused(records, tmp_path):
     assert out.step == 1 and Path(out.last_checkpoint).is_file()
     with pytest.raises(ValueError, match="seed"):
         train_detector(model, records, data, schedule, 0, tmp_path, progress=False, identity={"seed": 1})
+
+
+@pytest.mark.gpu
+def test_mixed_precision_training_on_gpu(records, tmp_path):
+    torch.manual_seed(0)
+    model = build_detector(ModelConfig(backbone="tiny"), 10, 64, 64)
+    data = DataConfig(min_size=64, max_size=64, num_workers=0)
+    schedule = ScheduleConfig(
+        max_steps=3, batch_size=2, warmup_steps=0, milestones=[], checkpoint_every=3, precision="16-mixed"
+    )
+    out = train_detector(model, records, data, schedule, 0, tmp_path, progress=False)
+    assert out.step == 3
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -116,3 +116,27 @@ def test_best_overlap_without_shapeprop_is_refused(tmp_path):
     cfg = _config(tmp_path / "data").model_copy(update={"eval": EvalConfig(best_overlap=True)})
     with pytest.raises(ValueError, match="best_overlap"):
         run_experiment(cfg, tmp_path / "w", progress=False)
+
+
+def test_shapeprop_run_reports_best_overlap_on_a_category_subset(tmp_path):
+    from shapeprop.config import ShapePropConfig
+
+    cfg = _config(tmp_path / "data", shapeprop=ShapePropConfig(latent_channels=8, prior_channels=8))
+    cfg = cfg.model_copy(
+        update={
+            "schedule": cfg.schedule.model_copy(update={"max_steps": 2}),
+            "eval": EvalConfig(max_images=4, best_overlap=True, categories="voc", score_threshold=0.0),
+        }
+    )
+    result = run_experiment(cfg, tmp_path / "w", progress=False)
+    table = result.tables["best_overlap"]
+    assert list(table.columns) == ["image_id", "gt_id", "area", "saliency_iou", "shape_iou"]
+    assert len(table) > 0  # 100 detections per image at score 0 cover some GT of the 64 px images
+    assert table[["saliency_iou", "shape_iou"]].stack().between(0, 1).all() and (table["area"] > 0).all()
+    assert (
+        result.artifacts["best_overlap"].read_text().splitlines()[0]
+        == "image_id,gt_id,area,saliency_iou,shape_iou"
+    )
+    assert result.param_counts["shapeprop"] > 0
+    saved = json.loads(result.artifacts["evaluation"].read_text())
+    assert saved["categories"] == ["ellipse", "rectangle", "triangle", "hexagon", "half_disc"]

@@ -170,3 +170,23 @@ def test_backbone_weights_from_local_checkpoint(tmp_path):
         build_backbone("resnet18", str(tmp_path / "bad.pth"), [1, 2, 3, 4], None)
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         build_backbone("tiny", str(tmp_path / "missing.pth"), [1, 2, 3, 4], None)
+
+
+def test_shapeprop_training_rois_can_be_capped(batch):
+    seen = []
+    model = _model(shapeprop=SP, shapeprop_rois_per_image=6)
+    branch = find_mask_branch(model)
+    branch.shapeprop.register_forward_hook(lambda mod, args, out: seen.append(len(args[0])))
+    model.train()
+    losses = _losses(model, batch)
+    assert all(torch.isfinite(v) for v in losses.values())
+    labels = []  # the positives of the box head's sample, recomputed with the same seed
+    images, targets = batch
+    torch.manual_seed(0)
+    image_list, t = model.transform(images, targets)
+    features = model.backbone(image_list.tensors)
+    proposals, _ = model.rpn(image_list, features, t)
+    _, _, labels, _ = model.roi_heads.select_training_samples(proposals, t)
+    num_pos = [int((lab > 0).sum()) for lab in labels]
+    assert seen == [sum(max(6, p) for p in num_pos)]
+    assert sum(num_pos) > 0

@@ -74,6 +74,7 @@ def run_benchmark(
     warmup: int = 3,
     device: str | None = None,
     shapeprop: ShapePropConfig | None = None,
+    shapeprop_rois_per_image: int | None = None,
     data_root: Path | None = None,
 ) -> dict[str, float]:
     """Median train-step and per-image inference seconds of both models, and their ratios."""
@@ -95,7 +96,7 @@ def run_benchmark(
     models = dict(
         zip(
             ("plain", "shapeprop"),
-            build_pair(cfg, shapeprop, len(ds.metadata.classes), size, max_size),
+            build_pair(cfg, shapeprop, len(ds.metadata.classes), size, max_size, shapeprop_rois_per_image),
             strict=True,
         )
     )

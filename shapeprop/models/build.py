@@ -57,6 +57,7 @@ def build_detector(
         head_channels=default_mask_head_channels(model_cfg),
         class_agnostic=model_cfg.class_agnostic_masks,
         shapeprop=model_cfg.shapeprop,
+        shapeprop_rois_per_image=model_cfg.shapeprop_rois_per_image,
     )
     if model_cfg.mask_transfer:
         from shapeprop.models.mask_transfer import enable_mask_transfer

@@ -33,6 +33,8 @@ class MaskBranch(nn.Module):
 
     `num_classes` counts foreground classes; the predictor has one channel per class, or one
     channel in total when `class_agnostic`. Labels given to it are 1-based (0 = background).
+    `shapeprop_rois_per_image` caps the training RoIs of the ShapeProp head per image (every
+    positive is kept, negatives are sampled); None runs it on all of them, as the paper does.
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class MaskBranch(nn.Module):
         class_agnostic: bool = False,
         shapeprop: ShapePropConfig | None = None,
         resolution: int = 14,
+        shapeprop_rois_per_image: int | None = None,
     ):
         super().__init__()
         self.num_classes = num_classes
@@ -51,6 +54,7 @@ class MaskBranch(nn.Module):
         self.resolution = resolution
         self.roi_pool = MultiScaleRoIAlign(featmap_names, resolution, sampling_ratio=2)
         self.shapeprop_cfg = shapeprop
+        self.shapeprop_rois_per_image = shapeprop_rois_per_image
         self.shapeprop: nn.Module | None = None
         extra = 0
         if shapeprop is not None:
@@ -89,15 +93,20 @@ class MaskBranch(nn.Module):
         else:
             from shapeprop.mil import assign_bags
 
-            feats = self.roi_pool(features, rois, image_shapes)
-            offsets = torch.cumsum(torch.tensor([0] + [len(r) for r in rois[:-1]]), 0).tolist()
-            pos_all = torch.cat([p + o for p, o in zip(pos, offsets, strict=True)])
+            # The head sees the positive RoIs first, then the negatives (all, or a random subset).
+            negs = [self._sample_negatives(lab, len(p)) for lab, p in zip(labels, pos, strict=True)]
+            sp_rois = [torch.cat([r[p], r[n]]) for r, p, n in zip(rois, pos, negs, strict=True)]
+            sp_labels = [torch.cat([lab[p], lab[n]]) for lab, p, n in zip(labels, pos, negs, strict=True)]
+            feats = self.roi_pool(features, sp_rois, image_shapes)
+            offsets = torch.cumsum(torch.tensor([0] + [len(r) for r in sp_rois[:-1]]), 0).tolist()
+            pos_all = torch.cat(
+                [torch.arange(len(p), device=feats.device) + o for p, o in zip(pos, offsets, strict=True)]
+            )
             # Negatives get class 0: their shape output feeds no loss and no mask.
-            classes = torch.cat(labels).clamp(min=1) - 1
-            out = self.shapeprop(feats, classes)
+            out = self.shapeprop(feats, torch.cat(sp_labels).clamp(min=1) - 1)
             bags = [
                 assign_bags(r, t["boxes"], t["labels"] - 1, self.shapeprop_cfg.mil_iou_threshold)[0]
-                for r, t in zip(rois, targets, strict=True)
+                for r, t in zip(sp_rois, targets, strict=True)
             ]
             s = self.resolution
             shape_targets = feats.new_zeros((len(feats), s, s))
@@ -106,7 +115,7 @@ class MaskBranch(nn.Module):
                 shape_targets[pos_all] = self._mask_targets(targets, pos_rois, pos_matched, s)
                 shape_has_mask[pos_all] = pos_has_mask
             losses.update(self.shapeprop.losses(out, torch.cat(bags), shape_targets, shape_has_mask))
-            head_input = torch.cat([feats[pos_all], out.prior[pos_all]], dim=1)
+            head_input = torch.cat([feats[pos_all], out.prior[pos_all].to(feats.dtype)], dim=1)
 
         logits = self._logits(head_input, pos_labels)
         if pos_has_mask.any():
@@ -117,6 +126,16 @@ class MaskBranch(nn.Module):
         else:
             losses["loss_mask"] = logits.sum() * 0.0  # keeps the graph (and DDP) whole
         return losses
+
+    def _sample_negatives(self, labels: torch.Tensor, num_pos: int) -> torch.Tensor:
+        """Indices of the negative RoIs the ShapeProp head sees: all, or a random subset so that
+        positives + negatives <= `shapeprop_rois_per_image` (draws from torch's RNG)."""
+        neg = torch.where(labels == 0)[0]
+        cap = self.shapeprop_rois_per_image
+        if cap is None or num_pos + len(neg) <= cap:
+            return neg
+        keep = max(0, cap - num_pos)
+        return neg[torch.randperm(len(neg), device=neg.device)[:keep]]
 
     @staticmethod
     def _mask_targets(targets, rois, matched, size: int) -> torch.Tensor:
@@ -147,7 +166,7 @@ class MaskBranch(nn.Module):
             head_input = feats
         else:
             out = self.shapeprop(feats, (flat_labels - 1).clamp(min=0))
-            head_input = torch.cat([feats, out.prior], dim=1)
+            head_input = torch.cat([feats, out.prior.to(feats.dtype)], dim=1)
             extra = {"saliency": out.saliency, "shape_activation": out.shape_activation}
         probs = self._logits(head_input, flat_labels).sigmoid()[:, None]
         counts = [len(b) for b in boxes]

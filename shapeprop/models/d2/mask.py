@@ -65,7 +65,7 @@ def mask_losses(
     if parts:
         shape_targets[keep_all] = cat(parts).to(pooled.dtype)
     losses = dict(shapeprop.losses(out, bags, shape_targets, keep_all))
-    fused = torch.cat([pooled, out.prior], dim=1)[keep_all]
+    fused = shapeprop.fuse(pooled, out)[keep_all]
     losses.update(mask_head(fused, masked))
     return losses
 
@@ -75,7 +75,6 @@ def mask_inference(
     pooler: ROIPooler,
     mask_head: nn.Module,
     shapeprop: nn.Module | None,
-    prior_channels: int,
     instances: list[Instances],
 ) -> list[Instances]:
     """Adds `pred_masks` (and with ShapeProp `saliency`, `shape_activation`) to `instances`, which
@@ -86,10 +85,10 @@ def mask_inference(
     size = pooled.shape[-1]
     if len(pooled):
         out = shapeprop(pooled, cat([i.pred_classes for i in instances]))
-        head_input = torch.cat([pooled, out.prior], dim=1)
+        head_input = shapeprop.fuse(pooled, out)
         saliency, activation = out.saliency, out.shape_activation
     else:
-        head_input = pooled.new_zeros((0, pooled.shape[1] + prior_channels, size, size))
+        head_input = pooled.new_zeros((0, pooled.shape[1] + shapeprop.out_channels, size, size))
         saliency = activation = pooled.new_zeros((0, 1, size, size))
     counts = [len(i) for i in instances]
     for inst, sal, act in zip(instances, saliency.split(counts), activation.split(counts), strict=True):

@@ -37,7 +37,6 @@ class RetinaMask(RetinaNet):
         mask_pooler: ROIPooler,
         mask_head: nn.Module,
         shapeprop: nn.Module | None = None,
-        prior_channels: int = 0,
         mil_iou_threshold: float = 0.5,
         mask_train_rois: int = 64,
         mask_fg_iou: float = 0.5,
@@ -48,7 +47,6 @@ class RetinaMask(RetinaNet):
         self.mask_pooler = mask_pooler
         self.mask_head = mask_head
         self.shapeprop = shapeprop
-        self.prior_channels = prior_channels
         self.mil_iou_threshold = mil_iou_threshold
         self.mask_train_rois = mask_train_rois
         self.mask_fg_iou = mask_fg_iou
@@ -82,7 +80,6 @@ class RetinaMask(RetinaNet):
             ),
             mask_head=build_mask_head(head_cfg, ShapeSpec(channels=channels + prior, width=res, height=res)),
             shapeprop=ShapePropHead(channels, num_classes, sp) if sp is not None else None,
-            prior_channels=prior,
             mil_iou_threshold=sp.mil_iou_threshold if sp is not None else 0.5,
             mask_train_rois=cfg.MODEL.RETINAMASK.MASK_TRAIN_ROIS,
             mask_fg_iou=cfg.MODEL.RETINAMASK.MASK_FG_IOU,
@@ -116,9 +113,7 @@ class RetinaMask(RetinaNet):
             )
             return losses
         results = self.forward_inference(images, features, predictions)
-        results = mask_inference(
-            mask_features, self.mask_pooler, self.mask_head, self.shapeprop, self.prior_channels, results
-        )
+        results = mask_inference(mask_features, self.mask_pooler, self.mask_head, self.shapeprop, results)
         processed = []
         for result, inputs, size in zip(results, batched_inputs, images.image_sizes, strict=True):
             height, width = inputs.get("height", size[0]), inputs.get("width", size[1])

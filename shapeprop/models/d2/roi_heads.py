@@ -32,13 +32,11 @@ class ShapePropROIHeads(StandardROIHeads):
         self,
         *,
         shapeprop: nn.Module | None = None,
-        prior_channels: int = 0,
         mil_iou_threshold: float = 0.5,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.shapeprop = shapeprop
-        self.prior_channels = prior_channels
         self.mil_iou_threshold = mil_iou_threshold
 
     @classmethod
@@ -50,7 +48,6 @@ class ShapePropROIHeads(StandardROIHeads):
                 raise ValueError("MODEL.SHAPEPROP.ENABLED needs MODEL.MASK_ON: ShapeProp feeds the mask head")
             channels = input_shape[cfg.MODEL.ROI_HEADS.IN_FEATURES[0]].channels
             ret["shapeprop"] = ShapePropHead(channels, cfg.MODEL.ROI_HEADS.NUM_CLASSES, sp)
-            ret["prior_channels"] = sp.prior_channels
             ret["mil_iou_threshold"] = sp.mil_iou_threshold
         return ret
 
@@ -117,6 +114,4 @@ class ShapePropROIHeads(StandardROIHeads):
                 self.num_classes,
                 self.mil_iou_threshold,
             )
-        return mask_inference(
-            feats, self.mask_pooler, self.mask_head, self.shapeprop, self.prior_channels, instances
-        )
+        return mask_inference(feats, self.mask_pooler, self.mask_head, self.shapeprop, instances)
