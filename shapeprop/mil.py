@@ -1,0 +1,79 @@
+"""Multiple-instance learning of the saliency (Sec. 3.1): bags from boxes (Eq. 2) and the MIL loss (Eq. 3).
+
+Each RoI is a bag of pixels. A RoI whose IoU with a ground-truth box of class c exceeds t is a
+positive bag of c; every other RoI is a negative bag (background).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchvision.ops import box_iou
+
+
+def assign_bags(
+    rois: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: torch.Tensor, iou_threshold: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Label RoIs as positive or negative bags by IoU with the ground-truth boxes (Eq. 2).
+
+    Args:
+        rois: `[R, 4]` boxes, xyxy.
+        gt_boxes: `[G, 4]` ground-truth boxes, xyxy, in the same frame; G may be 0.
+        gt_labels: `[G]` long, 0-based class of each ground-truth box.
+        iou_threshold: t; a RoI is positive when its IoU with a ground-truth box is strictly above it.
+
+    Returns:
+        bag_labels: `[R]` long, 0 for a negative bag and c + 1 for a positive bag of class c.
+        matched_gt: `[R]` long, index of the matched ground-truth box, -1 for negative bags.
+
+    A RoI that overlaps several ground-truth boxes above t takes the one of highest IoU (Eq. 2
+    would make it positive for each of their classes; one label keeps the bag labelling a
+    partition, as the mask targets need one matched box).
+    """
+    if rois.dim() != 2 or rois.shape[-1] != 4:
+        raise ValueError(f"assign_bags: rois must be [R, 4] xyxy, got shape {tuple(rois.shape)}")
+    if gt_boxes.dim() != 2 or gt_boxes.shape[-1] != 4:
+        raise ValueError(f"assign_bags: gt_boxes must be [G, 4] xyxy, got shape {tuple(gt_boxes.shape)}")
+    if gt_labels.shape != gt_boxes.shape[:1]:
+        raise ValueError(
+            f"assign_bags: gt_labels must be [G]={gt_boxes.shape[0]}, got shape {tuple(gt_labels.shape)}"
+        )
+    if not 0.0 < iou_threshold < 1.0:
+        raise ValueError(f"assign_bags: iou_threshold must be in (0, 1), got {iou_threshold}")
+    num_rois = rois.shape[0]
+    bag_labels = torch.zeros(num_rois, dtype=torch.long, device=rois.device)
+    matched_gt = torch.full((num_rois,), -1, dtype=torch.long, device=rois.device)
+    if num_rois == 0 or gt_boxes.shape[0] == 0:
+        return bag_labels, matched_gt
+    best_iou, best = box_iou(rois.float(), gt_boxes.float().to(rois.device)).max(dim=1)
+    positive = best_iou > iou_threshold
+    labels = gt_labels.to(rois.device).long()
+    bag_labels = torch.where(positive, labels[best] + 1, bag_labels)
+    matched_gt = torch.where(positive, best, matched_gt)
+    return bag_labels, matched_gt
+
+
+def mil_loss(saliency_logits: torch.Tensor, bag_labels: torch.Tensor) -> torch.Tensor:
+    """Bounded MIL loss (Eq. 3): average-pool every class map to a logit, binary cross-entropy per class.
+
+    Args:
+        saliency_logits: `[R, K, S, S]` per-class saliency logits of each RoI.
+        bag_labels: `[R]` long, 0 = negative bag, c + 1 = positive bag of class c.
+
+    For class c the target is 1 on positive bags of c and 0 on every other bag, which are the
+    negative bags N^c of Eq. 2. Eq. 3 rewards the pooled saliency linearly and is unbounded;
+    the cross-entropy on the pooled logit is its bounded counterpart. Summed over classes (as in
+    Eq. 3) and averaged over RoIs; R = 0 gives 0 with a gradient.
+    """
+    if saliency_logits.dim() != 4:
+        raise ValueError(
+            f"mil_loss: saliency_logits must be [R, K, S, S], got {tuple(saliency_logits.shape)}"
+        )
+    num_rois, num_classes = saliency_logits.shape[:2]
+    if bag_labels.shape != (num_rois,):
+        raise ValueError(f"mil_loss: bag_labels must be [R]={num_rois}, got shape {tuple(bag_labels.shape)}")
+    if num_rois == 0:
+        return saliency_logits.sum() * 0.0
+    pooled = saliency_logits.mean(dim=(2, 3))  # sigma = Avg2D
+    targets = F.one_hot(bag_labels.long(), num_classes + 1)[:, 1:].to(pooled.dtype)
+    return F.binary_cross_entropy_with_logits(pooled, targets, reduction="sum") / num_rois
