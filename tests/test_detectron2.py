@@ -245,6 +245,22 @@ def test_mask_losses_ignore_instances_without_mask(arch, batch):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
+def test_training_step_with_an_image_without_objects(arch, batch):
+    images, targets = batch
+    empty = {
+        "boxes": torch.zeros(0, 4),
+        "labels": torch.zeros(0, dtype=torch.long),
+        "masks": torch.zeros(0, SIZE, SIZE, dtype=torch.uint8),
+        "has_mask": torch.zeros(0, dtype=torch.bool),
+    }
+    model = d2.build_detectron2_detector(_model_cfg(arch), 10, SIZE, SIZE).train()
+    losses = model(images, [targets[0], empty])
+    assert {"loss_mask", "loss_mil", "loss_shape"} <= set(losses)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 def test_inference_gives_instances_with_masks(arch, batch):
     images, _ = batch
     det = d2.build_detectron2_detector(_model_cfg(arch), 10, SIZE, SIZE, score_thresh=0.0).eval()
