@@ -452,7 +452,8 @@ def _errors(uri: str, run_ids: list[str | None]) -> dict[str, str]:
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=5000, show_default=True)
-def ui(tracking_uri: str | None, host: str, port: int) -> None:
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Server processes.")
+def ui(tracking_uri: str | None, host: str, port: int, workers: int) -> None:
     """Start `mlflow ui` on the tracking store and print its URL (Ctrl-C stops it)."""
     from harness import tracking
 

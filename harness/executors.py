@@ -166,21 +166,28 @@ class LocalExecutor:
                         stop(slot)
                 ready = wait([w[1] for w in workers.values()] + [w[0].sentinel for w in workers.values()])
                 for slot, (process, conn) in list(workers.items()):
-                    if conn in ready and conn.poll():
-                        try:
+                    if conn not in ready and process.sentinel not in ready:
+                        continue
+                    outcome = None
+                    try:
+                        if conn.poll():
                             outcome = conn.recv()
-                        except (EOFError, OSError):
-                            continue  # died mid-message: handled as a dead worker below
-                        spec = busy.pop(slot)
+                    except (EOFError, OSError):
+                        outcome = None  # the worker died (mid-message or before sending)
+                    if outcome is not None:
+                        busy.pop(slot)
                         yield outcome
-                    elif process.sentinel in ready and not process.is_alive():
-                        workers.pop(slot)
-                        conn.close()
-                        spec = busy.pop(slot, None)
-                        if spec is not None:
-                            yield _failed(spec, f"worker process died with exit code {process.exitcode}")
-                        if queue:
-                            start(slot)
+                        continue
+                    process.join(1)
+                    if process.is_alive():
+                        continue  # a spurious wake-up
+                    workers.pop(slot)
+                    conn.close()
+                    spec = busy.pop(slot, None)
+                    if spec is not None:
+                        yield _failed(spec, f"worker process died with exit code {process.exitcode}")
+                    if queue:
+                        start(slot)
         finally:
             for slot in list(workers):
                 process, conn = workers.pop(slot)

@@ -1,0 +1,120 @@
+"""MLflow tracking on a real SQLite store: URI resolution, batched metrics, what counts as finished."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from harness import tracking
+
+
+@pytest.fixture(scope="module")
+def db_uri(tmp_path_factory):
+    """One SQLite store for the module (creating one runs MLflow's migrations: seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('store')}/mlflow.db"
+
+
+@pytest.fixture
+def store(db_uri, request):
+    """The store, a client and an experiment of this test's own (suite name = test name)."""
+    c = tracking.client(db_uri)
+    suite = request.node.name.replace("[", "-").replace("]", "")
+    exp_id = tracking.ensure_experiment(c, tracking.experiment_name(suite))
+    return db_uri, c, exp_id, suite
+
+
+def test_tracking_uri_precedence(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.resolve_tracking_uri(None) == f"sqlite:///{tmp_path}/mlflow.db"
+    assert tracking.resolve_tracking_uri("sqlite:///sub/x.db") == f"sqlite:///{tmp_path}/sub/x.db"
+    assert tracking.resolve_tracking_uri("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert tracking.resolve_tracking_uri(None) == "http://127.0.0.1:5999"
+    assert tracking.resolve_tracking_uri("sqlite:///y.db") == f"sqlite:///{tmp_path}/y.db"  # the flag wins
+
+
+def test_reading_a_missing_store_does_not_create_it(tmp_path):
+    uri = f"sqlite:///{tmp_path}/absent.db"
+    assert tracking.key_states(uri, "unit") == {}
+    assert not (tmp_path / "absent.db").exists()
+
+
+def test_ensure_experiment_is_idempotent(store):
+    _, c, exp_id, suite = store
+    assert tracking.ensure_experiment(c, f"shapeprop-bench/{suite}") == exp_id
+    assert c.get_experiment(exp_id).name == f"shapeprop-bench/{suite}"
+
+
+class CountingClient:
+    """The real client, counting log_batch round trips."""
+
+    def __init__(self, client):
+        self.client, self.calls = client, 0
+
+    def log_batch(self, *args, **kwargs):
+        self.calls += 1
+        return self.client.log_batch(*args, **kwargs)
+
+
+def test_metric_buffer_batches_and_loses_nothing(store):
+    _, c, exp_id, _ = store
+    run_id = c.create_run(exp_id).info.run_id
+    counting = CountingClient(c)
+    buffer = tracking.MetricBuffer(counting, run_id, flush_every_s=3600, max_buffered=60)
+    for step in range(1, 101):
+        buffer.add({"loss": 1.0 / step, "loss_mask": float(step), "lr": 0.02}, step)
+    buffer.flush()
+    assert counting.calls == math.ceil(300 / 60)  # one round trip per 60 metrics, not per step
+    for name, value in (("loss", lambda s: 1.0 / s), ("loss_mask", float), ("lr", lambda s: 0.02)):
+        history = sorted(c.get_metric_history(run_id, name), key=lambda m: m.step)
+        assert [m.step for m in history] == list(range(1, 101))
+        assert [m.value for m in history] == pytest.approx([value(s) for s in range(1, 101)])
+    assert buffer.logged == 300
+
+
+def test_metric_buffer_flushes_on_time_and_skips_logged_steps(store):
+    _, c, exp_id, _ = store
+    run_id = c.create_run(exp_id).info.run_id
+    buffer = tracking.MetricBuffer(c, run_id, flush_every_s=0.0, skip_until_step=2)
+    for step in range(1, 5):
+        buffer.add({"loss": float(step)}, step)
+    # flush_every_s=0: every add went to the store at once; steps 1-2 were dropped (already logged)
+    assert sorted(m.step for m in c.get_metric_history(run_id, "loss")) == [3, 4]
+    assert tracking.last_logged_step(c, run_id) == 4
+    assert tracking.last_logged_step(c, c.create_run(exp_id).info.run_id) == -1
+
+
+def test_key_states_finished_wins_else_the_newest_run(store):
+    uri, c, exp_id, suite = store
+
+    def run(key, status, start, kind="run"):
+        r = c.create_run(exp_id, start_time=start, tags={"kind": kind, "run_key": key})
+        if status != "RUNNING":
+            c.set_terminated(r.info.run_id, status=status)
+        return r.info.run_id
+
+    run("a", "FAILED", 1000)
+    finished = run("a", "FINISHED", 2000)
+    run("a", "RUNNING", 3000)  # a newer attempt does not un-finish a key
+    run("b", "FAILED", 1000)
+    running = run("b", "RUNNING", 2000)
+    run("c", "RUNNING", 1000)
+    failed = run("c", "KILLED", 2000)
+    run("d", "FINISHED", 1000, kind="invocation")  # parent runs are not run specs
+
+    states = tracking.key_states(uri, suite)
+    assert states["a"] == tracking.KeyState("finished", finished, "FINISHED")
+    assert states["b"] == tracking.KeyState("running", running, "RUNNING")
+    assert states["c"] == tracking.KeyState("failed", failed, "KILLED")
+    assert "d" not in states
+    assert set(tracking.key_states(uri, suite, keys=["a"])) == {"a"}
+    assert tracking.key_states(uri, "other-suite") == {}
+
+
+def test_environment_tags_name_versions_device_and_git():
+    tags = tracking.environment_tags()
+    for key in ("version.torch", "version.mlflow", "version.python", "device", "git_commit", "git_dirty"):
+        assert tags[key], key
+    assert tags["git_dirty"] in ("true", "false", "unknown")
