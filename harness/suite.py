@@ -36,6 +36,7 @@ REPRODUCES = ("table1", "table2", "table3", "table4", "figure6", "figure9")
 # The catalog's names (issue-4 contract); `dataset_names()` prefers the live catalog.
 KNOWN_DATASETS = ("synthetic", "coco_2017", "voc_2012", "bdd100k_ins_seg", "bdd100k_det", "bdd100k_fused")
 SPECIAL_AXES = ("seed", "method")
+MAX_PROBLEMS_SHOWN = 12
 
 
 class SuiteError(ValueError):
@@ -207,7 +208,10 @@ class _Problems:
     def raise_if_any(self) -> None:
         if self.lines:
             head = "invalid suite" if len(self.lines) == 1 else f"invalid suite ({len(self.lines)} problems)"
-            raise SuiteError(head + ":\n  " + "\n  ".join(self.lines))
+            shown = self.lines[:MAX_PROBLEMS_SHOWN]
+            if len(self.lines) > len(shown):
+                shown.append(f"... and {len(self.lines) - len(shown)} more")
+            raise SuiteError(head + ":\n  " + "\n  ".join(shown))
 
 
 def _suggest(word: Any, choices: Iterable[str]) -> str:
@@ -609,7 +613,7 @@ def expand(suite: Suite, profile: str = "full") -> list[RunSpec]:
             )
             if key in seen:
                 problems.add(
-                    row_path,
+                    method_path if "method" in values else row_path,
                     f"run '{spec.describe()}' resolves to the same config as '{seen[key]}' "
                     f"(key {key}) under profile {profile}",
                 )
