@@ -62,21 +62,35 @@ def _arch(arch: str, inner: Callable[[dict[str, Any]], Patch]) -> Callable[[dict
     return patch
 
 
+def num_classes(dataset: str) -> int:
+    """Foreground classes of a catalog dataset, without loading it (from the loaders' class lists)."""
+    from shapeprop.data import bdd100k, synthetic, voc
+
+    counts = {
+        "synthetic": len(synthetic.CLASSES),
+        "voc_2012": len(voc.VOC_CLASSES),
+        "coco_2017": 80,  # the instances annotations' categories
+        "bdd100k_ins_seg": len(bdd100k.INS_SEG_CLASSES),
+        "bdd100k_fused": len(bdd100k.INS_SEG_CLASSES),  # the fused set keeps the ins_seg label set
+        "bdd100k_det": len(bdd100k.DET_CLASSES),
+    }
+    if dataset not in counts:
+        raise ValueError(
+            f"method 'more_head_params': the number of classes of dataset '{dataset}' is not known here; "
+            "set model.mask_head_channels in the row"
+        )
+    return counts[dataset]
+
+
 def matched_mask_head_channels(cfg: dict[str, Any]) -> int:
-    """Mask-head width whose extra parameters match the ShapeProp head of the same model (Table 4).
+    """Table 4 "more head params": the mask-head width whose parameters match the default mask head
+    plus a default ShapeProp head on the same backbone and dataset (the library does the counting)."""
+    from shapeprop.config import ModelConfig
+    from shapeprop.models.build import widened_mask_head_channels
 
-    Delegates to the detector library, which knows both heads' layouts.
-    """
-    from shapeprop.config import ExperimentConfig
-
-    try:
-        from shapeprop.models import matched_mask_head_channels as library_fn
-    except ImportError as err:
-        raise RuntimeError(
-            "method 'more_head_params' needs shapeprop.models.matched_mask_head_channels(cfg), "
-            f"which is not available: {err}"
-        ) from None
-    return int(library_fn(ExperimentConfig.model_validate(cfg)))
+    model = ModelConfig.model_validate(cfg["model"])
+    with_shapeprop = model.model_copy(update={"shapeprop": ShapePropConfig(), "mask_head_channels": None})
+    return int(widened_mask_head_channels(with_shapeprop, num_classes(cfg["data"]["dataset"])))
 
 
 def _more_head_params_finalize(cfg: dict[str, Any]) -> Patch:

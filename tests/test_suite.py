@@ -165,25 +165,28 @@ def _apply(cfg: dict, patch: dict) -> dict:
     return cfg
 
 
-def test_more_head_params_widens_the_mask_head(tmp_path):
-    pytest.importorskip(
-        "shapeprop.models", reason="the detector library (issue 5) is not in the checkout yet"
-    )
-    from shapeprop import models
+def test_more_head_params_widens_the_mask_head_to_shapeprops_count(tmp_path):
+    from shapeprop.config import ModelConfig, ShapePropConfig
+    from shapeprop.data.synthetic import CLASSES
+    from shapeprop.models.build import TINY_MASK_HEAD_CHANNELS, widened_mask_head_channels
 
-    if not hasattr(models, "matched_mask_head_channels"):
-        pytest.skip("shapeprop.models has no matched_mask_head_channels yet")
     path = write(
         tmp_path,
         """
         name: heads
-        base: {model: {backbone: tiny}}
+        base: {model: {backbone: resnet50, class_agnostic_masks: true}, data: {dataset: coco_2017}}
         rows: [{label: base, method: mask_rcnn}, {label: wide, method: more_head_params}]
+        profiles:
+          mini: {datasets: {coco_2017: synthetic}, overrides: {model.backbone: tiny}}
         """,
     )
-    base, wide = expand(load_suite(path))
+    base, wide = expand(load_suite(path), "mini")
     assert base.config.model.mask_head_channels is None
-    assert wide.config.model.mask_head_channels is not None and wide.config.model.mask_head_channels > 0
+    # the width is computed after the profile: for the tiny backbone and the synthetic classes
+    tiny = ModelConfig(backbone="tiny", class_agnostic_masks=True, shapeprop=ShapePropConfig())
+    assert wide.config.model.mask_head_channels == widened_mask_head_channels(tiny, len(CLASSES))
+    assert wide.config.model.mask_head_channels > TINY_MASK_HEAD_CHANNELS
+    assert wide.config.model.shapeprop is None
 
 
 def test_select_by_substring_or_glob():
