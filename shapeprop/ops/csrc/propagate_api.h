@@ -1,7 +1,7 @@
 // Entry points of the compiled propagation operator, per device (see propagate.h for the math).
 #pragma once
 
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 
 #include <vector>
 

@@ -1,8 +1,11 @@
 // CPU kernel of the propagation operator: parallel over (RoI, weight group) with
 // at::parallel_for, all steps fused, working planes in one zero-padded buffer per thread chunk.
 // Backward recomputes the forward maps of one (n, c) slice (steps planes) and walks back.
+#include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros_like.h>
 
 #include <algorithm>
 #include <vector>
