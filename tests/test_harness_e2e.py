@@ -364,3 +364,43 @@ def test_ui_serves_the_store(inline_store):
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(30)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not Path("/proc/self/task").is_dir(), reason="finds the submitit task through /proc (Linux)"
+)
+def test_preempted_submitit_task_requeues_and_resumes(tmp_path, migrated_db):
+    """USR2 to a running task (what Slurm sends before preempting): submitit requeues it, and the run
+    resumes from its checkpoint into the same MLflow run."""
+    uri = fresh_store(migrated_db, tmp_path)
+    spec = specs()["baseline"]
+    command = [
+        cli_exe(),
+        "run",
+        str(SUITE),
+        "--only",
+        "baseline",
+        "--executor",
+        "slurm",
+        "--slurm-cluster",
+        "local",
+    ]
+    command += ["--tracking-uri", uri, "--runs-dir", str(tmp_path / "runs"), "--log-every", "1"]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    last = tmp_path / "runs" / SUITE_NAME / spec.key / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 400
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert last.exists(), "the run ended before its first checkpoint"
+    (job_dir,) = [d for d in (tmp_path / "runs" / SUITE_NAME / "submitit").iterdir() if d.name.isdigit()]
+    controller = int(job_dir.name)  # submitit's local job id is its controller's pid
+    tasks = Path(f"/proc/{controller}/task/{controller}/children").read_text().split()
+    os.kill(int(tasks[0]), signal.SIGUSR2)
+    out, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, out
+    (run,) = child_runs(uri)
+    assert 0 < int(run.data.tags["resumed_from_step"]) < spec.config.schedule.max_steps
+    check_finished_run(uri, run, spec, tmp_path / "runs", log_every_steps=True)
