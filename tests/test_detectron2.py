@@ -182,10 +182,20 @@ def test_same_parameter_counts_as_torchvision(arch, shapeprop):
     ours, theirs = d2.param_counts(det), torchvision_param_counts(tv)
     assert ours["shapeprop"] == theirs["shapeprop"]
     assert (ours["shapeprop"] > 0) == shapeprop
+    assert ours["total"] == sum(p.numel() for p in det.parameters())
     assert ours["mask_head"] == theirs["mask_head"]
     # and the very same backbone
     own = sum(p.numel() for p in det.model.backbone.parameters())
     assert own == sum(p.numel() for p in tv.backbone.parameters())
+
+
+@pytest.mark.parametrize(
+    "update, key",
+    [({"mask_transfer": True}, "mask_transfer"), ({"pseudo_masks": "progressive"}, "pseudo_masks")],
+)
+def test_torchvision_only_options_are_refused(update, key):
+    with pytest.raises(ValueError, match=f"model.{key}.*torchvision"):
+        d2.build_detectron2_detector(_model_cfg("mask_rcnn").model_copy(update=update), 10, SIZE, SIZE)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

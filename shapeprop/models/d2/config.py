@@ -96,6 +96,10 @@ def config_from_model_config(
         raise ValueError(
             "model.mask_transfer (Mask^X R-CNN) is only available with model.framework 'torchvision'"
         )
+    if model_cfg.pseudo_masks == "progressive":  # its pseudo-labelling reads torchvision model internals
+        raise ValueError(
+            "model.pseudo_masks 'progressive' is only available with model.framework 'torchvision'"
+        )
     tiny = model_cfg.backbone == "tiny"
     base = anchor_base_size(min_size)
     cfg = get_cfg()
