@@ -121,7 +121,9 @@ def test_best_overlap_without_shapeprop_is_refused(tmp_path):
 def test_shapeprop_run_reports_best_overlap_on_a_category_subset(tmp_path):
     from shapeprop.config import ShapePropConfig
 
-    cfg = _config(tmp_path / "data", shapeprop=ShapePropConfig(latent_channels=8, prior_channels=8))
+    cfg = _config(
+        tmp_path / "data", shapeprop=ShapePropConfig(latent_channels=8, prior_channels=8, hidden_channels=16)
+    )
     cfg = cfg.model_copy(
         update={
             "schedule": cfg.schedule.model_copy(update={"max_steps": 2}),

@@ -20,7 +20,9 @@ from shapeprop.models.build import (
 
 NUM_CLASSES = 10
 SIZE = 64
-SP = ShapePropConfig(latent_channels=8, prior_channels=8)
+SP = ShapePropConfig(
+    latent_channels=8, prior_channels=8, hidden_channels=16, saliency_layers=1, weight_layers=1
+)
 
 
 @pytest.fixture(scope="module")

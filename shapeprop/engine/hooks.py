@@ -67,13 +67,15 @@ class ProgressBridge(pl.Callback):
     """Averages the step losses over `log_every` steps for `on_metrics`, and times training steps.
 
     Step time runs from batch start (data already loaded) to batch end (optimizer stepped); the
-    first `warmup` steps of each process are not timed. The sums travel in the checkpoint, so a
-    resumed run reports the time over all its timed steps.
+    first `warmup` steps of each process are not timed (a run too short for that reports the mean
+    of all its steps). The sums travel in the checkpoint, so a resumed run reports the time over
+    all its timed steps.
     """
 
     def __init__(self, callbacks: ExperimentCallbacks, log_every: int, warmup: int = 3):
         self.callbacks, self.log_every, self.warmup = callbacks, max(1, log_every), warmup
         self.time_sum, self.time_count = 0.0, 0
+        self.all_sum, self.all_count = 0.0, 0  # every step, warm-up included
         self._window: dict[str, float] = {}
         self._window_steps = 0
         self._steps_here = 0
@@ -82,7 +84,9 @@ class ProgressBridge(pl.Callback):
 
     @property
     def seconds_per_step(self) -> float | None:
-        return self.time_sum / self.time_count if self.time_count else None
+        if self.time_count:
+            return self.time_sum / self.time_count
+        return self.all_sum / self.all_count if self.all_count else None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
@@ -99,6 +103,8 @@ class ProgressBridge(pl.Callback):
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - self._t0
         self._steps_here += 1
+        self.all_sum += elapsed
+        self.all_count += 1
         if self._steps_here > self.warmup:
             self.time_sum += elapsed
             self.time_count += 1
@@ -114,8 +120,15 @@ class ProgressBridge(pl.Callback):
                 self.callbacks.on_metrics(metrics, step)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"time_sum": self.time_sum, "time_count": self.time_count}
+        return {
+            "time_sum": self.time_sum,
+            "time_count": self.time_count,
+            "all_sum": self.all_sum,
+            "all_count": self.all_count,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.time_sum = float(state_dict.get("time_sum", 0.0))
         self.time_count = int(state_dict.get("time_count", 0))
+        self.all_sum = float(state_dict.get("all_sum", 0.0))
+        self.all_count = int(state_dict.get("all_count", 0))

@@ -48,15 +48,19 @@ def _to(batch, device):
 
 
 def build_pair(
-    model_cfg: ModelConfig, shapeprop: ShapePropConfig, num_classes: int, size: int, max_size: int
+    model_cfg: ModelConfig,
+    shapeprop: ShapePropConfig,
+    num_classes: int,
+    size: int,
+    max_size: int,
+    rois: int | None = None,
 ):
     """(plain, with ShapeProp) detectors sharing all common weights; score threshold 0."""
     torch.manual_seed(0)
     plain = build_detector(model_cfg, num_classes, size, max_size, score_thresh=0.0)
     torch.manual_seed(0)
-    with_sp = build_detector(
-        model_cfg.model_copy(update={"shapeprop": shapeprop}), num_classes, size, max_size, score_thresh=0.0
-    )
+    sp_cfg = model_cfg.model_copy(update={"shapeprop": shapeprop, "shapeprop_rois_per_image": rois})
+    with_sp = build_detector(sp_cfg, num_classes, size, max_size, score_thresh=0.0)
     own = with_sp.state_dict()
     shared = {k: v for k, v in plain.state_dict().items() if k in own and own[k].shape == v.shape}
     with_sp.load_state_dict(shared, strict=False)
@@ -151,7 +155,22 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--images", type=int, default=20, help="timed inference images per model")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument(
+        "--shapeprop-rois", type=int, default=None, help="model.shapeprop_rois_per_image (default: all)"
+    )
+    p.add_argument("--saliency-layers", type=int, default=None, help="ShapePropConfig.saliency_layers")
+    p.add_argument("--weight-layers", type=int, default=None, help="ShapePropConfig.weight_layers")
+    p.add_argument("--hidden", type=int, default=None, help="ShapePropConfig.hidden_channels")
     args = p.parse_args(argv)
+    overrides = {
+        k: v
+        for k, v in (
+            ("saliency_layers", args.saliency_layers),
+            ("weight_layers", args.weight_layers),
+            ("hidden_channels", args.hidden),
+        )
+        if v is not None
+    }
     r = run_benchmark(
         args.arch,
         args.backbone,
@@ -162,8 +181,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         args.images,
         args.warmup,
         args.device,
+        shapeprop=ShapePropConfig(**overrides),
+        shapeprop_rois_per_image=args.shapeprop_rois,
     )
-    print(f"{args.arch} / {args.backbone}, {args.size}px, batch {args.batch}, device {args.device or 'auto'}")
+    print(
+        f"{args.arch} / {args.backbone}, {args.size}px, batch {args.batch}, device {args.device or 'auto'}, "
+        f"ShapeProp {overrides or 'defaults'}, RoIs/image {args.shapeprop_rois or 'all'}"
+    )
     print(f"{'':>12} {'plain':>10} {'shapeprop':>10} {'ratio':>8}")
     print(
         f"{'train s/step':>12} {r['train_s_per_step_plain']:>10.4f} {r['train_s_per_step_shapeprop']:>10.4f} {r['train_ratio']:>8.3f}"
