@@ -18,8 +18,8 @@ if sources and os.environ.get("SHAPEPROP_NO_EXT") != "1":
     cuda_sources = sorted(glob.glob("shapeprop/ops/csrc/*.cu"))
     use_cuda = bool(cuda_sources) and CUDA_HOME is not None and os.environ.get("SHAPEPROP_NO_CUDA") != "1"
     # Python's own CFLAGS carry -fwrapv, which stops GCC vectorising the kernel loops (10x slower);
-    # errno-setting sqrt does too.
-    cxx_flags = ["-O3", "-fopenmp", "-fno-wrapv", "-fno-math-errno"]
+    # errno-setting sqrt and trapping float compares do too.
+    cxx_flags = ["-O3", "-fopenmp", "-fno-wrapv", "-fno-math-errno", "-fno-trapping-math"]
     if use_cuda:
         # No GPU is visible at build time on most build hosts: pick common archs explicitly.
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "7.5;8.0;9.0+PTX")

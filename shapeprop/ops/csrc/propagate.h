@@ -58,13 +58,19 @@ SP_HD acc_t scale_value(const scalar_t* w, int q, int HW, bool symmetric) {
   return symmetric ? acc_t(1) / sp_sqrt(clamped_degree(weight_sum<acc_t>(w, q, HW))) : acc_t(1);
 }
 
-// Normalised kernel of one location: K[k * P + p] = w_k * a * s(p + o_k) with a = 1/d (random
-// walk) or s(p) (symmetric). Entries whose neighbour lies outside the map are set to 0: they
-// multiply a zero state anyway, and zeros there keep the transposed step zero on the border.
+// Per-location factor a of the kernel K_k(p) = w_k(p) * a(p) * s(p + o_k): 1/d (random walk) or
+// s(p) (symmetric). Entries whose neighbour lies outside the map come out as 0 (s is 0 there):
+// they multiply a zero state anyway, and zeros there keep the transposed step zero on the border.
+template <typename acc_t, typename scalar_t>
+SP_HD acc_t kernel_factor(const scalar_t* w, int q, int HW, int p, bool symmetric, const acc_t* s) {
+  return symmetric ? s[p] : acc_t(1) / clamped_degree(weight_sum<acc_t>(w, q, HW));
+}
+
+// Normalised kernel of one location: writes K[k * P + p] for the 9 entries.
 template <typename acc_t, typename scalar_t>
 SP_HD void normalise_location(const scalar_t* w, int q, int HW, int p, int P, int stride, bool symmetric,
                               const acc_t* s, acc_t* K) {
-  const acc_t a = symmetric ? s[p] : acc_t(1) / clamped_degree(weight_sum<acc_t>(w, q, HW));
+  const acc_t a = kernel_factor(w, q, HW, p, symmetric, s);
 SP_UNROLL
   for (int k = 0; k < kWin; ++k)
     K[k * P + p] = static_cast<acc_t>(w[k * HW + q]) * a * s[p + neighbour_shift(k, stride)];
@@ -92,16 +98,15 @@ SP_UNROLL
   return acc;
 }
 
-// Gradient of the raw weights of one location from the kernel gradient dK (padded, zero
-// border). Random walk: dw_j = (dK_j - sum_k dK_k K_k) / d. Symmetric: with
-// E(u) = sum_k dK_k(u) K_k(u) + sum_k dK_k(u - o_k) K_k(u - o_k),
-// dw_j(u) = dK_j(u) s(u) s(u + o_j) - E(u) / (2 d(u)). Below kEps the degree is a constant.
+// The raw-weight gradient of one location is dw_k = dK_k * a * s(p + o_k) + offset (a from
+// kernel_factor; dK padded with a zero border). This is the offset, the part through the degree.
+// Random walk: offset = -sum_k dK_k K_k / d. Symmetric: with
+// E(u) = sum_k dK_k(u) K_k(u) + sum_k dK_k(u - o_k) K_k(u - o_k), offset = -E(u) / (2 d(u)).
+// Below kEps the degree is a constant and the offset 0.
 template <typename acc_t, typename scalar_t>
-SP_HD void weight_grad_location(const scalar_t* w, int q, int HW, int p, int P, int stride, bool symmetric,
-                                const acc_t* s, const acc_t* K, const acc_t* dK, scalar_t* dw) {
+SP_HD acc_t weight_grad_offset(const scalar_t* w, int q, int HW, int p, int P, int stride, bool symmetric,
+                               const acc_t* K, const acc_t* dK) {
   const acc_t sum = weight_sum<acc_t>(w, q, HW);
-  const bool clamped = !(sum >= acc_t(kEps));
-  const acc_t d = clamped_degree(sum);
   acc_t e = 0;
 SP_UNROLL
   for (int k = 0; k < kWin; ++k) e += dK[k * P + p] * K[k * P + p];
@@ -111,15 +116,20 @@ SP_UNROLL
       const int src = p - neighbour_shift(k, stride);
       e += dK[k * P + src] * K[k * P + src];
     }
-    const acc_t dd = clamped ? acc_t(0) : -e / (acc_t(2) * d);
-SP_UNROLL
-    for (int k = 0; k < kWin; ++k)
-      dw[k * HW + q] = static_cast<scalar_t>(dK[k * P + p] * s[p] * s[p + neighbour_shift(k, stride)] + dd);
-  } else {
-    const acc_t dot = clamped ? acc_t(0) : e;
-SP_UNROLL
-    for (int k = 0; k < kWin; ++k) dw[k * HW + q] = static_cast<scalar_t>((dK[k * P + p] - dot) / d);
   }
+  const acc_t offset = -e / ((symmetric ? acc_t(2) : acc_t(1)) * clamped_degree(sum));
+  return sum >= acc_t(kEps) ? offset : acc_t(0);
+}
+
+// Gradient of the 9 raw weights of one location (writes dw[k * HW + q]).
+template <typename acc_t, typename scalar_t>
+SP_HD void weight_grad_location(const scalar_t* w, int q, int HW, int p, int P, int stride, bool symmetric,
+                                const acc_t* s, const acc_t* K, const acc_t* dK, scalar_t* dw) {
+  const acc_t a = kernel_factor(w, q, HW, p, symmetric, s);
+  const acc_t offset = weight_grad_offset(w, q, HW, p, P, stride, symmetric, K, dK);
+SP_UNROLL
+  for (int k = 0; k < kWin; ++k)
+    dw[k * HW + q] = static_cast<scalar_t>(dK[k * P + p] * a * s[p + neighbour_shift(k, stride)] + offset);
 }
 
 }  // namespace shapeprop

@@ -31,27 +31,56 @@ struct Geometry {
       : H(static_cast<int>(h)), W(static_cast<int>(w)), HW(H * W), stride(W + 2), P((H + 2) * (W + 2)) {}
 };
 
-// The scale plane s (see propagate.h) and the normalised kernels of one weight group. The norm
-// is a template argument so that the loops have no branch and vectorise.
+// The kernels and weight gradients are built plane by plane (one store stream per loop) from the
+// per-location terms of propagate.h, so that the loops vectorise; the norm is a template argument
+// to keep them branch-free.
+
+// The scale plane s, the factor plane a and the normalised kernels K of one weight group.
 template <bool symmetric, typename acc_t, typename scalar_t>
 SP_CPU_LOOP void build_kernels(const scalar_t* __restrict__ wg, const Geometry& g, acc_t* __restrict__ s,
-                               acc_t* __restrict__ K) {
-  const int W = g.W, HW = g.HW, P = g.P, stride = g.stride;
+                               acc_t* __restrict__ a, acc_t* __restrict__ K) {
+  const int W = g.W, HW = g.HW, stride = g.stride;
   for (int h = 0; h < g.H; ++h)
     for (int w = 0; w < W; ++w) s[(h + 1) * stride + w + 1] = scale_value<acc_t>(wg, h * W + w, HW, symmetric);
   for (int h = 0; h < g.H; ++h)
-    for (int w = 0; w < W; ++w)
-      normalise_location(wg, h * W + w, HW, (h + 1) * stride + w + 1, P, stride, symmetric, s, K);
+    for (int w = 0; w < W; ++w) {
+      const int p = (h + 1) * stride + w + 1;
+      a[p] = kernel_factor(wg, h * W + w, HW, p, symmetric, s);
+    }
+  for (int k = 0; k < kWin; ++k) {
+    const int shift = neighbour_shift(k, stride);
+    const scalar_t* __restrict__ wk = wg + k * HW;
+    acc_t* __restrict__ Kk = K + k * g.P;
+    for (int h = 0; h < g.H; ++h)
+      for (int w = 0; w < W; ++w) {
+        const int p = (h + 1) * stride + w + 1;
+        Kk[p] = static_cast<acc_t>(wk[h * W + w]) * a[p] * s[p + shift];
+      }
+  }
 }
 
-// Gradient of the raw weights of one group from its kernel gradient dK.
+// Gradient of the raw weights of one group from its kernel gradient dK (offset: a scratch plane).
 template <bool symmetric, typename acc_t, typename scalar_t>
-SP_CPU_LOOP void weight_grads(const scalar_t* __restrict__ wg, const Geometry& g, const acc_t* __restrict__ s, const acc_t* __restrict__ K,
-                              const acc_t* __restrict__ dK, scalar_t* __restrict__ dw) {
+SP_CPU_LOOP void weight_grads(const scalar_t* __restrict__ wg, const Geometry& g, const acc_t* __restrict__ s,
+                              const acc_t* __restrict__ a, const acc_t* __restrict__ K,
+                              const acc_t* __restrict__ dK, acc_t* __restrict__ offset,
+                              scalar_t* __restrict__ dw) {
   const int W = g.W, HW = g.HW, P = g.P, stride = g.stride;
   for (int h = 0; h < g.H; ++h)
-    for (int w = 0; w < W; ++w)
-      weight_grad_location(wg, h * W + w, HW, (h + 1) * stride + w + 1, P, stride, symmetric, s, K, dK, dw);
+    for (int w = 0; w < W; ++w) {
+      const int p = (h + 1) * stride + w + 1;
+      offset[p] = weight_grad_offset(wg, h * W + w, HW, p, P, stride, symmetric, K, dK);
+    }
+  for (int k = 0; k < kWin; ++k) {
+    const int shift = neighbour_shift(k, stride);
+    const acc_t* __restrict__ dKk = dK + k * P;
+    scalar_t* __restrict__ dwk = dw + k * HW;
+    for (int h = 0; h < g.H; ++h)
+      for (int w = 0; w < W; ++w) {
+        const int p = (h + 1) * stride + w + 1;
+        dwk[h * W + w] = static_cast<scalar_t>(dKk[p] * a[p] * s[p + shift] + offset[p]);
+      }
+  }
 }
 
 template <typename acc_t, typename scalar_t>
@@ -101,17 +130,17 @@ void forward_impl(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, int
   const scalar_t* wp = w.data_ptr<scalar_t>();
   scalar_t* op = out.data_ptr<scalar_t>();
   at::parallel_for(0, N * Cw, 1, [&](int64_t begin, int64_t end) {
-    // K (9 planes), s, two state planes; borders are never written, so they stay zero.
-    std::vector<acc_t> buf(static_cast<size_t>(kWin + 3) * g.P, acc_t(0));
-    acc_t *K = buf.data(), *s = K + kWin * g.P, *a = s + g.P, *b = a + g.P;
+    // K (9 planes), s, a, two state planes; borders are never written, so they stay zero.
+    std::vector<acc_t> buf(static_cast<size_t>(kWin + 4) * g.P, acc_t(0));
+    acc_t *K = buf.data(), *s = K + kWin * g.P, *a = s + g.P, *y0 = a + g.P, *y1 = y0 + g.P;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / Cw, group = task % Cw;
       const scalar_t* wg = wp + task * kWin * g.HW;
-      symmetric ? build_kernels<true>(wg, g, s, K) : build_kernels<false>(wg, g, s, K);
+      symmetric ? build_kernels<true>(wg, g, s, a, K) : build_kernels<false>(wg, g, s, a, K);
       for (int64_t i = 0; i < per_group; ++i) {
         const int64_t plane = (n * C + (Cw == 1 ? i : group)) * g.HW;
-        load_plane(xp + plane, g, a);
-        acc_t *cur = a, *next = b;
+        load_plane(xp + plane, g, y0);
+        acc_t *cur = y0, *next = y1;
         for (int64_t t = 0; t < steps; ++t) {
           step_forward(K, cur, next, g);
           std::swap(cur, next);
@@ -136,14 +165,14 @@ void backward_impl(const at::Tensor& grad_out, const at::Tensor& x, const at::Te
   scalar_t* gxp = grad_x.data_ptr<scalar_t>();
   scalar_t* gwp = grad_w.data_ptr<scalar_t>();
   at::parallel_for(0, N * Cw, 1, [&](int64_t begin, int64_t end) {
-    // K (9), dK (9), s, two gradient planes, then the per-step maps.
-    std::vector<acc_t> buf(static_cast<size_t>(2 * kWin + 3 + hist) * g.P, acc_t(0));
-    acc_t *K = buf.data(), *dK = K + kWin * g.P, *s = dK + kWin * g.P, *ga = s + g.P, *gb = ga + g.P;
-    acc_t* ys = gb + g.P;
+    // K (9), dK (9), s, a, offset, two gradient planes, then the per-step maps.
+    std::vector<acc_t> buf(static_cast<size_t>(2 * kWin + 5 + hist) * g.P, acc_t(0));
+    acc_t *K = buf.data(), *dK = K + kWin * g.P, *s = dK + kWin * g.P, *a = s + g.P, *offset = a + g.P;
+    acc_t *ga = offset + g.P, *gb = ga + g.P, *ys = gb + g.P;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / Cw, group = task % Cw;
       const scalar_t* wg = wp + task * kWin * g.HW;
-      symmetric ? build_kernels<true>(wg, g, s, K) : build_kernels<false>(wg, g, s, K);
+      symmetric ? build_kernels<true>(wg, g, s, a, K) : build_kernels<false>(wg, g, s, a, K);
       std::fill(dK, dK + kWin * g.P, acc_t(0));
       for (int64_t i = 0; i < per_group; ++i) {
         const int64_t plane = (n * C + (Cw == 1 ? i : group)) * g.HW;
@@ -158,7 +187,8 @@ void backward_impl(const at::Tensor& grad_out, const at::Tensor& x, const at::Te
         store_plane(cur, g, gxp + plane);
       }
       scalar_t* dw = gwp + task * kWin * g.HW;
-      symmetric ? weight_grads<true>(wg, g, s, K, dK, dw) : weight_grads<false>(wg, g, s, K, dK, dw);
+      symmetric ? weight_grads<true>(wg, g, s, a, K, dK, offset, dw)
+                : weight_grads<false>(wg, g, s, a, K, dK, offset, dw);
     }
   });
 }
@@ -176,8 +206,8 @@ at::Tensor forward_cpu(const at::Tensor& x, const at::Tensor& w, int64_t steps, 
 std::vector<at::Tensor> backward_cpu(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w,
                                      int64_t steps, bool symmetric) {
   auto grad_x = at::empty_like(x);
-  auto grad_w = at::zeros_like(w);
-  if (x.numel() == 0) return {grad_x, grad_w};
+  auto grad_w = at::empty_like(w);  // every entry is written
+  if (x.numel() == 0) return {grad_x, grad_w.zero_()};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "shapeprop_propagate_backward_cpu", [&] {
     backward_impl<scalar_t>(grad_out, x, w, grad_x, grad_w, steps, symmetric);
   });
