@@ -46,7 +46,7 @@ def _losses(model, batch, seed=0):
 
 @pytest.mark.parametrize("arch", ["mask_rcnn", "retinamask"])
 def test_tiny_detector_with_shapeprop_loss_falls(arch, batch):
-    model = _model(arch, shapeprop=SP)
+    model = _model(arch, shapeprop=SP, shapeprop_rois_per_image=32)
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     history = []
