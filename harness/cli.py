@@ -17,6 +17,7 @@ from shapeprop import __version__
 LAZY_COMMANDS = {
     "data": ("harness.data_cli", "data"),
     "report": ("harness.report.cli", "report"),
+    "show": ("harness.show", "show"),
 }
 
 
