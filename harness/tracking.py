@@ -9,6 +9,7 @@ runs can log from one process or from many.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -22,7 +23,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 if TYPE_CHECKING:
-    from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
     from harness.suite import RunSpec
@@ -134,12 +134,30 @@ def key_states(uri: str, suite_name: str, keys: Iterable[str] | None = None) -> 
     """For every run key of the suite's experiment: finished if any run of it FINISHED, else the newest run's state."""
     if not store_exists(uri):
         return {}
-    c = client(uri)
-    exp = c.get_experiment_by_name(experiment_name(suite_name))
-    if exp is None:
-        return {}
+    rows = _child_runs_sqlite(uri, experiment_name(suite_name))
+    if rows is None:
+        rows = _child_runs_client(uri, experiment_name(suite_name))
     wanted = set(keys) if keys is not None else None
-    runs: list[Run] = []
+    states: dict[str, KeyState] = {}
+    for run_id, key, status in rows:  # newest first
+        if wanted is not None and key not in wanted:
+            continue
+        current = states.get(key)
+        if status == "FINISHED" and (current is None or current.state != "finished"):
+            states[key] = KeyState("finished", run_id, status)
+        elif current is None:
+            state = "running" if status in ("RUNNING", "SCHEDULED") else "failed"
+            states[key] = KeyState(state, run_id, status)
+    return states
+
+
+def _child_runs_client(uri: str, experiment: str) -> list[tuple[str, str, str]]:
+    """(run id, run key, status) of the experiment's active child runs, newest first, via MLflow."""
+    c = client(uri)
+    exp = c.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    out: list[tuple[str, str, str]] = []
     token = None
     while True:
         page = c.search_runs(
@@ -149,23 +167,40 @@ def key_states(uri: str, suite_name: str, keys: Iterable[str] | None = None) -> 
             order_by=["attributes.start_time DESC"],
             page_token=token,
         )
-        runs.extend(page)
+        out.extend(
+            (r.info.run_id, r.data.tags["run_key"], r.info.status) for r in page if "run_key" in r.data.tags
+        )
         token = page.token
         if not token:
-            break
-    states: dict[str, KeyState] = {}
-    for run in runs:  # newest first
-        key = run.data.tags.get("run_key")
-        if key is None or (wanted is not None and key not in wanted):
-            continue
-        status = run.info.status
-        current = states.get(key)
-        if status == "FINISHED" and (current is None or current.state != "finished"):
-            states[key] = KeyState("finished", run.info.run_id, status)
-        elif current is None:
-            state = "running" if status in ("RUNNING", "SCHEDULED") else "failed"
-            states[key] = KeyState(state, run.info.run_id, status)
-    return states
+            return out
+
+
+# MLflow's SQL schema (stable since MLflow 1.x); any mismatch falls back to the client.
+_CHILD_RUNS_SQL = """
+SELECT runs.run_uuid, key_tag.value, runs.status
+FROM runs
+JOIN experiments ON experiments.experiment_id = runs.experiment_id
+JOIN tags AS kind_tag ON kind_tag.run_uuid = runs.run_uuid AND kind_tag.key = 'kind' AND kind_tag.value = 'run'
+JOIN tags AS key_tag ON key_tag.run_uuid = runs.run_uuid AND key_tag.key = 'run_key'
+WHERE experiments.name = ? AND runs.lifecycle_stage = 'active'
+ORDER BY runs.start_time DESC
+"""
+
+
+def _child_runs_sqlite(uri: str, experiment: str) -> list[tuple[str, str, str]] | None:
+    """As `_child_runs_client`, read straight from a SQLite store (read-only, no MLflow import:
+    planning stays fast); None when `uri` is not SQLite or the schema is not the expected one."""
+    import sqlite3
+
+    path = sqlite_path(uri)
+    if path is None:
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
+            return [tuple(row) for row in db.execute(_CHILD_RUNS_SQL, (experiment,))]
+    except sqlite3.Error as err:
+        log.debug("reading %s directly failed (%s); using the MLflow client", path, err)
+        return None
 
 
 # --------------------------------------------------------------------------- tags

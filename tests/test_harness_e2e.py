@@ -176,30 +176,36 @@ def test_second_invocation_skips_finished_runs(inline_store):
     assert "run" in lines["second seed"] and "missing" in lines["second seed"]
     assert "3 of 4 runs would execute" in plan.stdout
 
-    status = cli("status", str(SUITE), "--tracking-uri", uri, cwd=root)
+    status = cli("status", str(SUITE), "--tracking-uri", uri, "--runs", cwd=root)
     assert status.returncode == 0, status.stderr
-    rows = {
-        line.split("│")[1].strip(): line.split("│")[3:7] for line in status.stdout.splitlines() if "│" in line
-    }
+    summary, listing = status.stdout.split("└", 1)  # the per-row table, then one line per run
+    rows = {line.split("│")[1].strip(): line.split("│")[3:7] for line in summary.splitlines() if "│" in line}
     assert [x.strip() for x in rows["baseline"]] == ["1", "0", "0", "0"]
     assert [x.strip() for x in rows["broken"]] == ["0", "0", "1", "0"]
     assert [x.strip() for x in rows["total"]] == ["1", "0", "1", "2"]
-    listing = cli("status", str(SUITE), "--tracking-uri", uri, "--runs", cwd=root).stdout
     (broken_line,) = [line for line in listing.splitlines() if "│ broken" in line and "failed" in line]
     assert "nonexistent" in broken_line
 
 
-def test_kill_and_resume_into_the_same_run(inline_store, tmp_path, migrated_db):
-    """SIGKILL mid-training, the same command again: same MLflow run, same final metrics."""
-    ref_root, ref_uri, _ = inline_store
-    reference = {r.data.tags["row"]: r for r in child_runs(ref_uri)}["baseline"]
-    spec = specs()["baseline"]
-    uri = fresh_store(migrated_db, tmp_path)
-    command = [cli_exe(), "run", str(SUITE), "--only", "baseline", "--tracking-uri", uri]
-    command += ["--runs-dir", str(tmp_path / "runs"), "--log-every", "1"]
-    checkpoints = tmp_path / "runs" / SUITE_NAME / spec.key / "checkpoints"
+def kill_then_resume(directory: Path, uri: str, profile: str, reference_uri: str) -> None:
+    """Start `run`, SIGKILL it at its first checkpoint, start it again: the run must resume into the
+    same MLflow run and end with the metrics of the uninterrupted run in `reference_uri`."""
+    spec = specs(profile)["baseline"]
+    command = [
+        cli_exe(),
+        "run",
+        str(SUITE),
+        "--profile",
+        profile,
+        "--only",
+        "baseline",
+        "--tracking-uri",
+        uri,
+    ]
+    command += ["--runs-dir", str(directory / "runs"), "--log-every", "1"]
+    checkpoints = directory / "runs" / SUITE_NAME / spec.key / "checkpoints"
 
-    process = subprocess.Popen(command, cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(command, cwd=directory, start_new_session=True, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 400
     while not (checkpoints / "last.ckpt").exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -209,20 +215,42 @@ def test_kill_and_resume_into_the_same_run(inline_store, tmp_path, migrated_db):
     (killed,) = child_runs(uri)
     assert killed.info.status == "RUNNING"  # SIGKILL left it unfinished
 
-    out = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(command, cwd=directory, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     (resumed,) = child_runs(uri)
     assert resumed.info.run_id == killed.info.run_id
     assert 0 < int(resumed.data.tags["resumed_from_step"]) < spec.config.schedule.max_steps
-    check_finished_run(uri, resumed, spec, tmp_path / "runs", log_every_steps=True)
+    check_finished_run(uri, resumed, spec, directory / "runs", log_every_steps=True)
+
+    (reference,) = [r for r in child_runs(reference_uri) if r.data.tags["run_key"] == spec.key]
+    ref_loss = tracking.client(reference_uri).get_metric_history(reference.info.run_id, "loss")
+    loss = tracking.client(uri).get_metric_history(resumed.info.run_id, "loss")
+    assert {m.step: m.value for m in loss} == pytest.approx({m.step: m.value for m in ref_loss})
     for name in AP_METRICS:
         assert same(resumed.data.metrics[name], reference.data.metrics[name]), name
-    c = tracking.client(uri)
-    ref_loss = {
-        m.step: m.value for m in tracking.client(ref_uri).get_metric_history(reference.info.run_id, "loss")
-    }
-    loss = {m.step: m.value for m in c.get_metric_history(resumed.info.run_id, "loss")}
-    assert loss == pytest.approx(ref_loss)
+
+
+def test_kill_and_resume_into_the_same_run(inline_store, tmp_path, migrated_db):
+    """SIGKILL mid-training, the same command again: same MLflow run, same final metrics."""
+    _, reference_uri, _ = inline_store
+    kill_then_resume(tmp_path, fresh_store(migrated_db, tmp_path), "full", reference_uri)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="library bug (shapeprop/engine): a run resumed mid-pass replays the batches of the steps "
+    "after its checkpoint once it reaches the next pass over the training data",
+)
+def test_kill_and_resume_across_a_pass_over_the_data(tmp_path, migrated_db):
+    """As above, with a resume that runs into the second pass over the 8 training images."""
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    reference_uri = fresh_store(migrated_db, reference)
+    out = cli("run", str(SUITE), "--profile", "long", "--only", "baseline", "--tracking-uri", reference_uri,
+              "--runs-dir", str(reference / "runs"), "--log-every", "1", cwd=reference)  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    kill_then_resume(tmp_path, fresh_store(migrated_db, tmp_path), "long", reference_uri)
 
 
 def test_local_executor_two_workers(tmp_path, migrated_db):
@@ -243,6 +271,7 @@ def test_local_executor_two_workers(tmp_path, migrated_db):
         assert (tmp_path / "runs" / SUITE_NAME / mini[row].key / "run.log").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_slurm_executor_through_submitit_local(tmp_path, migrated_db):
     uri = fresh_store(migrated_db, tmp_path)
     out = cli(
@@ -335,7 +364,7 @@ def test_bad_suite_and_bad_profile_fail_cleanly(tmp_path):
     assert out.returncode == 1
     assert f"{bad}:3: rows[0].methd: unknown key 'methd' (did you mean 'method'?)" in out.stderr
     out = cli("run", str(SUITE), "--profile", "huge", "--dry-run", cwd=tmp_path)
-    assert out.returncode == 1 and "has no profile 'huge'; available: full, mini" in out.stderr
+    assert out.returncode == 1 and "has no profile 'huge'; available: full, mini, long" in out.stderr
     out = cli("run", str(SUITE), "--only", "nothing-matches", "--dry-run", cwd=tmp_path)
     assert out.returncode == 1 and "no run of suite 'test-tiny' matches" in out.stderr
 

@@ -110,6 +110,14 @@ def test_key_states_finished_wins_else_the_newest_run(store):
     assert states["c"] == tracking.KeyState("failed", failed, "KILLED")
     assert "d" not in states
     assert set(tracking.key_states(uri, suite, keys=["a"])) == {"a"}
+    # the direct SQLite read (fast planning) sees exactly what the MLflow client sees
+    name = tracking.experiment_name(suite)
+    direct = tracking._child_runs_sqlite(uri, name)
+    assert direct is not None and len(direct) == 7
+    assert direct == tracking._child_runs_client(uri, name)
+    c.delete_run(finished)
+    assert tracking._child_runs_sqlite(uri, name) == tracking._child_runs_client(uri, name)
+    assert tracking.key_states(uri, suite)["a"].state == "running"  # a deleted run does not count
     assert tracking.key_states(uri, "other-suite") == {}
 
 
