@@ -280,9 +280,15 @@ def load_model(shown: ShownRun, num_classes: int, min_score: float, max_detectio
         raise ShowError(
             f"{shown.checkpoint}: cannot load it into the model of run {shown.run_id}'s config: {err}"
         ) from None
-    saved = (ckpt.get("shapeprop_identity") or {}).get("model")
-    if saved is not None and saved != cfg.model.model_dump(mode="json"):
-        raise ShowError(f"{shown.checkpoint} was trained with another model config than run {shown.run_id}'s")
+    saved = (ckpt.get("shapeprop_identity") or {}).get("model") or {}
+    current = cfg.model.model_dump(mode="json")
+    differ = sorted(k for k in saved if k in current and saved[k] != current[k])  # keys added later: skip
+    if differ:
+        click.echo(
+            f"warning: {shown.checkpoint} was trained with model.{', model.'.join(differ)} other than "
+            f"in run {shown.run_id}'s config",
+            err=True,
+        )
     step = int(ckpt.get("global_step", -1))
     if step < cfg.schedule.max_steps:
         click.echo(
@@ -499,14 +505,21 @@ def show(
             for s in shown:
                 written[s.run_id].append(compare)
 
+    from mlflow.exceptions import MlflowException
+
     for s in shown:
         if log:
             for path in written[s.run_id]:
                 subdir = ARTIFACT_DIR if path == compare else f"{ARTIFACT_DIR}/{s.slug}"
-                tracking.with_retry(
-                    lambda r=s.run_id, p=path, d=subdir: client.log_artifact(r, str(p), d),
-                    f"upload {path.name}",
-                )
+                try:
+                    tracking.with_retry(
+                        lambda r=s.run_id, p=path, d=subdir: client.log_artifact(r, str(p), d),
+                        f"upload {path.name}",
+                    )
+                except (MlflowException, OSError) as err:
+                    raise ShowError(
+                        f"{path} is written, but logging it to run {s.run_id} failed: {err}"
+                    ) from None
         where = f" (logged to MLflow run {s.run_id} under {ARTIFACT_DIR}/)" if log else ""
         click.echo(f"{s.label}{where}:")
         for path in written[s.run_id]:

@@ -31,7 +31,7 @@ base:
     max_size: 64
     num_workers: 0
   model: {{backbone: tiny, shapeprop_rois_per_image: 16}}
-  schedule: {{max_steps: 4, batch_size: 2, checkpoint_every: 4, warmup_steps: 1, milestones: [3]}}
+  schedule: {{max_steps: 2, batch_size: 2, checkpoint_every: 2, warmup_steps: 1, milestones: [1]}}
   eval: {{max_images: 4, timing: false}}
 rows:
   - {{label: baseline, method: mask_rcnn}}
@@ -107,14 +107,7 @@ def test_show_one_run_by_id(store, tmp_path):
     got = Path(client.download_artifacts(run_id, f"qualitative/{folder.name}/{pngs[0].name}", str(tmp_path)))
     assert got.read_bytes() == pngs[0].read_bytes()
 
-    # The same seed draws the same images; --image-id picks one.
-    again = store.cli(
-        run_id, "--images", "2", "--detections", "2", "--min-score", "0", "--no-log", out=tmp_path / "b"
-    )
-    assert again.exit_code == 0, again.output
-    assert sorted(p.name for p in (tmp_path / "b" / "qualitative" / folder.name).glob("*.png")) == [
-        p.name for p in pngs
-    ]
+    # --image-id picks images by id (the seeded draw is tested on `pick_records`).
     one = store.cli(run_id, "--image-id", "3", "--no-log", out=tmp_path / "c")
     assert one.exit_code == 0, one.output
     assert [p.name for p in (tmp_path / "c" / "qualitative" / folder.name).glob("*.png")] == ["image-3.png"]
