@@ -16,6 +16,15 @@ from shapeprop.engine.train import train_detector
 from shapeprop.models.build import build_detector
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on the shared 2-core machine, two threads spin against other jobs (~5x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_lr_factor_warmup_and_milestones():
     s = ScheduleConfig(lr=0.1, warmup_steps=10, warmup_factor=0.001, milestones=[20, 30], gamma=0.1)
     assert lr_factor(0, s) == pytest.approx(0.001)

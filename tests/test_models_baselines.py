@@ -15,6 +15,15 @@ from shapeprop.models.baselines.progressive import progressive_pseudo_masks
 from shapeprop.models.build import build_detector
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on the shared 2-core machine, two threads spin against other jobs (~5x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_grabcut_segments_a_disc_in_its_box():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 60, size=(120, 140, 3), dtype=np.uint8)  # dark noisy background
