@@ -126,6 +126,8 @@ def _open_run(spec: RunSpec, uri: str, workdir: Path, parent_run_id: str | None)
                 run = None
             if run is not None and run.info.status != "FINISHED" and run.info.lifecycle_stage == "active":
                 tracking.with_retry(lambda: c.update_run(run.info.run_id, status="RUNNING"), "reopen run")
+                if "error" in run.data.tags:  # an earlier attempt failed; its traceback.txt stays as history
+                    tracking.with_retry(lambda: c.delete_tag(run.info.run_id, "error"), "clear error tag")
                 tracking.set_tags(
                     c, run.info.run_id, {**tracking.environment_tags(), "pid": str(os.getpid())}
                 )
@@ -276,8 +278,11 @@ def _record_failure(
         tracking.with_retry(lambda: c.set_terminated(run_id, status=status), "terminate run")
 
 
-def record_crash(spec: RunSpec, tracking_uri: str, runs_root: str | Path, reason: str) -> str | None:
-    """Mark the run of a worker that died without reporting as FAILED (returns its run id, if any)."""
+def record_crash(
+    spec: RunSpec, tracking_uri: str, runs_root: str | Path, reason: str, status: str = "FAILED"
+) -> str | None:
+    """Mark the unfinished run of a process that ended without reporting (died, or was stopped) as
+    `status`; returns its run id, if it has one."""
     workdir = workdir_of(spec, runs_root)
     state_path = workdir / STATE_FILE
     if not state_path.exists():
@@ -287,9 +292,9 @@ def record_crash(spec: RunSpec, tracking_uri: str, runs_root: str | Path, reason
     if state.get("tracking_uri") != uri:
         return None
     c = tracking.client(uri)
-    if c.get_run(state["run_id"]).info.status == "FINISHED":
+    if c.get_run(state["run_id"]).info.status != "RUNNING":
         return state["run_id"]
-    _record_failure(c, state["run_id"], workdir, "FAILED", reason, reason + "\n", None)
+    _record_failure(c, state["run_id"], workdir, status, reason, reason + "\n", None)
     return state["run_id"]
 
 
