@@ -103,3 +103,23 @@ def test_mixed_precision_training_on_gpu(records, tmp_path):
     out = train_detector(model, records, data, schedule, 0, tmp_path, progress=False)
     assert out.step == 3
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    from shapeprop.engine.hooks import AtomicCheckpointIO
+
+    io = AtomicCheckpointIO()
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"global_step": 1}, target)
+    assert torch.load(target, weights_only=False) == {"global_step": 1}
+
+    def broken_save(obj, path):
+        Path(path).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        io.save_checkpoint({"global_step": 2}, target)
+    monkeypatch.undo()
+    assert torch.load(target, weights_only=False) == {"global_step": 1}  # the old file is intact
+    assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]  # no temporary left behind
