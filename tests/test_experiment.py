@@ -37,7 +37,7 @@ def _config(root: Path, **model) -> ExperimentConfig:
         ),
         model=ModelConfig(backbone="tiny", **model),
         schedule=ScheduleConfig(
-            max_steps=4, batch_size=2, lr=0.01, warmup_steps=1, milestones=[3], checkpoint_every=2
+            max_steps=6, batch_size=2, lr=0.01, warmup_steps=1, milestones=[3], checkpoint_every=2
         ),
         eval=EvalConfig(max_images=2),
     )
@@ -75,8 +75,8 @@ def test_run_resume_and_reevaluate(tmp_path):
     assert set(METRICS + ["infer_s_per_img", "train_s_per_step"]) <= set(result.metrics)
     assert all(0 <= result.metrics[m] <= 100 for m in METRICS if not math.isnan(result.metrics[m]))
     assert result.metrics["infer_s_per_img"] > 0 and result.metrics["train_s_per_step"] > 0
-    assert straight.starts == [(4, 0)]
-    assert [s for s, _ in straight.metrics] == [1, 2, 3, 4]
+    assert straight.starts == [(6, 0)]
+    assert [s for s, _ in straight.metrics] == [1, 2, 3, 4, 5, 6]
     first = straight.metrics[0][1]
     assert {
         "loss",
@@ -89,22 +89,23 @@ def test_run_resume_and_reevaluate(tmp_path):
     } <= set(first)
     assert first["lr"] == pytest.approx(0.01 * 0.001)  # warm-up starts at lr * warmup_factor
     assert straight.metrics[3][1]["lr"] == pytest.approx(0.001)  # after the milestone at step 3
-    assert ("step_0000002.ckpt", 2) in straight.checkpoints and ("last.ckpt", 4) in straight.checkpoints
+    assert ("step_0000002.ckpt", 2) in straight.checkpoints and ("last.ckpt", 6) in straight.checkpoints
     assert straight.evals == [result.metrics]
     saved = json.loads(result.artifacts["evaluation"].read_text())
-    assert saved["step"] == 4 and saved["fingerprint"] == result.fingerprint and result.fingerprint
+    assert saved["step"] == 6 and saved["fingerprint"] == result.fingerprint and result.fingerprint
     assert result.artifacts["checkpoint"] == tmp_path / "straight" / "checkpoints" / "last.ckpt"
     assert result.param_counts["total"] > result.param_counts["mask_head"] > 0
     assert result.param_counts["shapeprop"] == 0
 
-    # Killed during step 3 (after the step-2 checkpoint), then run again: resumes at step 2.
+    # Killed during step 3 (after the step-2 checkpoint), then run again: resumes at step 2 and,
+    # 6 steps of 2 of the 8 images being more than one pass, runs into the second pass over the data.
     killed = Recorder(crash_at=3)
     with pytest.raises(RuntimeError, match="killed"):
         run_experiment(cfg, tmp_path / "resumed", killed, progress=False, log_every=1)
     resumed = Recorder()
     again = run_experiment(cfg, tmp_path / "resumed", resumed, progress=False, log_every=1)
-    assert resumed.starts == [(4, 2)]
-    assert [s for s, _ in resumed.metrics] == [3, 4]
+    assert resumed.starts == [(6, 2)]
+    assert [s for s, _ in resumed.metrics] == [3, 4, 5, 6]
     for (_, a), (_, b) in zip(straight.metrics[2:], resumed.metrics, strict=True):
         assert a["loss"] == b["loss"]
     w1 = _weights(result.artifacts["checkpoint"])
@@ -117,7 +118,7 @@ def test_run_resume_and_reevaluate(tmp_path):
     # A finished run only evaluates again: no training step, same metrics.
     rerun = Recorder()
     third = run_experiment(cfg, tmp_path / "straight", rerun, progress=False, log_every=1)
-    assert rerun.starts == [(4, 4)] and rerun.metrics == []
+    assert rerun.starts == [(6, 6)] and rerun.metrics == []
     assert [third.metrics[m] for m in same] == [result.metrics[m] for m in same]
     assert third.metrics["train_s_per_step"] == result.metrics["train_s_per_step"]
 

@@ -39,7 +39,10 @@ class StepBatchSampler(Sampler[list[tuple[int, bool]]]):
         self._epoch: tuple[int, list[int], list[bool]] | None = None
 
     def __len__(self) -> int:
-        return max(0, self.max_steps - self.start_step)
+        # The whole run, not the steps left: Lightning restores its batch counter on resume and
+        # ends its epoch when the counter reaches this length. With the steps left here, a resumed
+        # run would start a second epoch early and replay the batches after its checkpoint.
+        return self.max_steps
 
     def _draw(self, epoch: int) -> tuple[list[int], list[bool]]:
         if self._epoch is None or self._epoch[0] != epoch:
