@@ -362,13 +362,12 @@ def test_harness_engine_and_evaluation(synthetic, tmp_path):
 
 
 def test_run_experiment_selects_detectron2(tmp_path):
-    """`model.framework: detectron2` through `run_experiment` (needs the integrator's build hook)."""
+    """`model.framework: detectron2` through `run_experiment`: same engine, records and evaluation."""
     from shapeprop.config import EvalConfig, ExperimentConfig
     from shapeprop.models.build import build_detector
 
     mc = _model_cfg("mask_rcnn")
-    if not isinstance(build_detector(mc, 10, SIZE, SIZE), d2.Detectron2Detector):
-        pytest.skip("shapeprop.models.build.build_detector does not dispatch on model.framework yet")
+    assert isinstance(build_detector(mc, 10, SIZE, SIZE), d2.Detectron2Detector)
     from shapeprop.experiment import run_experiment
 
     cfg = ExperimentConfig(

@@ -36,7 +36,14 @@ def build_detector(
     """Mask R-CNN or RetinaMask (+ShapeProp) for `num_classes` foreground classes.
 
     The model takes images already resized to `min_size`/`max_size` by the data loader.
+    With `model.framework: detectron2` the same detector is built by the detectron2 plugin.
     """
+    if model_cfg.framework == "detectron2":
+        from shapeprop.models.d2 import build_detectron2_detector  # lazy: detectron2 is optional
+
+        return build_detectron2_detector(
+            model_cfg, num_classes, min_size, max_size, score_thresh, detections_per_img
+        )
     tiny = model_cfg.backbone == "tiny"
     if model_cfg.arch == "mask_rcnn":
         from shapeprop.models.mask_rcnn import build_mask_rcnn
@@ -78,6 +85,9 @@ def count_parameters(module: nn.Module | None) -> int:
 
 def param_counts(model: nn.Module) -> dict[str, int]:
     """`total`, `mask_head` (mask head convs + predictor, the part Table 4 widens) and `shapeprop`."""
+    own_counts = getattr(model, "param_counts", None)  # the detectron2 plugin's models count their own
+    if callable(own_counts):
+        return own_counts()
     branch = find_mask_branch(model)
     return {
         "total": count_parameters(model),
