@@ -137,7 +137,7 @@ class LocalExecutor:
                 target=_local_worker,
                 args=(job, self._env(slot), self.log_path, child_end),
                 name=f"shapeprop-bench-worker-{slot}",
-                daemon=True,
+                daemon=False,  # a run may start its own processes (DataLoader workers)
             )
             process.start()
             child_end.close()
