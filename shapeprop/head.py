@@ -82,7 +82,7 @@ class ShapePropHead(nn.Module):
         self.saliency_logits = nn.Conv2d(hidden if cfg.saliency_layers else in_channels, num_classes, 1)
         self.encoder = conv_relu_stack(1, latent, cfg.encoder_layers)
         self.weight_regressor = conv_relu_stack(in_channels, hidden, cfg.weight_layers)
-        self.weight_logits = nn.Conv2d(hidden, weight_groups * WINDOW**2, 3, padding=1)
+        self.weight_logits = nn.Conv2d(hidden, weight_groups * WINDOW**2, 1)
         self.decoder = nn.Conv2d(latent, 1, 1)
         self.prior_encoder = conv_relu_stack(1, cfg.prior_channels, cfg.encoder_layers)
         self._init_weights()

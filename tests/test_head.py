@@ -172,8 +172,8 @@ def _disks(num: int, size: int, gen: torch.Generator) -> tuple[torch.Tensor, tor
 
 def test_head_learns_to_grow_a_seed_into_a_disk():
     """Trained on its own losses (all RoIs positive bags with masks), the head turns a seed into the
-    full disk its boundary encloses: the held-out reconstruction loss falls at least 4x (about 7x
-    observed) and the thresholded Shape Activation overlaps the disks with IoU > 0.7 (about 0.85)."""
+    full disk its boundary encloses: the held-out reconstruction loss falls at least 6x (about 18x
+    observed) and the thresholded Shape Activation overlaps the disks with IoU > 0.8 (about 0.93)."""
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     size, batch = 12, 16
@@ -204,5 +204,5 @@ def test_head_learns_to_grow_a_seed_into_a_disk():
         loss.backward()
         optimiser.step()
     final, iou = held_out()
-    assert final < initial / 4, (initial, final)
-    assert iou > 0.7, iou
+    assert final < initial / 6, (initial, final)
+    assert iou > 0.8, iou

@@ -1,6 +1,6 @@
 """Benchmark of the fused propagation operator against the unfold reference.
 
-    python -m shapeprop.ops.bench [--sizes 64 512] [--repeats 5] [--markdown]
+    python -m shapeprop.ops.bench [--sizes 64 512] [--repeats 5] [--threads T] [--markdown]
 
 For every device present (CPU; CUDA when visible) and every N, with C=24, 14x14 maps, 14 steps,
 float32 and a kernel per channel, it prints the median time of a forward pass (no grad) and of
@@ -100,7 +100,15 @@ def peak_memory(impl: str, n: int, device: str) -> int:
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
     out = subprocess.run(
-        [sys.executable, "-m", "shapeprop.ops.bench", "--_peak-cpu", impl, str(n)],
+        [
+            sys.executable,
+            "-m",
+            "shapeprop.ops.bench",
+            "--threads",
+            str(torch.get_num_threads()),
+            "--_peak-cpu",
+        ]
+        + [impl, str(n)],
         check=True,
         capture_output=True,
         text=True,
@@ -172,10 +180,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 512], help="numbers of RoIs N")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (the median is reported)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     parser.add_argument("--json", type=Path, help="also write the raw rows to this file")
     parser.add_argument("--_peak-cpu", nargs=2, metavar=("IMPL", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args._peak_cpu:
         print(peak_memory_cpu_here(args._peak_cpu[0], int(args._peak_cpu[1])))
         return
