@@ -237,13 +237,9 @@ def test_kill_and_resume_into_the_same_run(inline_store, tmp_path, migrated_db):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug (shapeprop/engine): a run resumed mid-pass replays the batches of the steps "
-    "after its checkpoint once it reaches the next pass over the training data",
-)
 def test_kill_and_resume_across_a_pass_over_the_data(tmp_path, migrated_db):
-    """As above, with a resume that runs into the second pass over the 8 training images."""
+    """As above, with a resume that runs into the second pass over the 8 training images (this
+    caught batches replayed after a mid-pass resume, fixed in shapeprop/engine 689d2a1)."""
     reference = tmp_path / "reference"
     reference.mkdir()
     reference_uri = fresh_store(migrated_db, reference)
