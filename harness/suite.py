@@ -33,9 +33,6 @@ from shapeprop.config import ExperimentConfig
 YamlPath = tuple[Any, ...]
 
 REPRODUCES = ("table1", "table2", "table3", "table4", "figure6", "figure9")
-# The catalog's names (issue-4 contract); `dataset_names()` prefers the live catalog.
-KNOWN_DATASETS = ("synthetic", "coco_2017", "voc_2012", "bdd100k_ins_seg", "bdd100k_det", "bdd100k_fused")
-SPECIAL_AXES = ("seed", "method")
 MAX_PROBLEMS_SHOWN = 12
 
 
@@ -306,13 +303,10 @@ def _all_config_keys() -> list[str]:
 
 
 def dataset_names() -> list[str]:
-    """Dataset names the catalog knows (its live registry when `shapeprop.data.catalog` imports)."""
-    try:
-        from shapeprop.data import catalog
+    """Dataset names the catalog knows (including any registered at run time)."""
+    from shapeprop.data import catalog
 
-        return sorted(set(catalog.names()) | set(KNOWN_DATASETS))
-    except Exception:  # the catalog is not there (yet) or fails to import: the contract's names
-        return list(KNOWN_DATASETS)
+    return catalog.names()
 
 
 # --------------------------------------------------------------------------- loading
