@@ -277,15 +277,22 @@ def load_model(shown: ShownRun, num_classes: int, min_score: float, max_detectio
     try:
         ckpt = load_model_weights(model, shown.checkpoint)
     except (RuntimeError, KeyError, OSError) as err:
+        commit = shown.tags.get("git_commit")
+        hint = (
+            f" (the run was made by commit {commit[:10]}{' with local changes' if shown.tags.get('git_dirty') == 'true' else ''}: "
+            "if the model code changed since, show it from a checkout of that commit)"
+            if commit
+            else ""
+        )
         raise ShowError(
-            f"{shown.checkpoint}: cannot load it into the model of run {shown.run_id}'s config: {err}"
+            f"checkpoint {shown.checkpoint_source}: cannot load it into the model of run {shown.run_id}'s config{hint}: {err}"
         ) from None
     saved = (ckpt.get("shapeprop_identity") or {}).get("model") or {}
     current = cfg.model.model_dump(mode="json")
     differ = sorted(k for k in saved if k in current and saved[k] != current[k])  # keys added later: skip
     if differ:
         click.echo(
-            f"warning: {shown.checkpoint} was trained with model.{', model.'.join(differ)} other than "
+            f"warning: checkpoint {shown.checkpoint_source} was trained with model.{', model.'.join(differ)} other than "
             f"in run {shown.run_id}'s config",
             err=True,
         )

@@ -47,8 +47,8 @@ DPI = 100
 HEAT_CMAP = "inferno"
 MASK_THRESHOLD = 0.5  # as in evaluation (`instances_to_results`: p > 0.5)
 OUTSIDE_GREY = 0.85  # pixels of a crop that lie outside the image
-PRED_COLOUR = (0.12, 0.47, 0.71)
-GT_COLOUR = (0.17, 0.63, 0.17)
+PRED_COLOUR = (1.0, 0.35, 0.0)  # orange: predicted masks
+GT_COLOUR = (0.1, 0.85, 0.1)  # green: ground truth
 INSTANCE_COLOURS = [
     (0.12, 0.47, 0.71),
     (1.0, 0.5, 0.05),
@@ -382,7 +382,7 @@ def render_detections(
         _show(ax, _panel_image(view.image, image_window(height, width), panel), panel)
         ax.set_title("whole image", fontsize=9)
         best = max((d.score for d in view.detections), default=None)
-        note = f"best score {best:.2f}" if best is not None else "no detection at all"
+        note = f"best score {best:.2f}" if best is not None else "the model returned no detection"
         layout.text_at(
             fig,
             layout.panel_box(0, 1)[0],
@@ -440,7 +440,7 @@ def render_detections(
                 col += 1
         ax = layout.axes(fig, layout.panel_box(r, col))
         _show(ax, _overlay(crop, [pred], [PRED_COLOUR]), panel)
-        _contour(ax, pred, PRED_COLOUR)
+        _contour(ax, pred, PRED_COLOUR, 1.8)
         ax.set_title(columns[col], fontsize=9)
         col += 1
         ax = layout.axes(fig, layout.panel_box(r, col))
@@ -455,7 +455,7 @@ def render_detections(
             _contour(ax, pred, PRED_COLOUR, 0.9)
             iou = mask_iou(pred_full, gt_mask)
             ax.set_title(
-                f"{columns[col]}: {view.ground_truth.labels[gt_index]}\nmask IoU {iou:.2f} (blue: predicted)",
+                f"{columns[col]}: {view.ground_truth.labels[gt_index]}\nmask IoU {iou:.2f} (orange: predicted)",
                 fontsize=9,
             )
     if with_maps:
@@ -516,7 +516,7 @@ def render_comparison(
         _show(ax, _overlay(base, gt_masks, colours), panel)
         for mask, colour in zip(gt_masks, colours, strict=True):
             _contour(ax, mask, colour)
-        ax.set_title(f"ground truth ({len(gt_masks)} masks)", fontsize=9)
+        ax.set_title(f"ground truth ({len(gt_masks)} mask{'s' if len(gt_masks) != 1 else ''})", fontsize=9)
         for m, (model_views, name) in enumerate(zip(views, names, strict=True)):
             view = model_views[r]
             dets = [d for d in view.detections if d.score >= min_score][:max_detections]
