@@ -110,7 +110,9 @@ def propagate(
     The compiled kernel (`shapeprop._C`: CPU in float32/float64, CUDA in float32/float16/bfloat16
     with float32 accumulation) is used when built; otherwise this warns once and runs
     `propagate_reference`. Other CPU dtypes are computed in float32. `x` and `w` are promoted to
-    a common dtype.
+    a common dtype. The CUDA kernel holds a RoI's maps in shared memory, which bounds the map size
+    (about 40x40 to 50x50 in float32, depending on the GPU); larger maps raise an error naming
+    the size.
     """
     steps = _check(x, w, steps, norm)
     dtype = torch.promote_types(x.dtype, w.dtype)
