@@ -22,6 +22,8 @@ def _version(dist: str) -> str:
 
 def extension_status() -> str:
     """Whether `shapeprop._C` (the compiled propagation operator) is built, and for which devices."""
+    import torch  # noqa: F401  (the extension links against torch's libraries: load them first)
+
     if importlib.util.find_spec("shapeprop._C") is None:
         return "not built (the pure-PyTorch reference is used)"
     try:
