@@ -429,3 +429,24 @@ def test_preempted_submitit_task_requeues_and_resumes(tmp_path, migrated_db):
     (run,) = child_runs(uri)
     assert 0 < int(run.data.tags["resumed_from_step"]) < spec.config.schedule.max_steps
     check_finished_run(uri, run, spec, tmp_path / "runs", log_every_steps=True)
+
+
+def test_report_renders_from_real_runs(inline_store, tmp_path):
+    """`report --table 4` on the store of a real run: the baseline row carries that run's AP, the
+    rows with no run show as missing (never as zero), and the paper's number stands beside ours."""
+    root, uri, _ = inline_store
+    (baseline,) = [r for r in child_runs(uri) if r.data.tags["row"] == "baseline"]
+    out = cli("report", "--table", "4", "--suite", SUITE_NAME, "--tracking-uri", uri, "--out", str(tmp_path),
+              "--no-log", cwd=root)  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    csvs = sorted(tmp_path.rglob("*.csv"))
+    assert csvs, out.stdout
+    import pandas as pd
+
+    table = pd.read_csv(csvs[0])  # long format: one line per (row, column)
+    cells = table.set_index(["row", "column"])
+    assert cells.loc[("baseline", "AP"), "mean"] == pytest.approx(baseline.data.metrics["segm_AP"], abs=0.05)
+    assert cells.loc[("baseline", "AP"), "n"] == 1
+    assert cells.loc[("baseline", "AP"), "paper"] == 21.6  # Table 4, first row
+    assert cells.loc[("baseline + ShapeProp", "AP"), "n"] == 0  # no run: missing, not zero
+    assert pd.isna(cells.loc[("baseline + ShapeProp", "AP"), "mean"])
