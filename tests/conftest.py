@@ -19,3 +19,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
         if "detectron2" in item.keywords and not has_d2:
             item.add_marker(skip_d2)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for small-model tests: on a busy 2-core machine, two torch threads spin
+    against other jobs and run about 5x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -15,14 +15,7 @@ from shapeprop.engine.sampler import StepBatchSampler
 from shapeprop.engine.train import train_detector
 from shapeprop.models.build import build_detector
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine, two threads spin against other jobs (~5x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_lr_factor_warmup_and_milestones():

@@ -12,14 +12,7 @@ import torch
 from shapeprop.config import DataConfig, EvalConfig, ExperimentConfig, ModelConfig, ScheduleConfig
 from shapeprop.experiment import ExperimentCallbacks, run_experiment
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine, two threads spin against other jobs (~5x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 METRICS = [f"{t}_{s}" for t in ("segm", "bbox") for s in ("AP", "AP50", "AP75", "APs", "APm", "APl")]

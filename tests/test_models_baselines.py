@@ -14,14 +14,7 @@ from shapeprop.data.masks import annotation_to_mask
 from shapeprop.models.baselines.progressive import progressive_pseudo_masks
 from shapeprop.models.build import build_detector
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine, two threads spin against other jobs (~5x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_grabcut_segments_a_disc_in_its_box():
