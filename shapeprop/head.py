@@ -98,8 +98,16 @@ class ShapePropHead(nn.Module):
         # Start from uniform propagation weights (sigmoid(0) = 0.5 everywhere).
         nn.init.normal_(self.weight_logits.weight, std=0.01)
 
-    def forward(self, roi_features: torch.Tensor, classes: torch.Tensor) -> ShapePropOutput:
-        """Run the head on `roi_features` `[R, in_channels, S, S]` for RoIs of 0-based `classes` `[R]`."""
+    def forward(
+        self, roi_features: torch.Tensor, classes: torch.Tensor, shape_rois: torch.Tensor | None = None
+    ) -> ShapePropOutput:
+        """Run the head on `roi_features` `[R, in_channels, S, S]` for RoIs of 0-based `classes` `[R]`.
+
+        `shape_rois` (long indices) restricts the shape path (weight regressor, propagation, decoder,
+        prior) to those RoIs; the saliency fields keep all R rows and the shape fields get one row per
+        index. Training needs the saliency of every RoI (MIL's negative bags) but the shape output of
+        the positives only, so the negatives skip the costlier half of the head.
+        """
         if roi_features.dim() != 4:
             raise ValueError(
                 f"ShapePropHead: roi_features must be [R, C, S, S], got {tuple(roi_features.shape)}"
@@ -111,8 +119,11 @@ class ShapePropHead(nn.Module):
         saliency_logits = self.saliency_logits(self.saliency_learner(roi_features))
         index = classes.long().view(-1, 1, 1, 1).expand(-1, 1, *saliency_logits.shape[2:])
         saliency = saliency_logits.gather(1, index).sigmoid()
-        weights = self.weight_logits(self.weight_regressor(roi_features)).sigmoid()
-        latent = propagate(self.encoder(saliency), weights, self.cfg.steps, self.cfg.norm)
+        shape_features, shape_saliency = roi_features, saliency
+        if shape_rois is not None:
+            shape_features, shape_saliency = roi_features[shape_rois], saliency[shape_rois]
+        weights = self.weight_logits(self.weight_regressor(shape_features)).sigmoid()
+        latent = propagate(self.encoder(shape_saliency), weights, self.cfg.steps, self.cfg.norm)
         shape_logits = self.decoder(latent)
         shape_activation = shape_logits.sigmoid()
         prior = self.prior_encoder(normalise_activation(shape_activation))
@@ -129,32 +140,40 @@ class ShapePropHead(nn.Module):
         bag_labels: torch.Tensor,
         mask_targets: torch.Tensor,
         has_mask: torch.Tensor,
+        shape_rois: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The weighted MIL loss and reconstruction loss.
 
         Args:
-            out: the head's output for R RoIs.
+            out: the head's output for R RoIs (P shape rows when `forward` got `shape_rois`, else R).
             bag_labels: `[R]` long from `assign_bags`: 0 = negative bag, c + 1 = positive bag of class c.
-            mask_targets: `[R, S, S]` float in [0, 1], the matched ground-truth mask cropped to each RoI
-                (any value where there is none).
-            has_mask: `[R]` bool, whether the matched ground truth of a RoI has a mask.
+            mask_targets: `[P, S, S]` float in [0, 1], the matched ground-truth mask cropped to each
+                RoI of the shape rows (any value where there is none).
+            has_mask: `[P]` bool, whether the matched ground truth of a shape row's RoI has a mask.
+            shape_rois: the indices given to `forward`, if any.
 
         `loss_shape` is the per-pixel binary cross-entropy of `out.shape_logits`, averaged over the
         positive RoIs with a mask; exactly 0 (with a gradient) when there is none.
         """
         num_rois = out.shape_logits.shape[0]
         size = tuple(out.shape_logits.shape[2:])
+        shape_bags = bag_labels if shape_rois is None else bag_labels[shape_rois]
         if mask_targets.shape != (num_rois, *size):
             raise ValueError(
                 f"ShapePropHead.losses: mask_targets must be [R, S, S]={[num_rois, *size]}, "
                 f"got shape {tuple(mask_targets.shape)}"
             )
-        if has_mask.shape != (num_rois,) or bag_labels.shape != (num_rois,):
+        if has_mask.shape != (num_rois,) or shape_bags.shape != (num_rois,):
             raise ValueError(
                 f"ShapePropHead.losses: has_mask {tuple(has_mask.shape)} and bag_labels "
-                f"{tuple(bag_labels.shape)} must be [R]={num_rois}"
+                f"{tuple(bag_labels.shape)} must be [R]={num_rois} (or [P] for the shape rows)"
             )
-        selected = has_mask.bool() & (bag_labels > 0)
+        if bag_labels.shape != out.saliency_logits.shape[:1]:
+            raise ValueError(
+                f"ShapePropHead.losses: bag_labels {tuple(bag_labels.shape)} must have one entry per "
+                f"RoI of the saliency maps ({out.saliency_logits.shape[0]})"
+            )
+        selected = has_mask.bool() & (shape_bags > 0)
         # Masking instead of indexing: no host sync, 0 with a gradient when nothing is selected,
         # and whatever fills the targets of unselected RoIs (even NaN) cannot leak in.
         targets = torch.where(selected.view(-1, 1, 1), mask_targets.to(out.shape_logits.dtype), 0.0)

@@ -39,6 +39,46 @@ def test_output_shapes(channel_agnostic, num_rois):
         )
 
 
+def test_shape_path_on_a_subset_equals_the_full_head_restricted_to_it():
+    """Training runs the shape path on the positives only: same outputs, losses and gradients as the
+    full head whose negatives' shape output is unused."""
+    torch.manual_seed(0)
+    head = ShapePropHead(in_channels=6, num_classes=4, cfg=SMALL).double()
+    feats = torch.randn(7, 6, 9, 9, dtype=torch.float64)
+    classes = torch.tensor([0, 3, 1, 2, 0, 0, 1])
+    bags = torch.tensor([1, 4, 0, 3, 0, 0, 2])
+    subset = torch.tensor([0, 1, 3, 6])  # the positive bags
+    targets = torch.rand(4, 9, 9, dtype=torch.float64)
+    has_mask = torch.tensor([True, False, True, True])
+
+    def run(shape_rois):
+        head.zero_grad()
+        x = feats.clone().requires_grad_(True)
+        out = head(x, classes, shape_rois=shape_rois)
+        if shape_rois is None:  # the full head: targets and has_mask on every RoI, negatives without
+            full_targets = torch.zeros(7, 9, 9, dtype=torch.float64).index_copy(0, subset, targets)
+            full_has = torch.zeros(7, dtype=torch.bool).index_copy(0, subset, has_mask)
+            losses = head.losses(out, bags, full_targets, full_has)
+            prior = out.prior[subset]
+        else:
+            losses = head.losses(out, bags, targets, has_mask, shape_rois=shape_rois)
+            prior = out.prior
+        (sum(losses.values()) + prior.square().mean()).backward()
+        grads = {n: q.grad.clone() for n, q in head.named_parameters() if q.grad is not None}
+        return losses, prior, x.grad, grads
+
+    full, part = run(None), run(subset)
+    for key in ("loss_mil", "loss_shape"):
+        torch.testing.assert_close(part[0][key], full[0][key], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(part[1], full[1], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(part[2], full[2], rtol=1e-12, atol=1e-12)
+    assert part[3].keys() == full[3].keys()
+    for name in full[3]:
+        torch.testing.assert_close(part[3][name], full[3][name], rtol=1e-10, atol=1e-12, msg=name)
+    with pytest.raises(ValueError, match="has_mask"):
+        head.losses(head(feats, classes, subset), bags, targets, torch.ones(7, dtype=torch.bool), subset)
+
+
 def test_paper_defaults():
     head = ShapePropHead(in_channels=16, num_classes=3)
     assert head.cfg.latent_channels == 16

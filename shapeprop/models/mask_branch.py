@@ -2,10 +2,11 @@
 
 Training takes the RoIs of the detector (Mask R-CNN: the box head's sampled proposals; RetinaMask:
 its detections plus the GT boxes), each labelled 0 (background) or class+1 and matched to a GT.
-The mask loss covers positive RoIs whose GT has `has_mask`. With ShapeProp, the head runs on all
-RoIs (MIL needs negative bags), its shape-reconstruction loss covers the positive RoIs with a mask,
-and its shape prior is concatenated to the mask head's input on the positive RoIs. At inference
-everything runs on the detections.
+The mask loss covers positive RoIs whose GT has `has_mask`. With ShapeProp, the saliency learner
+runs on all RoIs (MIL needs negative bags) and the shape path (propagation, prior) on the positive
+RoIs only, the ones whose output is used: its reconstruction loss covers the positives with a mask,
+and its prior is concatenated to the mask head's input. At inference everything runs on the
+detections.
 """
 
 from __future__ import annotations
@@ -102,20 +103,22 @@ class MaskBranch(nn.Module):
             pos_all = torch.cat(
                 [torch.arange(len(p), device=feats.device) + o for p, o in zip(pos, offsets, strict=True)]
             )
-            # Negatives get class 0: their shape output feeds no loss and no mask.
-            out = self.shapeprop(feats, torch.cat(sp_labels).clamp(min=1) - 1)
+            # Negatives get class 0; they feed only the MIL loss, so the shape path skips them.
+            out = self.shapeprop(feats, torch.cat(sp_labels).clamp(min=1) - 1, shape_rois=pos_all)
             bags = [
                 assign_bags(r, t["boxes"], t["labels"] - 1, self.shapeprop_cfg.mil_iou_threshold)[0]
                 for r, t in zip(sp_rois, targets, strict=True)
             ]
             s = self.resolution
-            shape_targets = feats.new_zeros((len(feats), s, s))
-            shape_has_mask = torch.zeros(len(feats), dtype=torch.bool, device=feats.device)
-            if len(pos_all):
-                shape_targets[pos_all] = self._mask_targets(targets, pos_rois, pos_matched, s)
-                shape_has_mask[pos_all] = pos_has_mask
-            losses.update(self.shapeprop.losses(out, torch.cat(bags), shape_targets, shape_has_mask))
-            head_input = torch.cat([feats[pos_all], out.prior[pos_all].to(feats.dtype)], dim=1)
+            shape_targets = (
+                self._mask_targets(targets, pos_rois, pos_matched, s)
+                if len(pos_all)
+                else feats.new_zeros((0, s, s))
+            )
+            losses.update(
+                self.shapeprop.losses(out, torch.cat(bags), shape_targets, pos_has_mask, shape_rois=pos_all)
+            )
+            head_input = torch.cat([feats[pos_all], out.prior.to(feats.dtype)], dim=1)
 
         logits = self._logits(head_input, pos_labels)
         if pos_has_mask.any():
