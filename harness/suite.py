@@ -63,6 +63,9 @@ class Profile(_Strict):
 
     datasets: dict[str, str | DatasetMapping] = Field(default_factory=dict)
     overrides: dict[str, Any] = Field(default_factory=dict)
+    seeds: list[int] | None = Field(
+        None, min_length=1, description="replaces the suite's seed axis under this profile"
+    )
 
 
 class Row(_Strict):
@@ -534,8 +537,11 @@ def expand(suite: Suite, profile: str = "full") -> list[RunSpec]:
     prof = suite.profiles.get(profile, Profile())
     problems = _Problems(suite.source, suite.positions)
     rows = suite.rows or [Row(label="-")]
-    axis_names = list(suite.axes)
-    combos = list(itertools.product(*(suite.axes[a] for a in axis_names))) if axis_names else [()]
+    axes = dict(suite.axes)
+    if prof.seeds is not None:
+        axes["seed"] = prof.seeds
+    axis_names = list(axes)
+    combos = list(itertools.product(*(axes[a] for a in axis_names))) if axis_names else [()]
 
     specs: list[RunSpec] = []
     seen: dict[str, str] = {}
@@ -557,7 +563,10 @@ def expand(suite: Suite, profile: str = "full") -> list[RunSpec]:
             for dotted, value in row.overrides.items():
                 r.set(dotted, value, row_path + ("overrides", dotted))
             for axis, value in values.items():
-                where = ("axes", axis, suite.axes[axis].index(value))
+                if axis == "seed" and prof.seeds is not None:
+                    where: YamlPath = ("profiles", profile, "seeds", prof.seeds.index(value))
+                else:
+                    where = ("axes", axis, suite.axes[axis].index(value))
                 if axis == "seed":
                     r.set("seed", value, where)
                 elif axis != "method":

@@ -70,6 +70,29 @@ def test_key_is_the_config_and_the_suite_name():
     assert run_key("test-ablations", changed) != spec.key
 
 
+def test_profile_seeds_replace_the_seed_axis(tmp_path):
+    path = write(
+        tmp_path,
+        """
+        name: seeds
+        rows: [{label: a, method: mask_rcnn}]
+        axes:
+          data.data_fraction: [0.1, 0.5]
+          seed: [0]
+        profiles:
+          full: {}
+          mini: {seeds: [0, 1, 2], overrides: {schedule.max_steps: 10}}
+        """,
+    )
+    suite = load_suite(path)
+    assert [s.seed for s in expand(suite, "full")] == [0, 0]
+    mini = expand(suite, "mini")
+    assert [(s.config.data.data_fraction, s.seed) for s in mini] == [
+        (f, seed) for f in (0.1, 0.5) for seed in (0, 1, 2)
+    ]
+    assert len({s.key for s in mini}) == 6
+
+
 def test_resolution_order_base_method_row_axis_profile():
     suite = load_suite(ABLATIONS)
     full = {(s.row, s.seed): s.config for s in expand(suite, "full")}
