@@ -84,7 +84,9 @@ class ModelConfig(_Strict):
     arch: Literal["mask_rcnn", "retinamask"] = "mask_rcnn"
     backbone: Literal["tiny", "resnet18", "resnet50", "resnet101"] = "resnet50"
     weights: str | None = Field(
-        None, description="local checkpoint path or a torchvision weight name; None = random init"
+        None,
+        description="local checkpoint path, a torchvision weight name, or 'synthetic-pretrained' "
+        "(tiny backbone: shapeprop.models.pretrain); None = random init",
     )
     class_agnostic_masks: bool = False
     mask_head_channels: int | None = Field(

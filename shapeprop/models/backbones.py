@@ -2,7 +2,8 @@
 
 Weights come from a local checkpoint path, or a torchvision weight name (e.g.
 `ResNet50_Weights.IMAGENET1K_V1`, which downloads on first use); None means random init. Nothing is
-downloaded unless a weight name is given.
+downloaded unless a weight name is given. The tiny backbone also takes `synthetic-pretrained`, the
+ImageNet stand-in of `shapeprop.models.pretrain` (trained on first use, then cached).
 """
 
 from __future__ import annotations
@@ -90,6 +91,14 @@ def build_backbone(
 
     `extra_blocks` is LastLevelMaxPool for Mask R-CNN or LastLevelP6P7 for RetinaNet.
     """
+    if weights == "synthetic-pretrained":  # shapeprop.models.pretrain.PRETRAINED_TINY
+        if name != "tiny":
+            raise ValueError(
+                f"model.weights: 'synthetic-pretrained' exists only for the tiny backbone, not {name!r}"
+            )
+        from shapeprop.models.pretrain import pretrained_tiny_weights
+
+        weights = str(pretrained_tiny_weights())
     if name == "tiny":
         body = TinyNet()
         # TinyNet stage k+1 has the stride of ResNet layer k (stage1 = the ResNet stem)

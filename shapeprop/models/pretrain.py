@@ -1,0 +1,183 @@
+"""A stand-in for ImageNet pretraining of the tiny backbone: shape classification on object crops.
+
+The paper's detectors start from an ImageNet-pretrained ResNet; the CPU miniatures use the tiny
+backbone, which has no such weights, and a detector trained from scratch for a few hundred steps
+barely learns to detect (box AP of a few points), which leaves nothing for a mask head to improve.
+This module pretrains the tiny backbone as ImageNet pretrains a ResNet: image-level class labels
+only (no masks), on images that no experiment trains or evaluates on (the synthetic generator's
+`pretrain` split), and caches the weights. A config selects them with
+`model.weights: synthetic-pretrained` (tiny backbone only).
+
+    python -m shapeprop.models.pretrain   # trains once (a few minutes on 2 CPU cores), then cached
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shapeprop.data.synthetic import CLASSES, render_image
+from shapeprop.models.backbones import TINY_CHANNELS, TinyNet
+from shapeprop.models.transform import IMAGE_MEAN, IMAGE_STD
+
+PRETRAINED_TINY = "synthetic-pretrained"  # the `model.weights` value that selects these weights
+SPLIT = "pretrain"  # a generator split disjoint from train / val / test
+DEFAULTS = {
+    "version": 1,
+    "seed": 0,
+    "num_images": 6000,
+    "image_size": 128,
+    "max_objects": 6,
+    "crop": 32,
+    "steps": 3000,
+    "batch_size": 256,
+    "lr": 0.1,
+}
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("SHAPEPROP_DATA")
+    return (Path(base) if base else Path.home() / ".cache" / "shapeprop") / "pretrained"
+
+
+def checkpoint_name(options: dict) -> str:
+    digest = hashlib.sha1(json.dumps(options, sort_keys=True).encode()).hexdigest()[:10]
+    return f"tiny-synthetic-{digest}.pt"
+
+
+def object_crops(options: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Square crops (with context) around every object of the pretrain split: uint8 [N, c, c, 3], labels [N].
+
+    The square's side is 1.5x the box's longer side, so objects appear at about the scale the
+    detector sees them at in 128 px images.
+    """
+    crops, labels = [], []
+    size, c = options["image_size"], options["crop"]
+    for index in range(options["num_images"]):
+        image, annotations = render_image(options["seed"], SPLIT, index, size, options["max_objects"])
+        padded = cv2.copyMakeBorder(image, size, size, size, size, cv2.BORDER_REFLECT)
+        for ann in annotations:
+            x, y, w, h = ann["bbox"]
+            side = 1.5 * max(w, h, 4.0)
+            x0, y0 = x + w / 2 - side / 2 + size, y + h / 2 - side / 2 + size
+            window = padded[int(round(y0)) : int(round(y0 + side)), int(round(x0)) : int(round(x0 + side))]
+            crops.append(cv2.resize(window, (c, c), interpolation=cv2.INTER_AREA))
+            labels.append(ann["category_id"] - 1)
+    return np.stack(crops), np.asarray(labels, dtype=np.int64)
+
+
+def _to_tensor(crops: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255.0
+    mean = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+class CropClassifier(nn.Module):
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.body = TinyNet()
+        self.fc = nn.Linear(TINY_CHANNELS[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x).mean(dim=(2, 3)))
+
+
+def pretrain(options: dict, progress: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """Train the classifier; returns the backbone body's state dict and {train, held-out} accuracy."""
+    from tqdm import tqdm
+
+    crops, labels = object_crops(options)
+    x, y = _to_tensor(crops), torch.from_numpy(labels)
+    generator = torch.Generator().manual_seed(options["seed"])
+    order = torch.randperm(len(y), generator=generator)
+    held = order[: max(1, len(y) // 10)]  # held-out crops, only to report accuracy
+    train = order[len(held) :]
+    torch.manual_seed(options["seed"])
+    model = CropClassifier(len(CLASSES))
+    optimizer = torch.optim.SGD(model.parameters(), lr=options["lr"], momentum=0.9, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, options["lr"], total_steps=options["steps"])
+    model.train()
+    bar = tqdm(range(options["steps"]), desc="pretrain tiny backbone", disable=not progress, leave=False)
+    for _ in bar:
+        idx = train[torch.randint(len(train), (options["batch_size"],), generator=generator)]
+        batch = x[idx]
+        flip = torch.rand(len(idx), generator=generator) < 0.5
+        batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
+        loss = F.cross_entropy(model(batch), y[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+    with torch.no_grad():
+        accuracy = {
+            name: (model(x[part]).argmax(1) == y[part]).float().mean().item()
+            for name, part in (("train", train[: len(held)]), ("held_out", held))
+        }
+    return model.body.state_dict(), accuracy
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (parallel runs wait for one pretraining instead of racing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def pretrained_tiny_weights(
+    cache_dir: Path | None = None, progress: bool = True, **overrides: int | float
+) -> Path:
+    """The cached checkpoint of the pretrained tiny backbone, trained first if missing."""
+    unknown = set(overrides) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(
+            f"pretrained_tiny_weights: unknown options {sorted(unknown)}; known: {sorted(DEFAULTS)}"
+        )
+    options = {**DEFAULTS, **overrides}
+    path = Path(cache_dir or _cache_dir()) / checkpoint_name(options)
+    if path.is_file():
+        return path
+    with _locked(path.with_suffix(".lock")):
+        if path.is_file():  # another process trained it while this one waited
+            return path
+        state, accuracy = pretrain(options, progress)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        torch.save({"state_dict": state, "options": options, "accuracy": accuracy}, tmp)
+        os.replace(tmp, path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> Path:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cache-dir", type=Path, default=None, help="default: $SHAPEPROP_DATA/pretrained")
+    p.add_argument("--steps", type=int, default=DEFAULTS["steps"])
+    args = p.parse_args(argv)
+    path = pretrained_tiny_weights(args.cache_dir, steps=args.steps)
+    info = torch.load(path, map_location="cpu", weights_only=False)
+    print(f"{path}\naccuracy: {info['accuracy']}")
+    return path
+
+
+if __name__ == "__main__":
+    main()
