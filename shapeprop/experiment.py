@@ -25,6 +25,7 @@ from shapeprop.engine.module import NonFiniteLossError
 from shapeprop.engine.train import train_detector
 from shapeprop.eval.best_overlap import best_overlap_table
 from shapeprop.eval.coco import evaluate_coco, resolve_categories
+from shapeprop.eval.gt_boxes import gt_box_mask_table, mean_iou
 from shapeprop.eval.inference import predict
 from shapeprop.models.build import build_detector, param_counts
 
@@ -78,7 +79,8 @@ def run_experiment(
     when present), evaluate it on the test split and return metrics, tables and artifact paths.
 
     Metrics: `segm_*` / `bbox_*` AP, AP50, AP75, APs, APm, APl (percent; NaN where no GT falls in a
-    size bucket), `infer_s_per_img`, `train_s_per_step`. A NaN/Inf loss raises `NonFiniteLossError`.
+    size bucket), `gtbox_mask_iou` (mean mask IoU on the GT boxes, percent: masks without
+    detection errors, `shapeprop.eval.gt_boxes`), `infer_s_per_img`, `train_s_per_step`. A NaN/Inf loss raises `NonFiniteLossError`.
     Under DDP, ranks other than global zero return empty metrics.
     """
     workdir = Path(workdir)
@@ -142,12 +144,15 @@ def run_experiment(
         warmup=2 if cfg.eval.timing else 0,
     )
     metrics = evaluate_coco(test_records, preds.results, metadata.classes, category_ids)
+    gt_box_masks = gt_box_mask_table(model, test_records, cfg.data.min_size, cfg.data.max_size, device)
+    metrics["gtbox_mask_iou"] = mean_iou(gt_box_masks, category_ids)
     metrics["infer_s_per_img"] = preds.seconds_per_image
     metrics["train_s_per_step"] = (
         outcome.seconds_per_step if outcome.seconds_per_step is not None else float("nan")
     )
     artifacts = {"checkpoint": outcome.last_checkpoint}
-    tables: dict[str, pd.DataFrame] = {}
+    tables: dict[str, pd.DataFrame] = {"gt_box_masks": gt_box_masks}
+    artifacts["gt_box_masks"] = _write_csv_atomic(workdir / "gt_box_masks.csv", gt_box_masks)
     if cfg.eval.best_overlap:
         tables["best_overlap"] = best_overlap_table(test_records, preds.maps)
         artifacts["best_overlap"] = _write_csv_atomic(workdir / "best_overlap.csv", tables["best_overlap"])

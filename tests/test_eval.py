@@ -217,3 +217,42 @@ def test_best_overlap_table_hand_computed():
     ref = max(((pasted >= t) & gt).sum() / ((pasted >= t) | gt).sum() for t in np.arange(0.05, 1.0, 0.05))
     assert row.saliency_iou == pytest.approx(ref)
     assert row.saliency_iou < row.shape_iou
+
+
+def test_gt_box_mask_iou_equals_a_hand_computed_value(tmp_path, one_thread):
+    """A mask branch that predicts 'everything' on a box gives IoU = mask area / box area (up to the
+    box's border pixels, which the paste interpolates), and 'nothing' gives IoU 0."""
+    from shapeprop.config import ModelConfig
+    from shapeprop.data import catalog
+    from shapeprop.eval.gt_boxes import gt_box_mask_table, mask_branch_of, mean_iou
+    from shapeprop.models.build import build_detector
+
+    ds = catalog.load("synthetic", root=tmp_path, split="val", num_images=3, image_size=64)
+    records = ds.records
+    records[0]["annotations"][0]["has_mask"] = False  # no mask: no row
+    model = build_detector(ModelConfig(arch="mask_rcnn", backbone="tiny"), len(ds.metadata.classes), 64, 64)
+    branch = mask_branch_of(model)
+
+    def predict_constant(value):
+        branch.predict = lambda features, boxes, labels, shapes: [
+            {"masks": torch.full((len(b), 1, 28, 28), value)} for b in boxes
+        ]
+        return gt_box_mask_table(model, records, 64, 64)
+
+    table = predict_constant(1.0)
+    bounds = []
+    for rec in records:
+        for ann in rec["annotations"]:
+            if ann["has_mask"]:
+                area = mask_utils.decode(ann["segmentation"]).sum()
+                x, y, w, h = ann["bbox"]  # integer here: the extent of an RLE
+                bounds.append(
+                    (ann["category_id"], area / ((w + 2) * (h + 2)), area / max(1, (w - 2) * (h - 2)))
+                )
+    assert len(table) == len(bounds) == sum(len(r["annotations"]) for r in records) - 1
+    assert table["category_id"].tolist() == [c for c, _, _ in bounds]
+    for iou, (_, low, high) in zip(table["iou"], bounds, strict=True):
+        assert low <= iou <= high
+    assert mean_iou(table) == pytest.approx(100 * table["iou"].mean())
+    assert math.isnan(mean_iou(table, [99]))
+    assert (predict_constant(0.0)["iou"] == 0).all()
