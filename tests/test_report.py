@@ -297,7 +297,7 @@ def test_table1_places_runs_by_backbone_direction_and_method(store, tmp_path):
     # The paper gives no R-50 oracle numbers; ShapeMask is the paper's only.
     assert math.isnan(r50_nv[("Fully supervised (Oracle)", "AP")]["paper"])
     assert r101_nv[("ShapeMask", "AP")]["n"] == 0 and r101_nv[("ShapeMask", "AP")]["paper"] == 33.3
-    assert len(data) == 11 * 2 * 6  # 11 paper rows x 2 directions x 6 metrics, no extra rows
+    assert len(data) == 11 * 2 * 7  # 11 paper rows x 2 directions x (6 metrics + IoU@GT), no extra rows
     assert r50_vn[("Mask^X R-CNN", "AP")]["n"] == 0
     assert any(n.startswith("'R-50-FPN | voc -> non-voc | Mask^X R-CNN': no finished run") for n in rep.notes)
 
@@ -345,26 +345,34 @@ def test_every_output_format(store, tmp_path):
         "21.3 ± 1.5 (21.6, Δ -0.3)",
         "41.3 ± 1.5 (40.5, Δ +0.8)",
         "20.3 ± 1.5 (20.5, Δ -0.2)",
+        "missing",  # IoU@GT: these runs did not log it, and the paper has no such column
         "3",
     ]
-    head_params = ["baseline + More head params", "missing (21.4)", "missing (40.3)", "missing (19.5)", "0"]
+    head_params = [
+        "baseline + More head params",
+        "missing (21.4)",
+        "missing (40.3)",
+        "missing (19.5)",
+        "missing",
+        "0",
+    ]
     zero = ["baseline + ShapeProp (Channel-agnostic)", "0.0 (22.4, Δ -22.4)", "0.0 (42.0, Δ -42.0)"]
 
     markdown = (tmp_path / "table4-mini.md").read_text()
     lines = [line for line in markdown.splitlines() if line.startswith("|")]
-    assert lines[0] == "| Setting | AP | AP50 | AP75 | n |"
+    assert lines[0] == "| Setting | AP | AP50 | AP75 | IoU@GT | n |"
     assert "| " + " | ".join(baseline) + " |" in lines
     assert "| " + " | ".join(head_params) + " |" in lines
     assert len(lines) == 2 + 7
 
     page = _Rows()
     page.feed((tmp_path / "table4-mini.html").read_text())
-    assert page.rows[0] == ["Setting", "AP", "AP50", "AP75", "n"]
+    assert page.rows[0] == ["Setting", "AP", "AP50", "AP75", "IoU@GT", "n"]
     assert baseline in page.rows and head_params in page.rows
     assert any(row[:3] == zero for row in page.rows)
 
     latex = (tmp_path / "table4-mini.tex").read_text()
-    assert "\\begin{tabular}{lrrrr}" in latex and "\\toprule" in latex and "\\bottomrule" in latex
+    assert "\\begin{tabular}{lrrrrr}" in latex and "\\toprule" in latex and "\\bottomrule" in latex
     assert (
         "baseline & 21.3 $\\pm$ 1.5 (21.6, $\\Delta$ $-$0.3) & 41.3 $\\pm$ 1.5 (40.5, $\\Delta$ +0.8)"
         in latex
@@ -372,7 +380,7 @@ def test_every_output_format(store, tmp_path):
 
     with (tmp_path / "table4-mini.csv").open() as handle:
         records = list(csv.DictReader(handle))
-    assert len(records) == 7 * 3
+    assert len(records) == 7 * 4
     first = records[0]
     assert (first["table"], first["profile"], first["row"], first["column"]) == (
         "table4",
@@ -390,12 +398,21 @@ def test_every_output_format(store, tmp_path):
 def test_table1_latex_groups_and_escapes(store, tmp_path):
     table_report(1, store.client, "mini", tmp_path, console=quiet())
     latex = (tmp_path / "table1-mini.tex").read_text()
-    assert "\\multicolumn{7}{c}{non-voc $\\rightarrow$ voc}" in latex
+    assert "\\multicolumn{8}{c}{non-voc $\\rightarrow$ voc}" in latex
     assert "Mask$^{X}$ R-CNN" in latex
     page = _Rows()
     page.feed((tmp_path / "table1-mini.html").read_text())
     header = page.rows[1]
-    assert header[:2] == ["", ""] and header[2:9] == ["AP", "AP50", "AP75", "APs", "APm", "APl", "n"]
+    assert header[:2] == ["", ""] and header[2:10] == [
+        "AP",
+        "AP50",
+        "AP75",
+        "APs",
+        "APm",
+        "APl",
+        "IoU@GT",
+        "n",
+    ]
     markdown = (tmp_path / "table1-mini.md").read_text()
     assert "| Backbone | Method | non-voc -> voc AP |" in markdown
 

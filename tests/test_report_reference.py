@@ -131,7 +131,11 @@ def test_rendered_paper_numbers_equal_the_reference(name):
     reference = load_reference(name)
     empty = pandas.DataFrame(columns=["row", "seed", "section", "column_group"])
     table = build_table(layout, empty, reference)
-    assert len(table) == len(reference) and (table["n"] == 0).all()
+    assert (table["n"] == 0).all()
+    ours_only = table["column"] == "IoU@GT"  # our column: the paper has no number for it
+    assert table[ours_only]["paper"].isna().all()
+    table = table[~ours_only]
+    assert len(table) == len(reference)
     for cell, line in zip(reference, table.to_dict("records"), strict=True):
         assert (line["section"], line["row"], line["column_group"], line["column"]) == (
             cell.section,
