@@ -34,8 +34,8 @@ step table1 --only "*Mask R-CNN (Baseline)" --only "*w/ ShapeProp (Ours)"
 step ablations --only "baselin[e]" --only "baseline + ShapePro[p]" --only "baseline + More boxes*"
 step fractions
 step table1 --only "*Fully supervised (Oracle)"
-step table1
 step ablations
+step table1
 
 "$BIN/shapeprop-bench" report --table 1 --table 4 --figure 6 --figure 9 --profile mini --out "$OUT" --no-log
 "$BIN/python" "$OUT/claims.py" --tracking-uri "$MLFLOW_TRACKING_URI" --runs "$RUNS"
