@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shapeprop.data.synthetic import CLASSES, render_image
+from shapeprop.data.synthetic import CLASSES, default_cache_dir, render_image
 from shapeprop.models.backbones import TINY_CHANNELS, TinyNet
 from shapeprop.models.transform import IMAGE_MEAN, IMAGE_STD
 
@@ -49,8 +49,8 @@ DEFAULTS = {
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("SHAPEPROP_DATA")
-    return (Path(base) if base else Path.home() / ".cache" / "shapeprop") / "pretrained"
+    """`pretrained/` beside the synthetic set's cache (`$SHAPEPROP_DATA`, else `~/.cache/shapeprop`)."""
+    return default_cache_dir().parent / "pretrained"
 
 
 def checkpoint_name(options: dict) -> str:
