@@ -5,7 +5,8 @@ overrides), grid axes and profiles (`full`, `mini`). `load_suite` parses and val
 file; every problem is reported with the file, line and key path, and a misspelt key gets
 the closest valid key as a suggestion. `expand` resolves every run in the documented order:
 
-    defaults -> base -> method -> row overrides -> axis values -> profile (datasets map, overrides)
+    defaults -> base -> method -> row overrides -> axis values -> profile (dataset stand-in,
+    profile overrides, then the stand-in's own overrides)
 
 and hashes each resolved config (plus the suite name) into a stable run key.
 """
@@ -48,7 +49,10 @@ class _Strict(BaseModel):
 
 
 class DatasetMapping(_Strict):
-    """A real dataset's stand-in in a profile, with overrides that apply only where it is used."""
+    """A real dataset's stand-in in a profile, with overrides that apply only where it is used.
+
+    They are applied after the profile's overrides, so they win over them.
+    """
 
     dataset: str
     overrides: dict[str, Any] = Field(default_factory=dict)
@@ -572,18 +576,20 @@ def expand(suite: Suite, profile: str = "full") -> list[RunSpec]:
                 elif axis != "method":
                     r.set(axis, value, where)
             dataset = r.get("data.dataset")
-            if dataset in prof.datasets:
-                stand_in = prof.datasets[dataset]
-                where = ("profiles", profile, "datasets", dataset)
-                mapping = (
-                    stand_in if isinstance(stand_in, DatasetMapping) else DatasetMapping(dataset=stand_in)
-                )
-                r.set("data.dataset", mapping.dataset, where)
-                r.set("data.root", None, where)  # the real dataset's root does not hold the stand-in
-                for dotted, value in mapping.overrides.items():
-                    r.set(dotted, value, where + ("overrides", dotted), enable_sections=False)
+            stand_in = prof.datasets.get(dataset)
+            if isinstance(stand_in, str):
+                stand_in = DatasetMapping(dataset=stand_in)
+            stand_in_path = ("profiles", profile, "datasets", dataset)
+            if stand_in is not None:
+                r.set("data.dataset", stand_in.dataset, stand_in_path)
+                r.set("data.root", None, stand_in_path)  # the real dataset's root does not hold the stand-in
             for dotted, value in prof.overrides.items():
                 r.set(dotted, value, ("profiles", profile, "overrides", dotted), enable_sections=False)
+            if stand_in is not None:
+                # Last: a stand-in's overrides are the most specific (e.g. the longer schedule of a
+                # larger set) and win over the profile-wide ones.
+                for dotted, value in stand_in.overrides.items():
+                    r.set(dotted, value, stand_in_path + ("overrides", dotted), enable_sections=False)
             for dotted, value in method.finalize(r.cfg).items():  # e.g. widths that depend on the backbone
                 r.set(dotted, value, method_path)
 

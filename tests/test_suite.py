@@ -108,7 +108,7 @@ def test_resolution_order_base_method_row_axis_profile():
     assert not full[("baseline + ShapeProp", 0)].model.shapeprop.channel_agnostic
     assert full[("baseline + More boxes", 0)].data.dataset == "bdd100k_fused"  # row override after method
 
-    # mini: datasets mapped (root dropped, per-dataset overrides), then profile overrides
+    # mini: datasets mapped (root dropped), profile overrides, then the stand-in's own overrides
     m_base = mini[("baseline", 0)]
     assert m_base.data.dataset == "synthetic" and m_base.data.root is None
     assert m_base.data.data_fraction == 0.1 and m_base.data.masks.kind == "all"
@@ -119,6 +119,8 @@ def test_resolution_order_base_method_row_axis_profile():
     fused = mini[("baseline + More boxes + ShapeProp", 2)]
     assert fused.data.masks.kind == "image_fraction" and fused.data.masks.fraction == 0.1
     assert fused.data.data_fraction == 1.0
+    assert fused.schedule.max_steps == 9570  # the stand-in's override wins over the profile's 1000
+    assert fused.model.backbone == "tiny"  # profile overrides still apply to the stand-in's runs
     assert fused.schedule.lr == 0.01  # base values survive every layer that does not set them
 
 
