@@ -43,11 +43,18 @@ def _fmt(values: pd.Series) -> str:
     return f"{values.mean():+.1f}{std} (n={len(values)})"
 
 
+def _mean_std(values: pd.Series) -> str:
+    values = values.dropna()
+    if not len(values):
+        return "missing"
+    return f"{values.mean():.1f}" + (f" ± {values.std(ddof=1):.1f}" if len(values) > 1 else "")
+
+
 def _row_means(runs: pd.DataFrame, row: str) -> str:
     part = runs[runs["row"] == row]
-    return ", ".join(
-        f"{name} {part[m].mean():.1f} ± {part[m].std(ddof=1):.1f}" for m, name in METRICS.items() if m in part
-    )
+    if not len(part):
+        return "no finished run"
+    return ", ".join(f"{name} {_mean_std(part[m])}" for m, name in METRICS.items() if m in part)
 
 
 def paired(runs: pd.DataFrame, ours: str, base: str, by: list[str]) -> pd.DataFrame:
@@ -174,10 +181,7 @@ def seen_unseen(runs_dir: Path) -> list[str]:
         found.setdefault(key, []).append((100 * t[voc]["iou"].mean(), 100 * t[~voc]["iou"].mean()))
     for (group, method), values in sorted(found.items()):
         v = pd.DataFrame(values, columns=["voc", "nonvoc"])
-        lines.append(
-            f"| {group} | {method} | {len(v)} | {v['voc'].mean():.1f} ± {v['voc'].std(ddof=1):.1f} | "
-            f"{v['nonvoc'].mean():.1f} ± {v['nonvoc'].std(ddof=1):.1f} |"
-        )
+        lines.append(f"| {group} | {method} | {len(v)} | {_mean_std(v['voc'])} | {_mean_std(v['nonvoc'])} |")
     return lines
 
 
