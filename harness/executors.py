@@ -3,7 +3,8 @@
 - `InlineExecutor`: one after another in this process.
 - `LocalExecutor`: up to N at once, each in a fresh worker process (one GPU each when GPUs
   are present, CPU threads split between workers otherwise). A worker that dies (SIGKILL,
-  segfault, out of memory) yields a crashed outcome instead of stopping the suite.
+  segfault, out of memory) yields a crashed outcome instead of stopping the suite; workers die
+  with the invoking process (Linux).
 - `SlurmExecutor`: one submitit array job per invocation; a preempted or timed-out task is
   requeued by submitit and resumes from its run's checkpoint (the job is `Checkpointable`).
   `cluster="local"` runs the same jobs as local processes (tests, laptops).
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -84,8 +86,28 @@ def _redirect_output(log_path: str) -> None:
         os.dup2(log_file.fileno(), 2)
 
 
-def _local_worker(job: Job, env: dict[str, str], log_path: Callable[[RunSpec], Path], conn: Any) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGTERM this worker when the invoking process dies, however it dies.
+
+    Otherwise a SIGTERMed or SIGKILLed `shapeprop-bench run` leaves its workers training on, and
+    the next invocation trains the same runs into the same folders beside them. The run a worker
+    leaves stays RUNNING in MLflow and resumes from its checkpoint next time.
+    """
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _local_worker(
+    job: Job, env: dict[str, str], log_path: Callable[[RunSpec], Path], conn: Any, parent_pid: int
+) -> None:
     """Body of a local worker process: take specs from `conn` until None, send back outcomes."""
+    _die_with_parent(parent_pid)
     os.environ.update(env)  # before the job imports torch
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 (lives as long as the process)
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
@@ -135,7 +157,7 @@ class LocalExecutor:
             parent_end, child_end = ctx.Pipe()
             process = ctx.Process(
                 target=_local_worker,
-                args=(job, self._env(slot), self.log_path, child_end),
+                args=(job, self._env(slot), self.log_path, child_end, os.getpid()),
                 name=f"shapeprop-bench-worker-{slot}",
                 daemon=False,  # a run may start its own processes (DataLoader workers)
             )

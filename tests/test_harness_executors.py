@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -55,6 +59,56 @@ def test_local_pool_survives_a_killed_worker(tmp_path):
         assert {o.metrics["threads"] for o in finished} == {float(max(1, os.cpu_count() // 2))}
     for row in ("r0", "r1", "r3"):  # each run's stdout went to its own log
         assert (tmp_path / f"{row}.log").read_text().strip().endswith(f"hello from {row}")
+
+
+def write_pid_and_sleep(spec) -> RunOutcome:
+    Path(os.environ["PID_DIR"], spec.row).write_text(str(os.getpid()))
+    time.sleep(300)
+    return RunOutcome(spec.key, spec.row, "FINISHED")
+
+
+def _alive(pid: int) -> bool:
+    try:  # a zombie (dead, not yet reaped by init) counts as dead
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="workers die with their parent through Linux's prctl")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_local_workers_die_with_the_invoking_process(tmp_path, sig):
+    """Killing `run` (not its process group) must not leave its workers training on."""
+    script = textwrap.dedent(
+        f"""
+        import functools, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_harness_executors import SUITE, log_path, write_pid_and_sleep
+        from harness.executors import LocalExecutor
+        from harness.suite import expand
+        executor = LocalExecutor(2, functools.partial(log_path, root={str(tmp_path)!r}))
+        for _ in executor.run(expand(SUITE)[:2], write_pid_and_sleep):
+            pass
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PID_DIR": str(tmp_path)})
+    try:
+        deadline = time.monotonic() + 120
+        while not all((tmp_path / row).exists() for row in ("r0", "r1")):
+            assert parent.poll() is None and time.monotonic() < deadline, "the workers never started"
+            time.sleep(0.2)
+        workers = [int((tmp_path / row).read_text()) for row in ("r0", "r1")]
+        assert all(_alive(pid) for pid in workers)
+        parent.send_signal(sig)
+        parent.wait(30)
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in workers if _alive(pid)], "workers outlived the invoking process"
+    finally:
+        parent.kill()
+        for row in ("r0", "r1"):
+            if (tmp_path / row).exists() and _alive(pid := int((tmp_path / row).read_text())):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_inline_executor_turns_a_job_error_into_a_failed_outcome():
