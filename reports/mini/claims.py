@@ -35,19 +35,13 @@ PAIRS = [
 ]  # fmt: skip
 
 
-def _fmt(values: pd.Series) -> str:
+def _mean_std(values: pd.Series, difference: bool = False) -> str:
+    """Mean ± sample std over the non-missing values; a difference is signed and gives its n."""
     values = values.dropna()
     if not len(values):
         return "missing"
     std = f" ± {values.std(ddof=1):.1f}" if len(values) > 1 else ""
-    return f"{values.mean():+.1f}{std} (n={len(values)})"
-
-
-def _mean_std(values: pd.Series) -> str:
-    values = values.dropna()
-    if not len(values):
-        return "missing"
-    return f"{values.mean():.1f}" + (f" ± {values.std(ddof=1):.1f}" if len(values) > 1 else "")
+    return f"{values.mean():+.1f}{std} (n={len(values)})" if difference else f"{values.mean():.1f}{std}"
 
 
 def _row_means(runs: pd.DataFrame, row: str) -> str:
@@ -96,7 +90,7 @@ def claims(client: MlflowClient, runs_dir: Path) -> str:
         for key, part in groups:
             label = f"{axis.removeprefix('param:')}={key[0] if isinstance(key, tuple) else key}" if by else ""
             sub = runs if not by else runs[runs[axis] == (key[0] if isinstance(key, tuple) else key)]
-            cells = [_fmt(part[m]) if m in part else "missing" for m in METRICS]
+            cells = [_mean_std(part[m], difference=True) if m in part else "missing" for m in METRICS]
             lines.append(
                 f"| {claim} | {label} | {' | '.join(cells)} | {_row_means(sub, ours)} | {_row_means(sub, base)} |"
             )
@@ -133,7 +127,7 @@ def best_overlaps(runs_dir: Path) -> list[str]:
     lines.append("")
     for (suite, steps), values in gains.items():
         lines.append(
-            f"Shape - saliency over seeds, {suite}, {steps} steps: {_fmt(pd.Series(values))} IoU points."
+            f"Shape - saliency over seeds, {suite}, {steps} steps: {_mean_std(pd.Series(values), difference=True)} IoU points."
         )
     return lines
 
