@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import torch
 from torch import nn
 
-from shapeprop.config import DataConfig, ModelConfig, ScheduleConfig
+from shapeprop.config import DataConfig, ModelConfig, ScheduleConfig, ShapePropConfig
 from shapeprop.data import catalog
 from shapeprop.engine.module import NonFiniteLossError, lr_factor
 from shapeprop.engine.sampler import StepBatchSampler
-from shapeprop.engine.train import train_detector
+from shapeprop.engine.train import train_detector, trainer_options
 from shapeprop.models.build import build_detector
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -85,17 +86,54 @@ def test_checkpoint_identity_mismatch_is_refused(records, tmp_path):
         train_detector(model, records, data, schedule, 0, tmp_path, progress=False, identity={"seed": 1})
 
 
+def test_gpu_trainer_settings_keep_deterministic_algorithms_off():
+    """On a GPU, `torch.use_deterministic_algorithms` sends torchvision's roi_align to a fallback that
+    torch.compile recompiles for every RoI count (minutes per step): the settings must keep it off."""
+    gpu = trainer_options(ScheduleConfig(precision="16-mixed"), gpu=True)
+    assert gpu["deterministic"] is False and gpu["benchmark"] is False
+    assert (gpu["accelerator"], gpu["precision"], gpu["strategy"]) == ("gpu", "16-mixed", "auto")
+    cpu = trainer_options(ScheduleConfig(precision="16-mixed"), gpu=False)
+    assert (cpu["accelerator"], cpu["precision"], cpu["deterministic"]) == ("cpu", "32-true", True)
+    assert trainer_options(ScheduleConfig(devices=2), gpu=True)["strategy"] == "ddp"
+    # Lightning applies the flag when the Trainer is built: the GPU settings switch it off even
+    # after an earlier CPU run in the same process switched it on.
+    torch.use_deterministic_algorithms(True)
+    try:
+        pl.Trainer(**(gpu | {"accelerator": "cpu", "precision": "32-true"}), logger=False)
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
 @pytest.mark.gpu
-def test_mixed_precision_training_on_gpu(records, tmp_path):
+@pytest.mark.parametrize("precision", ["32", "16-mixed", "bf16-mixed"])
+def test_gpu_training_compiles_nothing_and_learns(records, tmp_path, precision):
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    torch.cuda.reset_peak_memory_stats()
     torch.manual_seed(0)
-    model = build_detector(ModelConfig(backbone="tiny"), 10, 64, 64)
+    sp = ShapePropConfig(hidden_channels=16, latent_channels=8, prior_channels=8)
+    model = build_detector(ModelConfig(backbone="tiny", shapeprop=sp), 10, 64, 64)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
     data = DataConfig(min_size=64, max_size=64, num_workers=0)
     schedule = ScheduleConfig(
-        max_steps=3, batch_size=2, warmup_steps=0, milestones=[], checkpoint_every=3, precision="16-mixed"
+        max_steps=3, batch_size=2, warmup_steps=0, milestones=[], checkpoint_every=3, precision=precision
     )
     out = train_detector(model, records, data, schedule, 0, tmp_path, progress=False)
     assert out.step == 3
-    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert sum(counters["frames"].values()) == 0, dict(counters["frames"])  # torch.compile never ran
+    assert counters["stats"]["unique_graphs"] == 0
+    params = dict(model.named_parameters())
+    assert all(torch.isfinite(p).all() for p in params.values())
+    assert (
+        torch.cuda.max_memory_allocated() > 0
+    )  # it trained on the GPU (Lightning hands the model back on the CPU)
+    shapeprop_trained = [
+        k for k in params if ".shapeprop." in k and not torch.equal(params[k].cpu(), before[k].cpu())
+    ]
+    assert shapeprop_trained, "the ShapeProp head did not change"
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):

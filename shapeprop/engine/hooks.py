@@ -9,7 +9,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
@@ -63,10 +63,39 @@ class NotifyingCheckpoint(ModelCheckpoint):
         super().on_train_end(trainer, pl_module)
 
 
+class LossProgressBar(TQDMProgressBar):
+    """Lightning's progress bar showing the module's last loss, a float already on the host (a
+    logged tensor would cost the progress bar one more device sync per step)."""
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        loss = getattr(pl_module, "last_losses", {}).get("loss")
+        if loss is not None:
+            items["loss"] = f"{loss:.4g}"
+        return items
+
+
+def _mark(device: torch.device) -> torch.cuda.Event | float:
+    """Now: a CUDA event on the GPU's stream (read later, no sync now), else the host clock."""
+    if device.type == "cuda":
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+    return time.perf_counter()
+
+
+def _seconds(start: torch.cuda.Event | float, end: torch.cuda.Event | float) -> float:
+    if isinstance(start, float):
+        return end - start
+    end.synchronize()
+    return start.elapsed_time(end) / 1000
+
+
 class ProgressBridge(pl.Callback):
     """Averages the step losses over `log_every` steps for `on_metrics`, and times training steps.
 
-    Step time runs from batch start (data already loaded) to batch end (optimizer stepped); the
+    Step time runs from batch start (data already loaded) to batch end (optimizer stepped); on a
+    GPU it is read from CUDA events once per logging window, so timing adds no sync per step. The
     first `warmup` steps of each process are not timed (a run too short for that reports the mean
     of all its steps). The sums travel in the checkpoint, so a resumed run reports the time over
     all its timed steps.
@@ -79,14 +108,27 @@ class ProgressBridge(pl.Callback):
         self._window: dict[str, float] = {}
         self._window_steps = 0
         self._steps_here = 0
-        self._t0 = 0.0
+        self._start: torch.cuda.Event | float = 0.0
+        self._pending: list[tuple[Any, Any]] = []  # (start, end) marks of steps not yet added up
         self._lr = 0.0
 
     @property
     def seconds_per_step(self) -> float | None:
+        self._add_pending()
         if self.time_count:
             return self.time_sum / self.time_count
         return self.all_sum / self.all_count if self.all_count else None
+
+    def _add_pending(self) -> None:
+        for start, end in self._pending:
+            elapsed = _seconds(start, end)
+            self._steps_here += 1
+            self.all_sum += elapsed
+            self.all_count += 1
+            if self._steps_here > self.warmup:
+                self.time_sum += elapsed
+                self.time_count += 1
+        self._pending.clear()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
@@ -94,25 +136,16 @@ class ProgressBridge(pl.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._lr = float(trainer.optimizers[0].param_groups[0]["lr"])
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        self._t0 = time.perf_counter()
+        self._start = _mark(pl_module.device)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        elapsed = time.perf_counter() - self._t0
-        self._steps_here += 1
-        self.all_sum += elapsed
-        self.all_count += 1
-        if self._steps_here > self.warmup:
-            self.time_sum += elapsed
-            self.time_count += 1
+        self._pending.append((self._start, _mark(pl_module.device)))
         for name, value in pl_module.last_losses.items():
             self._window[name] = self._window.get(name, 0.0) + value
         self._window_steps += 1
         step = int(trainer.global_step)
         if step % self.log_every == 0 or step >= trainer.max_steps:
+            self._add_pending()
             metrics = {k: v / self._window_steps for k, v in self._window.items()}
             metrics["lr"] = self._lr
             self._window, self._window_steps = {}, 0
@@ -120,6 +153,7 @@ class ProgressBridge(pl.Callback):
                 self.callbacks.on_metrics(metrics, step)
 
     def state_dict(self) -> dict[str, Any]:
+        self._add_pending()
         return {
             "time_sum": self.time_sum,
             "time_count": self.time_count,

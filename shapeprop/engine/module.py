@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning.pytorch as pl
@@ -57,12 +58,13 @@ class DetectorModule(pl.LightningModule):
         torch.manual_seed(step_seed(self.seed, step, self.global_rank))
         images, targets = batch
         losses = self.model(images, targets)
-        for name, value in losses.items():
-            if not torch.isfinite(value).all():
-                raise NonFiniteLossError(f"loss term '{name}' is {value.item()} at step {step}")
         total = sum(losses.values())
-        self.last_losses = {"loss": float(total.detach())} | {k: float(v.detach()) for k, v in losses.items()}
-        self.log("loss", total.detach(), prog_bar=True, on_step=True, logger=False, batch_size=len(images))
+        # One host-device sync per step: every term's value travels in one copy.
+        values = torch.stack([total.detach(), *(v.detach() for v in losses.values())]).float().tolist()
+        self.last_losses = dict(zip(["loss", *losses], values, strict=True))
+        for name, value in zip(losses, values[1:], strict=True):
+            if not math.isfinite(value):
+                raise NonFiniteLossError(f"loss term '{name}' is {value} at step {step}")
         return total
 
     def configure_optimizers(self):

@@ -9,7 +9,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import TQDMProgressBar
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -18,6 +17,7 @@ from shapeprop.data.loading import DetectionDataset, collate
 from shapeprop.engine.hooks import (
     AtomicCheckpointIO,
     ExperimentCallbacks,
+    LossProgressBar,
     NotifyingCheckpoint,
     ProgressBridge,
 )
@@ -72,6 +72,29 @@ class _Module(DetectorModule):
             checkpoint["shapeprop_identity"] = self.identity
 
 
+def trainer_options(schedule: ScheduleConfig, gpu: bool) -> dict[str, Any]:
+    """The Trainer settings that decide how a training step runs, on a GPU or on the CPU.
+
+    GPU: `deterministic=False`. With `torch.use_deterministic_algorithms` on, torchvision's
+    `roi_align` on CUDA takes its pure-Python fallback, which torch.compile compiles again for every
+    new number of RoIs: minutes per step instead of milliseconds. GPU training is therefore seeded
+    (the same data order, sampling and initialisation) but not bitwise reproducible: the backward
+    passes of RoIAlign and other CUDA kernels accumulate with atomics in a varying order.
+    `benchmark=False`: the RoI batch sizes change every step, so cuDNN would autotune every step.
+    CPU: deterministic algorithms on (no CPU op here falls back or slows down for it).
+    """
+    world = schedule.devices * schedule.num_nodes
+    return {
+        "accelerator": "gpu" if gpu else "cpu",
+        "devices": schedule.devices,
+        "num_nodes": schedule.num_nodes,
+        "strategy": "ddp" if world > 1 else "auto",
+        "precision": schedule.precision if gpu and schedule.precision != "32" else "32-true",
+        "deterministic": not gpu,
+        "benchmark": False,
+    }
+
+
 def train_detector(
     model: nn.Module,
     records: list[dict[str, Any]],
@@ -119,12 +142,11 @@ def train_detector(
             batch_sampler=sampler,
             num_workers=data_cfg.num_workers,
             collate_fn=collate,
+            pin_memory=torch.cuda.is_available(),  # page-locked batches: the copy to the GPU overlaps
             generator=torch.Generator().manual_seed(seed),
         )
 
     module = _Module(model, schedule, seed, make_loader, identity=identity)
-    gpu = torch.cuda.is_available()
-    world = schedule.devices * schedule.num_nodes
     checkpointing = NotifyingCheckpoint(
         callbacks,
         dirpath=ckpt_dir,
@@ -138,16 +160,12 @@ def train_detector(
     )
     extra = [checkpointing, bridge]
     if progress:
-        extra.append(TQDMProgressBar(refresh_rate=1))
+        extra.append(LossProgressBar(refresh_rate=1))
     if not progress:
         for name in _LIGHTNING_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
     trainer = pl.Trainer(
-        accelerator="gpu" if gpu else "cpu",
-        devices=schedule.devices,
-        num_nodes=schedule.num_nodes,
-        strategy="ddp" if world > 1 else "auto",
-        precision=schedule.precision if gpu and schedule.precision != "32" else "32-true",
+        **trainer_options(schedule, gpu=torch.cuda.is_available()),
         max_steps=schedule.max_steps,
         max_epochs=-1,
         logger=False,
@@ -158,7 +176,6 @@ def train_detector(
         num_sanity_val_steps=0,
         limit_val_batches=0,
         use_distributed_sampler=False,
-        deterministic=True if not gpu else "warn",
         default_root_dir=str(workdir),
     )
     start = checkpoint_step(resume) if resume is not None else 0
