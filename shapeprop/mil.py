@@ -6,13 +6,19 @@ positive bag of c; every other RoI is a negative bag (background).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torchvision.ops import box_iou
 
 
 def assign_bags(
-    rois: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: torch.Tensor, iou_threshold: float = 0.5
+    rois: torch.Tensor,
+    gt_boxes: torch.Tensor,
+    gt_labels: torch.Tensor,
+    iou_threshold: float = 0.5,
+    excluded: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Label RoIs as positive or negative bags by IoU with the ground-truth boxes (Eq. 2).
 
@@ -21,6 +27,7 @@ def assign_bags(
         gt_boxes: `[G, 4]` ground-truth boxes, xyxy, in the same frame; G may be 0.
         gt_labels: `[G]` long, 0-based class of each ground-truth box.
         iou_threshold: t; a RoI is positive when its IoU with a ground-truth box is strictly above it.
+        excluded: optional `[R, G]` bool, pairs never matched (`assign_bags_batched`: other images).
 
     Returns:
         bag_labels: `[R]` long, 0 for a negative bag and c + 1 for a positive bag of class c.
@@ -45,12 +52,41 @@ def assign_bags(
     matched_gt = torch.full((num_rois,), -1, dtype=torch.long, device=rois.device)
     if num_rois == 0 or gt_boxes.shape[0] == 0:
         return bag_labels, matched_gt
-    best_iou, best = box_iou(rois.float(), gt_boxes.float().to(rois.device)).max(dim=1)
+    iou = box_iou(rois.float(), gt_boxes.float().to(rois.device))
+    if excluded is not None:
+        iou = iou.masked_fill(excluded, -1.0)
+    best_iou, best = iou.max(dim=1)
     positive = best_iou > iou_threshold
     labels = gt_labels.to(rois.device).long()
     bag_labels = torch.where(positive, labels[best] + 1, bag_labels)
     matched_gt = torch.where(positive, best, matched_gt)
     return bag_labels, matched_gt
+
+
+def assign_bags_batched(
+    rois: Sequence[torch.Tensor],
+    gt_boxes: Sequence[torch.Tensor],
+    gt_labels: Sequence[torch.Tensor],
+    iou_threshold: float = 0.5,
+) -> torch.Tensor:
+    """`assign_bags` for a batch of images in one pass: the bag labels of every image's RoIs,
+    concatenated. Each RoI is matched against the ground truth of its own image only; the result
+    equals concatenating `assign_bags` per image, without a kernel chain per image."""
+    if not len(rois) == len(gt_boxes) == len(gt_labels):
+        raise ValueError(
+            f"assign_bags_batched: {len(rois)} images of RoIs, {len(gt_boxes)} of boxes, {len(gt_labels)} of labels"
+        )
+    if not rois:
+        return torch.zeros(0, dtype=torch.long)
+    device = rois[0].device
+
+    def image_of(parts: Sequence[torch.Tensor]) -> torch.Tensor:  # filled on the device: no copy, no sync
+        return torch.cat([torch.full((len(p),), i, device=device) for i, p in enumerate(parts)])
+
+    cross = image_of(rois)[:, None] != image_of(gt_boxes)[None, :]
+    return assign_bags(
+        torch.cat(list(rois)), torch.cat(list(gt_boxes)), torch.cat(list(gt_labels)), iou_threshold, cross
+    )[0]
 
 
 def mil_loss(saliency_logits: torch.Tensor, bag_labels: torch.Tensor) -> torch.Tensor:
@@ -75,5 +111,6 @@ def mil_loss(saliency_logits: torch.Tensor, bag_labels: torch.Tensor) -> torch.T
     if num_rois == 0:
         return saliency_logits.sum() * 0.0
     pooled = saliency_logits.mean(dim=(2, 3))  # sigma = Avg2D
-    targets = F.one_hot(bag_labels.long(), num_classes + 1)[:, 1:].to(pooled.dtype)
+    classes = torch.arange(1, num_classes + 1, device=bag_labels.device)
+    targets = (bag_labels.long()[:, None] == classes).to(pooled.dtype)  # one-hot without background
     return F.binary_cross_entropy_with_logits(pooled, targets, reduction="sum") / num_rois

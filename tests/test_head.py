@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from shapeprop.config import ShapePropConfig
 from shapeprop.head import ShapePropHead, ShapePropOutput
-from shapeprop.mil import assign_bags, mil_loss
+from shapeprop.mil import assign_bags, assign_bags_batched, mil_loss
 
 SMALL = ShapePropConfig(hidden_channels=8, latent_channels=4, prior_channels=5)
 
@@ -131,6 +131,36 @@ def test_assign_bags_without_ground_truth():
     assert bags.shape == matched.shape == (0,)
 
 
+def test_assign_bags_batched_matches_each_image_alone():
+    """A RoI is matched against its own image's boxes only, even where another image's box fits it."""
+    gen = torch.Generator().manual_seed(0)
+
+    def boxes(n):
+        xy = torch.rand(n, 2, generator=gen) * 40
+        return torch.cat([xy, xy + 5 + torch.rand(n, 2, generator=gen) * 20], 1)
+
+    gts = [boxes(3), boxes(0), boxes(5)]
+    labels = [torch.randint(0, 6, (len(g),), generator=gen) for g in gts]
+    # Each image's RoIs: jittered copies of every image's GT boxes (so other images' boxes fit them
+    # too) and random boxes.
+    everything = torch.cat(gts)
+    rois = [torch.cat([everything + torch.rand(len(everything), 4, generator=gen), boxes(7)]) for _ in gts]
+    rois.append(boxes(4))  # a fourth image with RoIs but an empty ground truth...
+    gts.append(torch.zeros(0, 4))
+    labels.append(torch.zeros(0, dtype=torch.long))
+    expected = torch.cat(
+        [assign_bags(r, g, lab, 0.5)[0] for r, g, lab in zip(rois, gts, labels, strict=True)]
+    )
+    batched = assign_bags_batched(rois, gts, labels, 0.5)
+    assert torch.equal(batched, expected)
+    assert (expected > 0).sum() >= 8  # the own-image copies are positive
+    everything_alone = assign_bags(torch.cat(rois), everything, torch.cat(labels), 0.5)[0]
+    assert not torch.equal(everything_alone, expected)  # ignoring the images would differ
+    assert assign_bags_batched([], [], []).shape == (0,)
+    with pytest.raises(ValueError, match="images"):
+        assign_bags_batched(rois, gts[:2], labels)
+
+
 def test_mil_loss_value_and_direction():
     logits = torch.randn(3, 4, 5, 5, requires_grad=True)
     bags = torch.tensor([0, 2, 4])  # negative, class 1, class 3
@@ -246,3 +276,34 @@ def test_head_learns_to_grow_a_seed_into_a_disk():
     final, iou = held_out()
     assert final < initial / 6, (initial, final)
     assert iou > 0.8, iou
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_head_under_autocast_on_gpu(dtype):
+    """AMP hands the propagation operator half-precision maps: the CUDA kernel takes them (float32
+    inside), and outputs, losses and gradients stay close to float32."""
+    from shapeprop.ops import extension_available
+
+    assert extension_available("cuda"), "shapeprop._C was built without CUDA"
+    torch.manual_seed(0)
+    head = ShapePropHead(32, 5, ShapePropConfig(hidden_channels=32, latent_channels=8)).cuda()
+    feats = torch.randn(12, 32, 14, 14, device="cuda")
+    classes = torch.arange(12, device="cuda") % 5
+    rows = torch.tensor([0, 3, 4, 9], device="cuda")
+    full = head(feats, classes, shape_rois=rows)
+    with torch.autocast("cuda", dtype=dtype):
+        out = head(feats, classes, shape_rois=rows)
+        losses = head.losses(
+            out,
+            (classes + 1) * (torch.arange(12, device="cuda") % 2),
+            torch.rand(4, 14, 14, device="cuda"),
+            torch.ones(4, dtype=torch.bool, device="cuda"),
+            shape_rois=rows,
+        )
+    assert out.shape_logits.dtype == dtype
+    torch.testing.assert_close(out.shape_activation.float(), full.shape_activation, atol=0.05, rtol=0)
+    sum(losses.values()).backward()
+    grads = [p.grad for p in head.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert head.weight_logits.weight.grad.abs().sum() > 0  # the gradient crossed the operator

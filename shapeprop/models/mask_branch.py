@@ -11,6 +11,7 @@ detections.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
@@ -81,67 +82,70 @@ class MaskBranch(nn.Module):
         matched_idxs: list[torch.Tensor],
         targets: list[dict[str, Any]],
     ) -> dict[str, torch.Tensor]:
-        """`loss_mask` (+ `loss_mil`, `loss_shape` with ShapeProp) for RoIs labelled 0 / class+1."""
+        """`loss_mask` (+ `loss_mil`, `loss_shape` with ShapeProp) for RoIs labelled 0 / class+1.
+
+        Host-device synchronisations: one per image, to count its positives (the mask head's batch
+        size); ShapeProp adds none (its selection, bags and targets are sized from those counts).
+        """
         pos = [torch.where(lab > 0)[0] for lab in labels]
         pos_rois = [r[p] for r, p in zip(rois, pos, strict=True)]
         pos_matched = [m[p] for m, p in zip(matched_idxs, pos, strict=True)]
         pos_labels = torch.cat([lab[p] for lab, p in zip(labels, pos, strict=True)])
         pos_has_mask = torch.cat([_has_mask(t)[m] for t, m in zip(targets, pos_matched, strict=True)])
+        mask_targets = self._mask_targets(targets, pos_rois, pos_matched, 2 * self.resolution)
         losses: dict[str, torch.Tensor] = {}
 
         if self.shapeprop is None:
             head_input = self.roi_pool(features, pos_rois, image_shapes)
         else:
-            from shapeprop.mil import assign_bags
+            from shapeprop.mil import assign_bags_batched
 
-            # The head sees the positive RoIs first, then the negatives (all, or a random subset).
-            negs = [self._sample_negatives(lab, len(p)) for lab, p in zip(labels, pos, strict=True)]
-            sp_rois = [torch.cat([r[p], r[n]]) for r, p, n in zip(rois, pos, negs, strict=True)]
-            sp_labels = [torch.cat([lab[p], lab[n]]) for lab, p, n in zip(labels, pos, negs, strict=True)]
+            # Per image the head sees its positive RoIs first, then the negatives (all, or a sample).
+            order = [self._shapeprop_rois(lab, len(p)) for lab, p in zip(labels, pos, strict=True)]
+            sp_rois = [r[o] for r, o in zip(rois, order, strict=True)]
+            sp_classes = torch.cat([lab[o] for lab, o in zip(labels, order, strict=True)])
             feats = self.roi_pool(features, sp_rois, image_shapes)
-            offsets = torch.cumsum(torch.tensor([0] + [len(r) for r in sp_rois[:-1]]), 0).tolist()
-            pos_all = torch.cat(
-                [torch.arange(len(p), device=feats.device) + o for p, o in zip(pos, offsets, strict=True)]
+            starts = [0, *itertools.accumulate(len(o) for o in order)][:-1]
+            pos_rows = torch.cat(
+                [torch.arange(s, s + len(p), device=feats.device) for s, p in zip(starts, pos, strict=True)]
             )
             # Negatives get class 0; they feed only the MIL loss, so the shape path skips them.
-            out = self.shapeprop(feats, torch.cat(sp_labels).clamp(min=1) - 1, shape_rois=pos_all)
-            bags = [
-                assign_bags(r, t["boxes"], t["labels"] - 1, self.shapeprop_cfg.mil_iou_threshold)[0]
-                for r, t in zip(sp_rois, targets, strict=True)
-            ]
-            s = self.resolution
-            shape_targets = (
-                self._mask_targets(targets, pos_rois, pos_matched, s)
-                if len(pos_all)
-                else feats.new_zeros((0, s, s))
+            out = self.shapeprop(feats, sp_classes.clamp(min=1) - 1, shape_rois=pos_rows)
+            bags = assign_bags_batched(
+                sp_rois,
+                [t["boxes"] for t in targets],
+                [t["labels"] - 1 for t in targets],
+                self.shapeprop_cfg.mil_iou_threshold,
             )
-            losses.update(
-                self.shapeprop.losses(out, torch.cat(bags), shape_targets, pos_has_mask, shape_rois=pos_all)
-            )
-            head_input = torch.cat([feats[pos_all], out.prior.to(feats.dtype)], dim=1)
+            # The S x S shape target is the 2S x 2S mask target averaged over 2 x 2 cells.
+            shape_targets = F.avg_pool2d(mask_targets[:, None], 2)[:, 0]
+            losses.update(self.shapeprop.losses(out, bags, shape_targets, pos_has_mask, shape_rois=pos_rows))
+            head_input = torch.cat([feats[pos_rows], out.prior.to(feats.dtype)], dim=1)
 
         logits = self._logits(head_input, pos_labels)
-        if pos_has_mask.any():
-            mask_targets = self._mask_targets(targets, pos_rois, pos_matched, logits.shape[-1])
-            losses["loss_mask"] = F.binary_cross_entropy_with_logits(
-                logits[pos_has_mask], mask_targets[pos_has_mask]
-            )
-        else:
-            losses["loss_mask"] = logits.sum() * 0.0  # keeps the graph (and DDP) whole
+        # Weighting instead of boolean indexing: no host sync, and exactly 0 (with a gradient, which
+        # keeps the graph and DDP whole) when no positive RoI has a mask.
+        per_roi = F.binary_cross_entropy_with_logits(logits, mask_targets, reduction="none").mean(dim=(1, 2))
+        weight = pos_has_mask.to(per_roi.dtype)
+        losses["loss_mask"] = (per_roi * weight).sum() / weight.sum().clamp_min(1)
         return losses
 
-    def _sample_negatives(self, labels: torch.Tensor, num_pos: int) -> torch.Tensor:
-        """Indices of the negative RoIs the ShapeProp head sees: all, or a random subset so that
-        positives + negatives <= `shapeprop_rois_per_image` (draws from torch's RNG)."""
-        neg = torch.where(labels == 0)[0]
+    def _shapeprop_rois(self, labels: torch.Tensor, num_pos: int) -> torch.Tensor:
+        """Indices of one image's RoIs that the ShapeProp head sees: its `num_pos` positives in
+        order, then its negatives: all, or a random subset so that positives + negatives <=
+        `shapeprop_rois_per_image` (draws from torch's RNG). A stable sort instead of `nonzero`:
+        no host sync."""
+        keys = (labels == 0).float()  # positives 0, negatives 1
+        keep = len(labels)
         cap = self.shapeprop_rois_per_image
-        if cap is None or num_pos + len(neg) <= cap:
-            return neg
-        keep = max(0, cap - num_pos)
-        return neg[torch.randperm(len(neg), device=neg.device)[:keep]]
+        if cap is not None and keep > max(cap, num_pos):
+            keep = max(cap, num_pos)
+            keys = keys + keys * torch.rand(len(labels), device=labels.device)  # shuffle the negatives
+        return torch.sort(keys, stable=True).indices[:keep]
 
     @staticmethod
     def _mask_targets(targets, rois, matched, size: int) -> torch.Tensor:
+        """The matched GT masks cropped to `rois` and resized to `size` x `size`, float in [0, 1]."""
         parts = [
             project_masks_on_boxes(t["masks"], r, m, size)
             for t, r, m in zip(targets, rois, matched, strict=True)
