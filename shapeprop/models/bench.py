@@ -6,25 +6,117 @@ head do the same work and the difference is the ShapeProp head and the wider mas
 two models alternate step by step (drift in machine load hits both) and medians are reported.
 Inference keeps every detection (score threshold 0, up to 100 per image), the costly case.
 
+`--count` also counts, for one training step of each model (forward, backward, optimizer step),
+the operators dispatched and the ones that synchronise the host with a CUDA device (`nonzero`,
+`.item()`, boolean-mask indexing, ...: `SYNCING_OPS`), on any device; on a GPU it adds the
+synchronisations CUDA itself reports (`torch.cuda.set_sync_debug_mode`). `--profile` prints
+torch.profiler's busiest operators of one step of each model.
+
     python -m shapeprop.models.bench --arch mask_rcnn --backbone tiny --size 128 --batch 4
+    python -m shapeprop.models.bench --count --steps 0 --images 0
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import time
+import warnings
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from shapeprop.config import DataConfig, ModelConfig, ShapePropConfig
 from shapeprop.data import catalog
 from shapeprop.data.loading import DetectionDataset, make_loader
 from shapeprop.models.build import build_detector, param_counts
+
+PRECISIONS = {"32": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
+
+# Operators that wait for a CUDA device to finish: their result's size or value is read on the host.
+SYNCING_OPS = {
+    "aten.nonzero",
+    "aten._local_scalar_dense",  # .item(), float(t), int(t), bool(t), `if t:`
+    "aten.is_nonzero",
+    "aten.masked_select",
+    "aten.equal",
+    "aten.unique_dim",
+    "aten._unique2",
+    "aten.unique_consecutive",
+}
+
+
+def _syncs(func, args: tuple, kwargs: dict) -> bool:
+    name = str(func.overloadpacket)
+    if name in SYNCING_OPS:
+        return True
+    if name in ("aten.index", "aten.index_put", "aten.index_put_"):  # a boolean mask becomes nonzero()
+        indices = args[1] if len(args) > 1 else kwargs.get("indices", ())
+        return any(i is not None and i.dtype in (torch.bool, torch.uint8) for i in indices)
+    if name == "aten.repeat_interleave":  # without output_size the length is read on the host
+        return torch.is_tensor(args[0]) and kwargs.get("output_size") is None and len(args) < 4
+    return False
+
+
+@dataclass
+class OpCount:
+    """Operators dispatched by a piece of work, and which of them synchronise with a CUDA device."""
+
+    ops: Counter = field(default_factory=Counter)
+    syncs: Counter = field(default_factory=Counter)
+    cuda_syncs: int | None = None  # what CUDA's sync debug mode reported (on a GPU only)
+    cuda_sync_sites: Counter = field(default_factory=Counter)  # "file:line" of the Python caller
+
+    @property
+    def total_ops(self) -> int:
+        return sum(self.ops.values())
+
+    @property
+    def total_syncs(self) -> int:
+        return sum(self.syncs.values())
+
+
+class _Counting(TorchDispatchMode):
+    def __init__(self, count: OpCount):
+        super().__init__()
+        self.count = count
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = str(func.overloadpacket)
+        self.count.ops[name] += 1
+        if _syncs(func, args, kwargs):
+            self.count.syncs[name] += 1
+        return func(*args, **kwargs)
+
+
+def count_ops(fn: Callable[[], Any], device: torch.device) -> OpCount:
+    """Run `fn` once, counting the ATen operators it dispatches (backward included) and the syncing
+    ones; on CUDA also the synchronisations the sync debug mode reports."""
+    count = OpCount()
+    cuda = device.type == "cuda"
+    with contextlib.ExitStack() as stack:
+        if cuda:
+            torch.cuda.synchronize(device)
+            caught = stack.enter_context(warnings.catch_warnings(record=True))
+            warnings.simplefilter("always")
+            previous = torch.cuda.get_sync_debug_mode()
+            torch.cuda.set_sync_debug_mode("warn")
+            stack.callback(torch.cuda.set_sync_debug_mode, previous)
+        stack.enter_context(_Counting(count))
+        fn()
+    if cuda:
+        syncs = [w for w in caught if "synchronizing" in str(w.message)]
+        count.cuda_syncs = len(syncs)
+        count.cuda_sync_sites = Counter(f"{Path(w.filename).name}:{w.lineno}" for w in syncs)
+    return count
 
 
 def _sync(device: torch.device) -> None:
@@ -80,9 +172,22 @@ def run_benchmark(
     shapeprop: ShapePropConfig | None = None,
     shapeprop_rois_per_image: int | None = None,
     data_root: Path | None = None,
-) -> dict[str, float]:
-    """Median train-step and per-image inference seconds of both models, and their ratios."""
+    precision: str = "32",
+    count: bool = False,
+    profile: bool = False,
+) -> dict[str, Any]:
+    """Median train-step and per-image inference seconds of both models, and their ratios.
+
+    Training is timed twice over the same `steps` (see below): `train_*` is the second, warm pass,
+    `train_*_cold` the first.
+
+    `precision` "16-mixed" / "bf16-mixed" runs both under autocast (and a grad scaler for float16),
+    as Lightning's AMP does. With `count`, `ops_*` / `syncs_*` (and on CUDA `cuda_syncs_*`) give one
+    training step's counts and `counts` the `OpCount` of each model. With `profile`, `profiles` holds
+    torch.profiler's tables of one training step and one inference call of each model. `steps` or `images` 0 skip the timing.
+    """
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    amp_dtype = PRECISIONS[precision]
     max_size = max_size or size
     shapeprop = shapeprop or ShapePropConfig()
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,60 +212,136 @@ def run_benchmark(
     optimizers = {
         k: torch.optim.SGD(m.to(dev).parameters(), lr=1e-3, momentum=0.9) for k, m in models.items()
     }
-    train_times: dict[str, list[float]] = {k: [] for k in models}
-    for step in range(warmup + steps):
-        for name, model in models.items():
-            model.train()
+    scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16)
 
-            def train_step(model=model, name=name, step=step):
-                torch.manual_seed(step)
-                loss = sum(model(*batch).values())
-                optimizers[name].zero_grad()
-                loss.backward()
-                optimizers[name].step()
+    def autocast():
+        return torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None)
 
-            elapsed = _timed(train_step, dev)
-            if step >= warmup:
-                train_times[name].append(elapsed)
-    infer_times: dict[str, list[float]] = {k: [] for k in models}
-    with torch.no_grad():
-        for model in models.values():
-            model.eval()
-            for _ in range(warmup):
-                model([eval_images[0]])
-        for image in eval_images:
-            for name, model in models.items():
-                infer_times[name].append(_timed(lambda model=model, image=image: model([image]), dev))
-    out = {
-        "train_s_per_step_plain": statistics.median(train_times["plain"]),
-        "train_s_per_step_shapeprop": statistics.median(train_times["shapeprop"]),
-        "infer_s_per_img_plain": statistics.median(infer_times["plain"]),
-        "infer_s_per_img_shapeprop": statistics.median(infer_times["shapeprop"]),
+    def train_step(name: str, step: int) -> None:
+        model = models[name].train()
+        torch.manual_seed(step)
+        with autocast():
+            loss = sum(model(*batch).values())
+        optimizers[name].zero_grad()
+        scaler.scale(loss).backward()
+        scaler.step(optimizers[name])
+        scaler.update()
+
+    out: dict[str, Any] = {
         "params_plain": param_counts(models["plain"])["total"],
         "params_shapeprop": param_counts(models["shapeprop"])["total"],
     }
-    out["train_ratio"] = out["train_s_per_step_shapeprop"] / out["train_s_per_step_plain"]
-    out["infer_ratio"] = out["infer_s_per_img_shapeprop"] / out["infer_s_per_img_plain"]
+    for step in range(warmup):  # also what count/profile see: caches filled, kernels chosen
+        for name in models:
+            train_step(name, step)
+    if count:
+        out["counts"] = {name: count_ops(lambda name=name: train_step(name, 0), dev) for name in models}
+        for name, c in out["counts"].items():
+            out[f"ops_{name}"], out[f"syncs_{name}"] = c.total_ops, c.total_syncs
+            if c.cuda_syncs is not None:
+                out[f"cuda_syncs_{name}"] = c.cuda_syncs
+    if profile:
+        out["profiles"] = {
+            f"{name}: one training step": _profile(lambda name=name: train_step(name, 0), dev)
+            for name in models
+        }
+    if steps:
+        # Two passes over the same steps. The first (cold) meets each step's RoI counts for the first
+        # time, and cuDNN / oneDNN build kernels for the new shapes; the second (warm) is the steady
+        # state of a long run, whose caches hold every count after its first few hundred steps.
+        for suffix in ("_cold", ""):
+            times: dict[str, list[float]] = {k: [] for k in models}
+            for step in range(steps):
+                for name in models:
+                    times[name].append(_timed(lambda name=name, step=step: train_step(name, step), dev))
+            for name in models:
+                out[f"train_s_per_step_{name}{suffix}"] = statistics.median(times[name])
+            out[f"train_ratio{suffix}"] = (
+                out[f"train_s_per_step_shapeprop{suffix}"] / out[f"train_s_per_step_plain{suffix}"]
+            )
+    if eval_images:
+        infer_times: dict[str, list[float]] = {k: [] for k in models}
+        with torch.no_grad(), autocast():
+            for model in models.values():
+                model.eval()
+                for _ in range(warmup):
+                    model([eval_images[0]])
+            for image in eval_images:
+                for name, model in models.items():
+                    infer_times[name].append(_timed(lambda model=model, image=image: model([image]), dev))
+            if profile:
+                for name, model in models.items():
+                    out["profiles"][f"{name}: inference, one image"] = _profile(
+                        lambda model=model: model([eval_images[0]]), dev
+                    )
+        for name in models:
+            out[f"infer_s_per_img_{name}"] = statistics.median(infer_times[name])
+        out["infer_ratio"] = out["infer_s_per_img_shapeprop"] / out["infer_s_per_img_plain"]
     return out
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    """Command line: print both timings and the ShapeProp / plain ratios."""
+def _profile(fn: Callable[[], Any], device: torch.device, rows: int = 25) -> str:
+    """torch.profiler's table of the operators with the most self time (device time on CUDA)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        fn()
+        _sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
+
+
+def format_counts(counts: dict[str, OpCount], rows: int = 15) -> str:
+    """Per-step totals of both models, and the operators ShapeProp adds most of."""
+    plain, sp = counts["plain"], counts["shapeprop"]
+    lines = [
+        f"{'per training step':<28} {'plain':>8} {'shapeprop':>10} {'added':>8}",
+        f"{'operators dispatched':<28} {plain.total_ops:>8} {sp.total_ops:>10} {sp.total_ops - plain.total_ops:>8}",
+        f"{'syncing operators':<28} {plain.total_syncs:>8} {sp.total_syncs:>10} {sp.total_syncs - plain.total_syncs:>8}",
+    ]
+    if plain.cuda_syncs is not None:
+        added = sp.cuda_syncs - plain.cuda_syncs
+        lines.append(f"{'CUDA-reported syncs':<28} {plain.cuda_syncs:>8} {sp.cuda_syncs:>10} {added:>8}")
+        sites = Counter(sp.cuda_sync_sites)
+        sites.subtract(plain.cuda_sync_sites)
+        lines.append(
+            "CUDA syncs by site (shapeprop - plain): "
+            + (", ".join(f"{k} {v:+d}" for k, v in sites.items() if v) or "none")
+        )
+    added_ops = Counter({k: sp.ops[k] - plain.ops[k] for k in sp.ops.keys() | plain.ops.keys()})
+    lines.append(
+        "operators ShapeProp adds most of: "
+        + ", ".join(f"{k.removeprefix('aten.')} {v:+d}" for k, v in added_ops.most_common(rows) if v)
+    )
+    syncs = Counter({k: sp.syncs[k] - plain.syncs[k] for k in sp.syncs.keys() | plain.syncs.keys()})
+    lines.append(
+        "syncing operators by kind (shapeprop - plain): "
+        + (", ".join(f"{k.removeprefix('aten.')} {v:+d}" for k, v in syncs.items() if v) or "none")
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Command line: print both timings and the ShapeProp / plain ratios (and counts, profiles)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="mask_rcnn", choices=["mask_rcnn", "retinamask"])
     p.add_argument("--backbone", default="tiny", choices=["tiny", "resnet18", "resnet50", "resnet101"])
     p.add_argument("--size", type=int, default=128, help="image short side (synthetic images are square)")
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--steps", type=int, default=20, help="timed training steps per model")
-    p.add_argument("--images", type=int, default=20, help="timed inference images per model")
+    p.add_argument("--steps", type=int, default=20, help="timed training steps per model (0: no timing)")
+    p.add_argument("--images", type=int, default=20, help="timed inference images per model (0: none)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--precision", default="32", choices=list(PRECISIONS), help="AMP as in schedule.precision")
     p.add_argument(
         "--shapeprop-rois", type=int, default=None, help="model.shapeprop_rois_per_image (default: all)"
     )
     p.add_argument("--saliency-layers", type=int, default=None, help="ShapePropConfig.saliency_layers")
     p.add_argument("--weight-layers", type=int, default=None, help="ShapePropConfig.weight_layers")
     p.add_argument("--hidden", type=int, default=None, help="ShapePropConfig.hidden_channels")
+    p.add_argument("--count", action="store_true", help="count operators and syncs of one training step")
+    p.add_argument("--profile", action="store_true", help="print torch.profiler's table of one step")
     args = p.parse_args(argv)
     overrides = {
         k: v
@@ -183,19 +364,29 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         args.device,
         shapeprop=ShapePropConfig(**overrides),
         shapeprop_rois_per_image=args.shapeprop_rois,
+        precision=args.precision,
+        count=args.count,
+        profile=args.profile,
     )
     print(
         f"{args.arch} / {args.backbone}, {args.size}px, batch {args.batch}, device {args.device or 'auto'}, "
-        f"ShapeProp {overrides or 'defaults'}, RoIs/image {args.shapeprop_rois or 'all'}"
+        f"precision {args.precision}, ShapeProp {overrides or 'defaults'}, RoIs/image {args.shapeprop_rois or 'all'}"
     )
     print(f"{'':>12} {'plain':>10} {'shapeprop':>10} {'ratio':>8}")
-    print(
-        f"{'train s/step':>12} {r['train_s_per_step_plain']:>10.4f} {r['train_s_per_step_shapeprop']:>10.4f} {r['train_ratio']:>8.3f}"
-    )
-    print(
-        f"{'infer s/img':>12} {r['infer_s_per_img_plain']:>10.4f} {r['infer_s_per_img_shapeprop']:>10.4f} {r['infer_ratio']:>8.3f}"
-    )
+    for label, key, suffix in (
+        ("train s/step", "train_s_per_step", ""),
+        ("(cold pass)", "train_s_per_step", "_cold"),
+        ("infer s/img", "infer_s_per_img", ""),
+    ):
+        ratio = ("train_ratio" if key.startswith("train") else "infer_ratio") + suffix
+        if ratio in r:
+            plain, sp = r[f"{key}_plain{suffix}"], r[f"{key}_shapeprop{suffix}"]
+            print(f"{label:>12} {plain:>10.4f} {sp:>10.4f} {r[ratio]:>8.3f}")
     print(f"{'params':>12} {r['params_plain']:>10d} {r['params_shapeprop']:>10d}")
+    if args.count:
+        print(format_counts(r["counts"]))
+    for name, table in r.get("profiles", {}).items():
+        print(f"\n{name}\n{table}")
     return r
 
 

@@ -116,9 +116,10 @@ def peak_memory(impl: str, n: int, device: str) -> int:
     return int(out.stdout.strip().splitlines()[-1])
 
 
-def run(sizes: list[int], repeats: int) -> list[dict]:
-    """One row per (device, N): times in seconds and peak memory in bytes of both implementations."""
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+def run(sizes: list[int], repeats: int, devices: list[str] | None = None) -> list[dict]:
+    """One row per (device, N): times in seconds and peak memory in bytes of both implementations.
+    `devices`: default the CPU and, when present, CUDA."""
+    devices = devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
     for device in devices:
         if not extension_available(device):
@@ -181,6 +182,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 512], help="numbers of RoIs N")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (the median is reported)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument(
+        "--devices", nargs="+", choices=["cpu", "cuda"], help="default: cpu and cuda if present"
+    )
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     parser.add_argument("--json", type=Path, help="also write the raw rows to this file")
     parser.add_argument("--_peak-cpu", nargs=2, metavar=("IMPL", "N"), help=argparse.SUPPRESS)
@@ -190,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     if args._peak_cpu:
         print(peak_memory_cpu_here(args._peak_cpu[0], int(args._peak_cpu[1])))
         return
-    rows = run(args.sizes, args.repeats)
+    rows = run(args.sizes, args.repeats, args.devices)
     print(
         f"propagation: C={C}, {SIZE}x{SIZE}, {STEPS} steps, float32, a kernel per channel; "
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
