@@ -4,6 +4,7 @@
 #   make slow   the long tests (marked `slow`)
 #   make lint   ruff
 #   make bench  operator benchmark
+#   make gpu-check  the GPU acceptance check, on a GPU machine (its own python3 and CUDA torch, no .venv)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -16,7 +17,7 @@ export CUDA_HOME ?= /usr/local/cuda
 endif
 export MAX_JOBS ?= 2
 
-.PHONY: install demo test slow lint bench clean
+.PHONY: install demo test slow lint bench gpu-check clean
 
 install: $(STAMP)
 
@@ -43,11 +44,18 @@ slow: install
 	$(BIN)/python -m pytest -m slow
 
 lint: install
-	$(BIN)/ruff check shapeprop harness tests
-	$(BIN)/ruff format --check shapeprop harness tests
+	$(BIN)/ruff check shapeprop harness tests tools
+	$(BIN)/ruff format --check shapeprop harness tests tools
 
 bench: install
 	$(BIN)/python -m shapeprop.ops.bench
+
+# Builds the operator for the GPU present, runs the GPU tests and benchmarks and the demo rows, and
+# writes docs/gpu-check.md. Uses the machine's python3 (a CUDA torch, not the pinned one); needs
+# pydantic, PyYAML, pycocotools, pytest; mlflow is optional. GPU_CHECK_ARGS: see tools/gpu_check.py --help.
+GPU_PYTHON ?= python3
+gpu-check:
+	$(GPU_PYTHON) tools/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf build $(VENV) shapeprop/_C*.so *.egg-info
