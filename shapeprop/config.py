@@ -7,39 +7,115 @@ unknown keys, so a misspelt key fails validation instead of being silently ignor
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ShapePropConfig(_Strict):
-    """Hyper-parameters of the ShapeProp head (Sec. 3.1-3.2); defaults follow the paper.
+# The head as the authors' code builds it (ucbdrive/ShapeProp, docs/fidelity.md), and a narrower,
+# shallower head for CPUs and speed. A preset fills every field a config does not set.
+SHAPEPROP_PRESETS: dict[str, dict[str, object]] = {
+    "official": {
+        "saliency_layers": 4,
+        "hidden_channels": 256,
+        "latent_channels": 24,
+        "encoder_layers": 3,
+        "weight_layers": 4,
+        "mil_loss": "softmax",
+        "saliency_input": "logits",
+        "relu_after_last_conv": False,
+        "decoder_layers": 3,
+        "decoder_kernel": 3,
+        "prior_norm": "relu_max",
+        "prior_layers": 4,
+        "prior_channels": 256,
+        "output_init": "authors",
+    },
+    "light": {
+        "saliency_layers": 2,
+        "hidden_channels": None,
+        "latent_channels": 16,
+        "encoder_layers": 2,
+        "weight_layers": 2,
+        "mil_loss": "sigmoid",
+        "saliency_input": "sigmoid",
+        "relu_after_last_conv": True,
+        "decoder_layers": 1,
+        "decoder_kernel": 1,
+        "prior_norm": "minmax",
+        "prior_layers": 2,
+        "prior_channels": 16,
+        "output_init": "calibrated",
+    },
+}
 
+
+class ShapePropConfig(_Strict):
+    """Hyper-parameters of the ShapeProp head (Sec. 3.1-3.2).
+
+    `preset` fills every field the config does not set: "official" is the head of the authors'
+    code (the default), "light" a narrower, shallower one (the CPU miniatures). Fields set
+    explicitly win over the preset; `docs/fidelity.md` compares both with the paper and the code.
     Input channels and the number of classes come from the detector, not from here.
     """
 
-    saliency_layers: int = Field(2, ge=0, description="conv-relu layers of the saliency learner F")
+    preset: Literal["official", "light"] = Field("official", description="fills the fields not set")
+    saliency_layers: int = Field(4, ge=0, description="conv-relu layers of the saliency learner F")
     hidden_channels: int | None = Field(
-        None, ge=1, description="width of F and the weight regressor; None = RoI feature channels"
+        256, ge=1, description="width of F and the weight regressor; None = RoI feature channels"
     )
-    latent_channels: int = Field(16, ge=1, description="C, channels of the latent saliency (paper: 16)")
-    encoder_layers: int = Field(2, ge=1, description="conv-relu layers encoding saliency 1 -> C")
-    weight_layers: int = Field(2, ge=1, description="conv-relu layers of the propagation-weight regressor")
+    latent_channels: int = Field(24, ge=1, description="C, channels of the latent saliency (paper: 16)")
+    encoder_layers: int = Field(3, ge=1, description="3x3 conv layers encoding saliency 1 -> C")
+    weight_layers: int = Field(4, ge=1, description="conv-relu layers of the propagation-weight regressor")
     channel_agnostic: bool = Field(
         False, description="one propagation kernel shared by all latent channels (Table 4)"
     )
     steps: int | None = Field(None, ge=1, description="propagation steps; None = max(H, W)")
     norm: Literal["random_walk", "symmetric"] = "random_walk"
+    mil_loss: Literal["softmax", "sigmoid"] = Field(
+        "softmax",
+        description="Eq. 3 on the Avg2D-pooled maps: softmax cross-entropy over K classes + background "
+        "(K + 1 maps), or a binary cross-entropy per class (K maps)",
+    )
+    saliency_input: Literal["logits", "sigmoid"] = Field(
+        "logits", description="what the encoder receives of the RoI's class map: its logits or their sigmoid"
+    )
+    relu_after_last_conv: bool = Field(
+        False,
+        description="a ReLU after the last conv of the encoder and the prior encoder (else between layers only)",
+    )
+    decoder_layers: int = Field(3, ge=1, description="conv layers decoding the latent C -> 1 (ReLU between)")
+    decoder_kernel: Literal[1, 3] = Field(3, description="kernel size of the decoder's convs")
+    prior_norm: Literal["relu_max", "minmax"] = Field(
+        "relu_max",
+        description="the shape logits as a prior: ReLU then / (max + 1e-5) per RoI, or the sigmoid "
+        "min-max normalised per RoI",
+    )
+    prior_layers: int = Field(
+        4, ge=1, description="3x3 conv layers encoding the shape prior 1 -> prior_channels"
+    )
     prior_channels: int = Field(
-        16, ge=1, description="channels of the encoded shape prior fused into the mask head"
+        256, ge=1, description="channels of the encoded shape prior fused into the mask head"
+    )
+    output_init: Literal["authors", "calibrated"] = Field(
+        "authors",
+        description="init of the 1x1 saliency and weight layers: kaiming-uniform (a=1), zero bias, as "
+        "maskrcnn-benchmark; or calibrated: saliency logits start at sigmoid 0.01, weights uniform",
     )
     mil_iou_threshold: float = Field(0.5, gt=0, lt=1, description="t of Eq. 2")
     mil_loss_weight: float = Field(1.0, ge=0)
     reconstruction_loss_weight: float = Field(1.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset", "official") in SHAPEPROP_PRESETS:
+            return SHAPEPROP_PRESETS[data.get("preset", "official")] | data
+        return data
 
 
 class MaskSupervision(_Strict):

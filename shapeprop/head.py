@@ -1,12 +1,14 @@
 """The ShapeProp head (Sec. 3.1-3.2): saliency from boxes, learned propagation, shape prior for the mask head.
 
-    RoI features ──F──> per-class saliency logits ──(class of the RoI, sigmoid)──> saliency M
+    RoI features ──F──> per-class saliency logits ──(map of the RoI's class)──> saliency M
     M ──encoder (1 -> C)──> latent ──propagate(weights from the RoI features)──> decoder (C -> 1)
-      ──> shape logits / Shape Activation ──normalise, prior encoder──> prior (fused into the mask head)
+      ──> shape logits ──normalise, prior encoder──> prior (fused into the mask head)
 
-`ShapePropHead.losses` gives the MIL loss (Eq. 3, bounded) and the reconstruction loss (binary
-cross-entropy of the shape logits against the mask target, only on positive RoIs whose matched
-ground truth has a mask).
+`ShapePropHead.losses` gives the MIL loss (Eq. 3: softmax cross-entropy over the classes and
+background, or a binary cross-entropy per class, on the Avg2D-pooled maps) and the reconstruction
+loss (binary cross-entropy of the shape logits against the mask target, only on positive RoIs
+whose matched ground truth has a mask). `ShapePropConfig.preset` picks the authors' head
+("official") or a light one; docs/fidelity.md lists every choice.
 """
 
 from __future__ import annotations
@@ -29,18 +31,25 @@ SALIENCY_PRIOR = 0.01  # initial sigmoid of the saliency logits (most classes ar
 class ShapePropOutput(NamedTuple):
     """What the head computes for R RoIs of size S x S and K classes."""
 
-    saliency_logits: torch.Tensor  # [R, K, S, S]
+    saliency_logits: torch.Tensor  # [R, K, S, S], or [R, K + 1, S, S] with background first (softmax MIL)
     saliency: torch.Tensor  # [R, 1, S, S], sigmoid of the map of each RoI's class
     shape_logits: torch.Tensor  # [R, 1, S, S]
     shape_activation: torch.Tensor  # [R, 1, S, S], sigmoid of shape_logits
     prior: torch.Tensor  # [R, prior_channels, S, S], to concatenate with the mask-head input
 
 
-def conv_relu_stack(in_channels: int, out_channels: int, layers: int) -> nn.Sequential:
-    """`layers` 3x3 conv-relu blocks; the first maps in_channels to out_channels (identity when 0 layers)."""
+def conv_relu_stack(
+    in_channels: int, out_channels: int, layers: int, kernel: int = 3, last_relu: bool = True
+) -> nn.Sequential:
+    """`layers` convs (`kernel` x `kernel`, same padding) with a ReLU after each, or between them only
+    when not `last_relu`; the first maps in_channels to out_channels (identity when 0 layers)."""
     blocks: list[nn.Module] = []
     for i in range(layers):
-        blocks += [nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1), nn.ReLU()]
+        blocks.append(
+            nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, kernel, padding=kernel // 2)
+        )
+        if last_relu or i < layers - 1:
+            blocks.append(nn.ReLU())
     return nn.Sequential(*blocks)
 
 
@@ -50,6 +59,12 @@ def normalise_activation(activation: torch.Tensor, eps: float = 1e-6) -> torch.T
     low = flat.min(dim=1).values.view(-1, 1, 1, 1)
     high = flat.max(dim=1).values.view(-1, 1, 1, 1)
     return (activation - low) / (high - low + eps)
+
+
+def relu_max_normalise(logits: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """ReLU, then divide each RoI's map by its maximum (+ eps): the authors' shape prior."""
+    positive = logits.clamp_min(0)
+    return positive / (positive.flatten(1).max(dim=1).values.view(-1, 1, 1, 1) + eps)
 
 
 class ShapePropHead(nn.Module):
@@ -76,15 +91,24 @@ class ShapePropHead(nn.Module):
         hidden = cfg.hidden_channels or in_channels
         latent = cfg.latent_channels
         weight_groups = 1 if cfg.channel_agnostic else latent
+        last_relu = cfg.relu_after_last_conv
+        # The softmax MIL loss needs a background map (index 0): K + 1 maps.
+        self.background_map = cfg.mil_loss == "softmax"
 
-        # F: conv-relu stack, then a 1x1 conv to one saliency map per class.
+        # F: conv-relu stack, then a 1x1 conv to one saliency map per class (+ background).
         self.saliency_learner = conv_relu_stack(in_channels, hidden, cfg.saliency_layers)
-        self.saliency_logits = nn.Conv2d(hidden if cfg.saliency_layers else in_channels, num_classes, 1)
-        self.encoder = conv_relu_stack(1, latent, cfg.encoder_layers)
+        self.saliency_logits = nn.Conv2d(
+            hidden if cfg.saliency_layers else in_channels, num_classes + self.background_map, 1
+        )
+        self.encoder = conv_relu_stack(1, latent, cfg.encoder_layers, last_relu=last_relu)
         self.weight_regressor = conv_relu_stack(in_channels, hidden, cfg.weight_layers)
         self.weight_logits = nn.Conv2d(hidden, weight_groups * WINDOW**2, 1)
-        self.decoder = nn.Conv2d(latent, 1, 1)
-        self.prior_encoder = conv_relu_stack(1, cfg.prior_channels, cfg.encoder_layers)
+        k = cfg.decoder_kernel
+        self.decoder = nn.Sequential(
+            *conv_relu_stack(latent, latent, cfg.decoder_layers - 1, kernel=k),
+            nn.Conv2d(latent, 1, k, padding=k // 2),
+        )
+        self.prior_encoder = conv_relu_stack(1, cfg.prior_channels, cfg.prior_layers, last_relu=last_relu)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -92,6 +116,10 @@ class ShapePropHead(nn.Module):
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(module.bias)
+        if self.cfg.output_init == "authors":  # maskrcnn-benchmark's make_conv1x1
+            for layer in (self.saliency_logits, self.weight_logits):
+                nn.init.kaiming_uniform_(layer.weight, a=1)
+            return
         # Start every class map at a low saliency, so the summed per-class MIL loss starts small.
         nn.init.normal_(self.saliency_logits.weight, std=0.01)
         nn.init.constant_(self.saliency_logits.bias, -math.log((1 - SALIENCY_PRIOR) / SALIENCY_PRIOR))
@@ -117,16 +145,23 @@ class ShapePropHead(nn.Module):
                 f"ShapePropHead: classes must be [R]={roi_features.shape[0]}, got shape {tuple(classes.shape)}"
             )
         saliency_logits = self.saliency_logits(self.saliency_learner(roi_features))
-        index = classes.long().view(-1, 1, 1, 1).expand(-1, 1, *saliency_logits.shape[2:])
-        saliency = saliency_logits.gather(1, index).sigmoid()
-        shape_features, shape_saliency = roi_features, saliency
+        channel = classes.long() + self.background_map
+        index = channel.view(-1, 1, 1, 1).expand(-1, 1, *saliency_logits.shape[2:])
+        class_logits = saliency_logits.gather(1, index)
+        saliency = class_logits.sigmoid()
+        encoder_input = saliency if self.cfg.saliency_input == "sigmoid" else class_logits
+        shape_features = roi_features
         if shape_rois is not None:
-            shape_features, shape_saliency = roi_features[shape_rois], saliency[shape_rois]
+            shape_features, encoder_input = roi_features[shape_rois], encoder_input[shape_rois]
         weights = self.weight_logits(self.weight_regressor(shape_features)).sigmoid()
-        latent = propagate(self.encoder(shape_saliency), weights, self.cfg.steps, self.cfg.norm)
+        latent = propagate(self.encoder(encoder_input), weights, self.cfg.steps, self.cfg.norm)
         shape_logits = self.decoder(latent)
         shape_activation = shape_logits.sigmoid()
-        prior = self.prior_encoder(normalise_activation(shape_activation))
+        if self.cfg.prior_norm == "minmax":
+            prior_input = normalise_activation(shape_activation)
+        else:
+            prior_input = relu_max_normalise(shape_logits)
+        prior = self.prior_encoder(prior_input)
         return ShapePropOutput(saliency_logits, saliency, shape_logits, shape_activation, prior)
 
     @staticmethod
@@ -181,6 +216,7 @@ class ShapePropHead(nn.Module):
         per_roi = torch.where(selected, per_pixel.flatten(1).mean(dim=1), 0.0)
         loss_shape = per_roi.sum() / selected.sum().clamp_min(1)
         return {
-            "loss_mil": self.cfg.mil_loss_weight * mil_loss(out.saliency_logits, bag_labels),
+            "loss_mil": self.cfg.mil_loss_weight
+            * mil_loss(out.saliency_logits, bag_labels, self.cfg.mil_loss),
             "loss_shape": self.cfg.reconstruction_loss_weight * loss_shape,
         }

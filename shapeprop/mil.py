@@ -89,28 +89,35 @@ def assign_bags_batched(
     )[0]
 
 
-def mil_loss(saliency_logits: torch.Tensor, bag_labels: torch.Tensor) -> torch.Tensor:
-    """Bounded MIL loss (Eq. 3): average-pool every class map to a logit, binary cross-entropy per class.
+def mil_loss(saliency_logits: torch.Tensor, bag_labels: torch.Tensor, form: str = "sigmoid") -> torch.Tensor:
+    """The MIL loss (Eq. 3) on the Avg2D-pooled saliency maps, averaged over RoIs.
 
     Args:
-        saliency_logits: `[R, K, S, S]` per-class saliency logits of each RoI.
+        saliency_logits: `[R, K, S, S]` per-class saliency logits of each RoI ("sigmoid"), or
+            `[R, K + 1, S, S]` with the background map first ("softmax").
         bag_labels: `[R]` long, 0 = negative bag, c + 1 = positive bag of class c.
+        form: "softmax": cross-entropy of the pooled logits over background + K classes (the
+            authors' code). "sigmoid": a binary cross-entropy per class, summed over classes (as
+            Eq. 3 sums), with target 1 on positive bags of c and 0 on every other bag, the negative
+            bags N^c of Eq. 2; Eq. 3 rewards the pooled saliency linearly and is unbounded, this is
+            its bounded counterpart.
 
-    For class c the target is 1 on positive bags of c and 0 on every other bag, which are the
-    negative bags N^c of Eq. 2. Eq. 3 rewards the pooled saliency linearly and is unbounded;
-    the cross-entropy on the pooled logit is its bounded counterpart. Summed over classes (as in
-    Eq. 3) and averaged over RoIs; R = 0 gives 0 with a gradient.
+    R = 0 gives 0 with a gradient.
     """
     if saliency_logits.dim() != 4:
         raise ValueError(
             f"mil_loss: saliency_logits must be [R, K, S, S], got {tuple(saliency_logits.shape)}"
         )
-    num_rois, num_classes = saliency_logits.shape[:2]
+    if form not in ("softmax", "sigmoid"):
+        raise ValueError(f"mil_loss: form must be 'softmax' or 'sigmoid', got {form!r}")
+    num_rois, num_maps = saliency_logits.shape[:2]
     if bag_labels.shape != (num_rois,):
         raise ValueError(f"mil_loss: bag_labels must be [R]={num_rois}, got shape {tuple(bag_labels.shape)}")
     if num_rois == 0:
         return saliency_logits.sum() * 0.0
     pooled = saliency_logits.mean(dim=(2, 3))  # sigma = Avg2D
-    classes = torch.arange(1, num_classes + 1, device=bag_labels.device)
+    if form == "softmax":
+        return F.cross_entropy(pooled, bag_labels.long())
+    classes = torch.arange(1, num_maps + 1, device=bag_labels.device)
     targets = (bag_labels.long()[:, None] == classes).to(pooled.dtype)  # one-hot without background
     return F.binary_cross_entropy_with_logits(pooled, targets, reduction="sum") / num_rois

@@ -30,7 +30,7 @@ base:
     min_size: 64
     max_size: 64
     num_workers: 0
-  model: {{backbone: tiny, shapeprop_rois_per_image: 16}}
+  model: {{backbone: tiny, shapeprop_rois_per_image: 16, shapeprop: {{preset: light}}}}
   schedule: {{max_steps: 2, batch_size: 2, checkpoint_every: 2, warmup_steps: 1, milestones: [1]}}
   eval: {{max_images: 4, timing: false}}
 rows:
