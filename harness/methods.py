@@ -4,7 +4,9 @@ A suite row names a method; expansion applies it after the base config and befor
 overrides (`harness.suite.expand`). A method sets only the keys that define it, so a base or
 row can still choose the backbone, the dataset or the split. `patch` runs with the config as
 resolved so far; `finalize` runs once everything else (profile included) has been applied, for
-values that depend on the final backbone or dataset.
+values that depend on the final backbone or dataset; it also receives the ShapeProp settings the
+suite's base and profile give a ShapeProp row (a partial `ShapePropConfig` dict), so a control
+can match the head the suite actually uses.
 """
 
 from __future__ import annotations
@@ -23,12 +25,16 @@ def _no_patch(cfg: dict[str, Any]) -> Patch:
     return {}
 
 
+def _no_finalize(cfg: dict[str, Any], shapeprop: dict[str, Any]) -> Patch:
+    return {}
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
     description: str
     patch: Callable[[dict[str, Any]], Patch]
-    finalize: Callable[[dict[str, Any]], Patch] = field(default=_no_patch)
+    finalize: Callable[[dict[str, Any], dict[str, Any]], Patch] = field(default=_no_finalize)
 
 
 _PLAIN = {"model.shapeprop": None, "model.pseudo_masks": "none", "model.mask_transfer": False}
@@ -36,8 +42,8 @@ _PLAIN = {"model.shapeprop": None, "model.pseudo_masks": "none", "model.mask_tra
 
 def _with_shapeprop(channel_agnostic: bool) -> Callable[[dict[str, Any]], Patch]:
     def patch(cfg: dict[str, Any]) -> Patch:
-        # Keep ShapeProp settings the base already chose; otherwise the paper's defaults.
-        current = cfg["model"].get("shapeprop") or ShapePropConfig().model_dump(mode="json")
+        # Keep the ShapeProp settings the base already chose; the preset fills the rest at validation.
+        current = cfg["model"].get("shapeprop") or {}
         return {
             "model.shapeprop": current,
             "model.shapeprop.channel_agnostic": channel_agnostic,
@@ -82,21 +88,22 @@ def num_classes(dataset: str) -> int:
     return counts[dataset]
 
 
-def matched_mask_head_channels(cfg: dict[str, Any]) -> int:
+def matched_mask_head_channels(cfg: dict[str, Any], shapeprop: dict[str, Any]) -> int:
     """Table 4 "more head params": the mask-head width whose parameters match the default mask head
-    plus a default ShapeProp head on the same backbone and dataset (the library does the counting)."""
+    plus the ShapeProp head `shapeprop` on the same backbone and dataset (the library counts)."""
     from shapeprop.config import ModelConfig
     from shapeprop.models.build import widened_mask_head_channels
 
     model = ModelConfig.model_validate(cfg["model"])
-    with_shapeprop = model.model_copy(update={"shapeprop": ShapePropConfig(), "mask_head_channels": None})
+    head = ShapePropConfig.model_validate(shapeprop)
+    with_shapeprop = model.model_copy(update={"shapeprop": head, "mask_head_channels": None})
     return int(widened_mask_head_channels(with_shapeprop, num_classes(cfg["data"]["dataset"])))
 
 
-def _more_head_params_finalize(cfg: dict[str, Any]) -> Patch:
+def _more_head_params_finalize(cfg: dict[str, Any], shapeprop: dict[str, Any]) -> Patch:
     if cfg["model"].get("mask_head_channels") is not None:  # a row chose the width itself
         return {}
-    return {"model.mask_head_channels": matched_mask_head_channels(cfg)}
+    return {"model.mask_head_channels": matched_mask_head_channels(cfg, shapeprop)}
 
 
 METHODS: dict[str, Method] = {

@@ -497,13 +497,12 @@ class _Resolving:
         """Set a dotted key; `enable_sections=False` skips keys under a null section instead."""
         parts = dotted.split(".")
         node = self.cfg
-        for i, part in enumerate(parts[:-1]):
+        for part in parts[:-1]:
             if node.get(part) is None:
                 if not enable_sections:
                     return
-                annotation = _type_at(ExperimentConfig, parts[: i + 1])
-                target = _unwrap(annotation)
-                node[part] = target().model_dump(mode="json") if _is_model(annotation) else {}
+                # An empty section: validation fills its defaults (and a ShapeProp preset its fields).
+                node[part] = {}
             node = node[part]
         node[parts[-1]] = _plain(value)
         self.origin = {k: v for k, v in self.origin.items() if not k.startswith(dotted + ".")}
@@ -529,6 +528,20 @@ def run_key(suite_name: str, config: ExperimentConfig) -> str:
         {"suite": suite_name, "config": config.model_dump(mode="json")}, sort_keys=True, separators=(",", ":")
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _profile_shapeprop(suite: Suite, prof: Profile, stand_in: DatasetMapping | None) -> dict[str, Any]:
+    """The ShapeProp settings the suite's base and this profile (and stand-in) give a ShapeProp row."""
+    probe = _Resolving()
+    for dotted, value, ypath in _flatten_base(suite.base):
+        probe.set(dotted, value, ypath)
+    if probe.get("model.shapeprop") is None:
+        probe.set("model.shapeprop", {}, ())
+    overrides = list(prof.overrides.items()) + list(stand_in.overrides.items() if stand_in else [])
+    for dotted, value in overrides:
+        if dotted.startswith("model.shapeprop."):
+            probe.set(dotted, value, (), enable_sections=False)
+    return probe.cfg["model"]["shapeprop"]
 
 
 def expand(suite: Suite, profile: str = "full") -> list[RunSpec]:
@@ -590,7 +603,8 @@ def expand(suite: Suite, profile: str = "full") -> list[RunSpec]:
                 # larger set) and win over the profile-wide ones.
                 for dotted, value in stand_in.overrides.items():
                     r.set(dotted, value, stand_in_path + ("overrides", dotted), enable_sections=False)
-            for dotted, value in method.finalize(r.cfg).items():  # e.g. widths that depend on the backbone
+            finalize = method.finalize(r.cfg, _profile_shapeprop(suite, prof, stand_in))
+            for dotted, value in finalize.items():  # e.g. widths that depend on the backbone
                 r.set(dotted, value, method_path)
 
             label = row.label if suite.rows else method_name

@@ -232,3 +232,33 @@ def test_ablations_mini_keeps_more_boxes_apart():
     assert steps["mini"][True] == round(steps["mini"][False] * steps["full"][True] / steps["full"][False])
     widths = {s.row: s.config.model.mask_head_channels for s in _table_specs("table4", "mini")}
     assert widths["baseline + More head params"] is not None and widths["baseline"] is None
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_RUNS))
+def test_full_runs_the_authors_head_and_recipe_mini_the_light_head(name):
+    for profile, preset in (("full", "official"), ("mini", "light")):
+        heads = {s.config.model.shapeprop.preset for s in runs(name, profile) if s.config.model.shapeprop}
+        assert heads == {preset}, profile
+    for spec in runs(name, "full"):  # configs/coco_voc_mask_rcnn_r50_fpn_shapeprop_1x.yml
+        cfg = spec.config
+        assert (cfg.schedule.warmup_factor, cfg.schedule.precision, cfg.eval.score_threshold) == (
+            0.03,
+            "16-mixed",
+            0.0,
+        )
+        if cfg.data.dataset == "coco_2017":
+            assert cfg.schedule.warmup_steps == 2000
+
+
+def test_more_head_params_matches_the_head_of_the_shapeprop_row():
+    from harness.methods import num_classes
+    from shapeprop.models.build import widened_mask_head_channels
+
+    for profile in ("full", "mini"):
+        specs = {s.row: s for s in _table_specs("table4", profile) if s.seed == 0}
+        shapeprop_row = specs["baseline + ShapeProp"].config
+        wide = specs["baseline + More head params"].config.model.mask_head_channels
+        model = shapeprop_row.model.model_copy(update={"mask_head_channels": None})
+        assert wide == widened_mask_head_channels(model, num_classes(shapeprop_row.data.dataset)), profile
+    full = {s.row: s for s in _table_specs("table4", "full")}
+    assert full["baseline + More head params"].config.model.mask_head_channels > 2 * 256  # the 7.2 M head
