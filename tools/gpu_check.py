@@ -285,33 +285,39 @@ def demo_rows(quick: bool) -> str:
 
 
 def detector_configs(quick: bool) -> list[dict]:
+    """Each arch with each head preset in float32, and the official head in the authors' float16."""
     from shapeprop.config import ShapePropConfig
 
-    presets = {"default": ShapePropConfig()}
+    if quick:
+        size = dict(backbone="tiny", size=64, batch_size=2, steps=1, images=1, warmup=1)
+        cases = [("mask_rcnn", "light", "32"), ("retinamask", "light", "32")]
+    else:
+        size = dict(backbone="resnet50", size=800, batch_size=2, steps=10, images=10, warmup=3)
+        cases = [
+            ("mask_rcnn", "official", "32"),
+            ("mask_rcnn", "official", "16-mixed"),
+            ("mask_rcnn", "light", "32"),
+            ("retinamask", "official", "32"),
+            ("retinamask", "light", "32"),
+        ]
     configs = []
-    for arch in ("mask_rcnn", "retinamask"):
-        for head, sp in presets.items():
-            if quick:
-                kwargs = dict(arch=arch, backbone="tiny", size=64, batch_size=2, steps=1, images=1, warmup=1)
-            else:
-                kwargs = dict(
-                    arch=arch, backbone="resnet50", size=800, batch_size=2, steps=10, images=10, warmup=3
-                )
-            command = (
-                f"python -m shapeprop.models.bench --arch {arch} --backbone {kwargs['backbone']} "
-                f"--size {kwargs['size']} --batch 2 --steps {kwargs['steps']} --images {kwargs['images']} "
-                f"--warmup {kwargs['warmup']} --count"
+    for arch, preset, precision in cases:
+        kwargs = dict(arch=arch, precision=precision, shapeprop=ShapePropConfig(preset=preset), **size)
+        command = (
+            f"python -m shapeprop.models.bench --arch {arch} --preset {preset} --precision {precision} "
+            f"--backbone {size['backbone']} --size {size['size']} --batch 2 --steps {size['steps']} "
+            f"--images {size['images']} --warmup {size['warmup']} --count"
+        )
+        name = "Mask R-CNN" if arch == "mask_rcnn" else "RetinaMask"
+        configs.append(
+            dict(
+                label=f"{arch} / {preset} / {precision}",
+                detector=f"{name} {size['backbone']}, {size['size']} px",
+                head=preset,
+                kwargs=kwargs,
+                command=command,
             )
-            detector = f"{'Mask R-CNN' if arch == 'mask_rcnn' else 'RetinaMask'} {kwargs['backbone']}, {kwargs['size']} px"
-            configs.append(
-                dict(
-                    label=f"{arch} / {head}",
-                    detector=detector,
-                    head=head,
-                    kwargs=kwargs | {"shapeprop": sp},
-                    command=command,
-                )
-            )
+        )
     return configs
 
 

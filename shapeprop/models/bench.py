@@ -337,6 +337,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument(
         "--shapeprop-rois", type=int, default=None, help="model.shapeprop_rois_per_image (default: all)"
     )
+    p.add_argument(
+        "--preset", default="official", choices=["official", "light"], help="ShapePropConfig.preset"
+    )
     p.add_argument("--saliency-layers", type=int, default=None, help="ShapePropConfig.saliency_layers")
     p.add_argument("--weight-layers", type=int, default=None, help="ShapePropConfig.weight_layers")
     p.add_argument("--hidden", type=int, default=None, help="ShapePropConfig.hidden_channels")
@@ -362,7 +365,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.images,
         args.warmup,
         args.device,
-        shapeprop=ShapePropConfig(**overrides),
+        shapeprop=ShapePropConfig(preset=args.preset, **overrides),
         shapeprop_rois_per_image=args.shapeprop_rois,
         precision=args.precision,
         count=args.count,
@@ -370,7 +373,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     print(
         f"{args.arch} / {args.backbone}, {args.size}px, batch {args.batch}, device {args.device or 'auto'}, "
-        f"precision {args.precision}, ShapeProp {overrides or 'defaults'}, RoIs/image {args.shapeprop_rois or 'all'}"
+        f"precision {args.precision}, ShapeProp {args.preset} {overrides or ''}, RoIs/image {args.shapeprop_rois or 'all'}"
     )
     print(f"{'':>12} {'plain':>10} {'shapeprop':>10} {'ratio':>8}")
     for label, key, suffix in (
