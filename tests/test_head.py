@@ -396,7 +396,7 @@ def test_head_under_autocast_on_gpu(dtype):
         )
     assert out.shape_logits.dtype == dtype
     torch.testing.assert_close(out.shape_activation.float(), full.shape_activation, atol=0.1, rtol=0)
-    sum(losses.values()).backward()
+    (sum(losses.values()) + out.prior.float().square().mean()).backward()  # the prior feeds the mask head
     grads = [p.grad for p in head.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert head.weight_logits.weight.grad.abs().sum() > 0  # the gradient crossed the operator

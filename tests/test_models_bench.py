@@ -95,4 +95,5 @@ def test_shapeprop_adds_no_cuda_sync_on_the_gpu(arch, tmp_path):
         count=True,
     )
     assert r["cuda_syncs_plain"] > 0
-    assert r["cuda_syncs_shapeprop"] == r["cuda_syncs_plain"], format_counts(r["counts"])
+    # ShapeProp adds none; it may avoid one of torchvision's (it pools another set of RoIs).
+    assert r["cuda_syncs_shapeprop"] <= r["cuda_syncs_plain"], format_counts(r["counts"])

@@ -68,6 +68,9 @@ def _version(name: str) -> str:
 
 
 def _commit() -> str:
+    """$SHAPEPROP_COMMIT when set (a copied tree's .git may be stale), else `git describe`."""
+    if os.environ.get("SHAPEPROP_COMMIT"):
+        return os.environ["SHAPEPROP_COMMIT"]
     try:
         out = subprocess.run(
             ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
@@ -79,7 +82,7 @@ def _commit() -> str:
             return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         pass
-    return os.environ.get("SHAPEPROP_COMMIT", "unknown")
+    return "unknown"
 
 
 def environment(gpu: bool) -> str:
@@ -299,21 +302,28 @@ def detector_configs(quick: bool) -> list[dict]:
             ("mask_rcnn", "light", "32"),
             ("retinamask", "official", "32"),
             ("retinamask", "light", "32"),
+            # The head's work grows with the RoIs it sees: every sampled RoI (512 per image) by
+            # default, as the authors; model.shapeprop_rois_per_image caps them (all positives kept).
+            ("mask_rcnn", "official", "32", 128),
+            ("mask_rcnn", "light", "32", 128),
         ]
     configs = []
-    for arch, preset, precision in cases:
+    for arch, preset, precision, *cap in cases:
+        rois = cap[0] if cap else None
         kwargs = dict(arch=arch, precision=precision, shapeprop=ShapePropConfig(preset=preset), **size)
+        kwargs["shapeprop_rois_per_image"] = rois
         command = (
             f"python -m shapeprop.models.bench --arch {arch} --preset {preset} --precision {precision} "
-            f"--backbone {size['backbone']} --size {size['size']} --batch 2 --steps {size['steps']} "
+            + (f"--shapeprop-rois {rois} " if rois else "")
+            + f"--backbone {size['backbone']} --size {size['size']} --batch 2 --steps {size['steps']} "
             f"--images {size['images']} --warmup {size['warmup']} --count"
         )
         name = "Mask R-CNN" if arch == "mask_rcnn" else "RetinaMask"
         configs.append(
             dict(
-                label=f"{arch} / {preset} / {precision}",
+                label=f"{arch} / {preset} / {precision}" + (f" / {rois} RoIs" if rois else ""),
                 detector=f"{name} {size['backbone']}, {size['size']} px",
-                head=preset,
+                head=preset + (f", ≤ {rois} RoIs/image" if rois else ""),
                 kwargs=kwargs,
                 command=command,
             )
