@@ -204,6 +204,12 @@ def operator_benchmark(sizes: list[int], device: str) -> str:
     )
 
 
+def _ratio(r: dict, key: str) -> str:
+    """A ratio of medians with the quartiles of the paired per-step ratios behind it."""
+    q1, q3 = r[key.replace("_ratio", "_ratio_quartiles")]
+    return f"×{r[key]:.3f} ({q1:.2f}–{q3:.2f})"
+
+
 def detector_benchmark(configs: list[dict], device: str) -> str:
     from shapeprop.models.bench import format_counts, run_benchmark
 
@@ -223,9 +229,9 @@ def detector_benchmark(configs: list[dict], device: str) -> str:
         )
         rows.append(
             f"| {cfg['detector']} | {cfg['head']} | {cfg['kwargs'].get('precision', '32')} "
-            f"| {r['train_s_per_step_plain']:.4f} → {r['train_s_per_step_shapeprop']:.4f} | ×{r['train_ratio']:.3f} "
-            f"| ×{r['train_ratio_cold']:.3f} "
-            f"| {r['infer_s_per_img_plain']:.4f} → {r['infer_s_per_img_shapeprop']:.4f} | ×{r['infer_ratio']:.3f} "
+            f"| {r['train_s_per_step_plain']:.4f} → {r['train_s_per_step_shapeprop']:.4f} "
+            f"| {_ratio(r, 'train_ratio')} | {_ratio(r, 'train_ratio_cold')} "
+            f"| {r['infer_s_per_img_plain']:.4f} → {r['infer_s_per_img_shapeprop']:.4f} | {_ratio(r, 'infer_ratio')} "
             f"| {r['ops_plain']} → {r['ops_shapeprop']} | {r['syncs_plain']} → {r['syncs_shapeprop']} | {cuda} |"
         )
         notes.append(f"{cfg['label']}:\n\n```\n{format_counts(r['counts'])}\n```")
@@ -233,7 +239,8 @@ def detector_benchmark(configs: list[dict], device: str) -> str:
     return (
         "Medians over alternating steps of two detectors sharing every common weight "
         "(`python -m shapeprop.models.bench`, score threshold 0, up to 100 detections per image, "
-        "randomly initialised backbone). Training is timed in two passes over the same steps: the "
+        "randomly initialised backbone); in brackets the quartiles of the paired per-step (per-image) "
+        "ratios. Training is timed in two passes over the same steps: the "
         "train ratio is the second (every RoI count seen before: the steady state of a long run), "
         "the cold-pass ratio the first (cuDNN builds kernels for each new RoI count). Counts are "
         f"of one training step (forward, backward, SGD step).\n\n{header}\n"
@@ -295,7 +302,7 @@ def detector_configs(quick: bool) -> list[dict]:
         size = dict(backbone="tiny", size=64, batch_size=2, steps=1, images=1, warmup=1)
         cases = [("mask_rcnn", "light", "32"), ("retinamask", "light", "32")]
     else:
-        size = dict(backbone="resnet50", size=800, batch_size=2, steps=10, images=10, warmup=3)
+        size = dict(backbone="resnet50", size=800, batch_size=2, steps=20, images=20, warmup=3)
         cases = [
             ("mask_rcnn", "official", "32"),
             ("mask_rcnn", "official", "16-mixed"),

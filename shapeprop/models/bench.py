@@ -259,6 +259,7 @@ def run_benchmark(
             out[f"train_ratio{suffix}"] = (
                 out[f"train_s_per_step_shapeprop{suffix}"] / out[f"train_s_per_step_plain{suffix}"]
             )
+            out[f"train_ratio_quartiles{suffix}"] = _quartiles(times["shapeprop"], times["plain"])
     if eval_images:
         infer_times: dict[str, list[float]] = {k: [] for k in models}
         with torch.no_grad(), autocast():
@@ -277,7 +278,18 @@ def run_benchmark(
         for name in models:
             out[f"infer_s_per_img_{name}"] = statistics.median(infer_times[name])
         out["infer_ratio"] = out["infer_s_per_img_shapeprop"] / out["infer_s_per_img_plain"]
+        out["infer_ratio_quartiles"] = _quartiles(infer_times["shapeprop"], infer_times["plain"])
     return out
+
+
+def _quartiles(shapeprop: list[float], plain: list[float]) -> tuple[float, float]:
+    """First and third quartiles of the paired (same step or image) ShapeProp / plain time ratios:
+    the spread behind a ratio of medians."""
+    ratios = [a / b for a, b in zip(shapeprop, plain, strict=True)]
+    if len(ratios) < 2:
+        return ratios[0], ratios[0]
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    return q1, q3
 
 
 def _profile(fn: Callable[[], Any], device: torch.device, rows: int = 25) -> str:
@@ -375,7 +387,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{args.arch} / {args.backbone}, {args.size}px, batch {args.batch}, device {args.device or 'auto'}, "
         f"precision {args.precision}, ShapeProp {args.preset} {overrides or ''}, RoIs/image {args.shapeprop_rois or 'all'}"
     )
-    print(f"{'':>12} {'plain':>10} {'shapeprop':>10} {'ratio':>8}")
+    print(f"{'':>12} {'plain':>10} {'shapeprop':>10} {'ratio':>8}   quartiles of per-step ratios")
     for label, key, suffix in (
         ("train s/step", "train_s_per_step", ""),
         ("(cold pass)", "train_s_per_step", "_cold"),
@@ -384,7 +396,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ratio = ("train_ratio" if key.startswith("train") else "infer_ratio") + suffix
         if ratio in r:
             plain, sp = r[f"{key}_plain{suffix}"], r[f"{key}_shapeprop{suffix}"]
-            print(f"{label:>12} {plain:>10.4f} {sp:>10.4f} {r[ratio]:>8.3f}")
+            q1, q3 = r[ratio.replace("_ratio", "_ratio_quartiles")]
+            print(f"{label:>12} {plain:>10.4f} {sp:>10.4f} {r[ratio]:>8.3f}   paired {q1:.3f} to {q3:.3f}")
     print(f"{'params':>12} {r['params_plain']:>10d} {r['params_shapeprop']:>10d}")
     if args.count:
         print(format_counts(r["counts"]))
