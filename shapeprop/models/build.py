@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 
@@ -98,8 +99,9 @@ def param_counts(model: nn.Module) -> dict[str, int]:
 
 def mask_head_params(in_channels: int, width: int, num_channels_out: int) -> int:
     """Parameters of the mask head convs + predictor at `width` (no ShapeProp input channels)."""
-    head = MaskRCNNHeads(in_channels, [width] * 4, 1)
-    predictor = MaskRCNNPredictor(width, width, num_channels_out)
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        head = MaskRCNNHeads(in_channels, [width] * 4, 1)
+        predictor = MaskRCNNPredictor(width, width, num_channels_out)
     return count_parameters(head) + count_parameters(predictor)
 
 
@@ -110,18 +112,24 @@ def widened_mask_head_channels(model_cfg: ModelConfig, num_classes: int) -> int:
         raise ValueError("widened_mask_head_channels needs a config with model.shapeprop set")
     in_channels = TINY_FPN_CHANNELS if model_cfg.backbone == "tiny" else RESNET_FPN_CHANNELS
     width = default_mask_head_channels(model_cfg.model_copy(update={"mask_head_channels": None}))
-    branch = MaskBranch(
-        ["0"], in_channels, num_classes, width, model_cfg.class_agnostic_masks, model_cfg.shapeprop
-    )
+    with torch.device("meta"):
+        branch = MaskBranch(
+            ["0"], in_channels, num_classes, width, model_cfg.class_agnostic_masks, model_cfg.shapeprop
+        )
     target = (
         count_parameters(branch.head)
         + count_parameters(branch.predictor)
         + count_parameters(branch.shapeprop)
     )
     out = 1 if model_cfg.class_agnostic_masks else num_classes
-    while mask_head_params(in_channels, width, out) < target:
-        width += 1
-    return width
+    # The count grows with the width: double past the target, then bisect to the smallest width.
+    low, high = width - 1, width
+    while mask_head_params(in_channels, high, out) < target:
+        low, high = high, 2 * high
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if mask_head_params(in_channels, mid, out) < target else (low, mid)
+    return high
 
 
 def find_mask_branch(model: nn.Module) -> MaskBranch:
