@@ -13,7 +13,8 @@ import subprocess
 from pathlib import Path
 
 
-def _version(dist: str) -> str:
+def package_version(dist: str) -> str:
+    """The installed version of distribution `dist`, or "not installed"."""
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
@@ -40,16 +41,16 @@ def collect() -> dict[str, str]:
     cuda_visible = torch.cuda.is_available()
     gpu = torch.cuda.get_device_name(0) if cuda_visible else "none visible"
     return {
-        "shapeprop-bench": _version("shapeprop-bench"),
+        "shapeprop-bench": package_version("shapeprop-bench"),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch": torch.__version__,
-        "torchvision": _version("torchvision"),
+        "torchvision": package_version("torchvision"),
         "cuda runtime": torch.version.cuda or "none (CPU build)",
         "gpu": gpu,
-        "lightning": _version("lightning"),
-        "mlflow": _version("mlflow"),
-        "detectron2": _version("detectron2"),
+        "lightning": package_version("lightning"),
+        "mlflow": package_version("mlflow"),
+        "detectron2": package_version("detectron2"),
         "propagation operator": extension_status(),
     }
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.metadata
 import os
 import platform
 import subprocess
@@ -39,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SECTIONS = ("build", "tests", "operator", "detector", "demo")
-OPTIONAL_PACKAGES = ("pydantic", "pycocotools", "lightning", "mlflow", "pytest")
+OPTIONAL_PACKAGES = ("pydantic", "pycocotools", "pytest")  # beyond what `shapeprop-bench env` lists
 
 
 def log(message: str) -> None:
@@ -60,48 +59,29 @@ class Report:
         os.replace(tmp, self.path)
 
 
-def _version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "missing"
-
-
 def _commit() -> str:
-    """$SHAPEPROP_COMMIT when set (a copied tree's .git may be stale), else `git describe`."""
+    """$SHAPEPROP_COMMIT when set (a copied tree's .git may be stale), else git's HEAD."""
+    from harness.environment import git_state
+
     if os.environ.get("SHAPEPROP_COMMIT"):
         return os.environ["SHAPEPROP_COMMIT"]
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        if out.returncode == 0:
-            return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return "unknown"
+    state = git_state(ROOT)
+    return state["git_commit"][:12] + ("-dirty" if state["git_dirty"] == "true" else "")
 
 
 def environment(gpu: bool) -> str:
     import torch
 
-    rows = [
-        ("date", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")),
-        ("commit", _commit()),
-    ]
+    from harness.environment import collect, package_version
+
+    rows = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), "commit": _commit()}
     if gpu:
         props = torch.cuda.get_device_properties(0)
-        rows += [
-            (
-                "device",
-                f"{props.name}, sm_{props.major}{props.minor}, {props.multi_processor_count} SMs, "
-                f"{props.total_memory / 2**30:.0f} GiB",
-            ),
-            ("CUDA / cuDNN", f"{torch.version.cuda} / {torch.backends.cudnn.version()}"),
-        ]
+        rows["device"] = (
+            f"{props.name}, sm_{props.major}{props.minor}, {props.multi_processor_count} SMs, "
+            f"{props.total_memory / 2**30:.0f} GiB"
+        )
+        rows["cuDNN"] = str(torch.backends.cudnn.version())
         try:
             smi = subprocess.run(
                 ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
@@ -109,20 +89,13 @@ def environment(gpu: bool) -> str:
                 text=True,
                 timeout=20,
             )
-            rows.append(("driver", smi.stdout.strip() or "unknown"))
+            rows["driver"] = smi.stdout.strip() or "unknown"
         except (OSError, subprocess.SubprocessError):
             pass
     else:
-        rows.append(
-            ("device", f"CPU only ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)")
-        )
-    rows += [
-        ("python", platform.python_version()),
-        ("torch", torch.__version__),
-        ("torchvision", _version("torchvision")),
-    ]
-    rows += [(name, _version(name)) for name in OPTIONAL_PACKAGES]
-    return "| | |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+        rows["device"] = f"CPU only ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    rows |= collect() | {name: package_version(name) for name in OPTIONAL_PACKAGES}
+    return "| | |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows.items())
 
 
 def build_operator(timeout: int) -> str:
