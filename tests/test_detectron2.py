@@ -78,9 +78,12 @@ def batch(synthetic):
 
 def test_config_keys_mirror_shapeprop_config(tmp_path):
     cfg = d2.get_cfg()
-    for name, field in ShapePropConfig.model_fields.items():
-        assert cfg.MODEL.SHAPEPROP[name.upper()] == field.default
+    for name in ShapePropConfig.model_fields:  # None: the preset's value
+        assert cfg.MODEL.SHAPEPROP[name.upper()] == ("official" if name == "preset" else None)
     assert d2.shapeprop_config_from_cfg(cfg) == ShapePropConfig()
+    cfg.merge_from_list(["MODEL.SHAPEPROP.PRESET", "light"])  # the preset alone picks the head
+    assert d2.shapeprop_config_from_cfg(cfg) == ShapePropConfig(preset="light")
+    cfg.merge_from_list(["MODEL.SHAPEPROP.PRESET", "official"])
 
     cfg.merge_from_list(["MODEL.SHAPEPROP.STEPS", 5, "MODEL.SHAPEPROP.CHANNEL_AGNOSTIC", True])
     path = tmp_path / "cfg.yaml"
@@ -143,12 +146,7 @@ def test_build_from_config(arch):
 
 def test_build_with_a_model_zoo_resnet_config():
     """The ROI heads drop into a stock detectron2 Mask R-CNN config (ResNet-50 FPN, BGR input)."""
-    from detectron2 import model_zoo
-
-    try:
-        path = model_zoo.get_config_file("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml")
-    except RuntimeError as exc:
-        pytest.skip(f"detectron2's model-zoo configs are not installed: {exc}")
+    path = d2.model_zoo_config_file("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml")
     cfg = d2.get_cfg()
     cfg.merge_from_file(path)
     cfg.merge_from_list(
@@ -196,6 +194,42 @@ def test_same_parameter_counts_as_torchvision(arch, shapeprop):
 def test_torchvision_only_options_are_refused(update, key):
     with pytest.raises(ValueError, match=f"model.{key}.*torchvision"):
         d2.build_detectron2_detector(_model_cfg("mask_rcnn").model_copy(update=update), 10, SIZE, SIZE)
+
+
+# How each ModelConfig field reaches a detectron2 model: (a non-default value, the config key it must
+# change), or the error it must raise. A field missing here fails the test: none is dropped silently.
+FIELD_HANDLING = {
+    "arch": ("retinamask", "MODEL.META_ARCHITECTURE"),
+    "backbone": ("resnet18", "MODEL.TORCHVISION_FPN.NAME"),
+    "weights": ("synthetic-pretrained", "MODEL.TORCHVISION_FPN.WEIGHTS"),
+    "class_agnostic_masks": (True, "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK"),
+    "mask_head_channels": (32, "MODEL.ROI_MASK_HEAD.CONV_DIM"),
+    "shapeprop": (ShapePropConfig(preset="light"), "MODEL.SHAPEPROP.LATENT_CHANNELS"),
+    "shapeprop_rois_per_image": (16, "MODEL.SHAPEPROP.ROIS_PER_IMAGE"),
+    "mask_transfer": (True, ValueError),
+    "pseudo_masks": ("progressive", ValueError),
+}
+# `framework` is the switch itself; `pseudo_masks: grabcut` works in either framework, as it writes
+# pseudo masks into the records before any model is built.
+
+
+def test_every_model_field_reaches_detectron2_or_is_refused():
+    from shapeprop.config import ModelConfig
+
+    assert set(ModelConfig.model_fields) == set(FIELD_HANDLING) | {"framework"}
+    base = ModelConfig(framework="detectron2", backbone="tiny")
+    default = d2.config_from_model_config(base, 10, SIZE, SIZE)
+    for field, (value, expect) in FIELD_HANDLING.items():
+        model_cfg = base.model_copy(update={field: value})
+        if expect is ValueError:
+            with pytest.raises(ValueError, match=f"model.{field}"):
+                d2.config_from_model_config(model_cfg, 10, SIZE, SIZE)
+            continue
+        cfg = d2.config_from_model_config(model_cfg, 10, SIZE, SIZE)
+        node_default, node = default, cfg
+        for part in expect.split("."):
+            node_default, node = node_default[part], node[part]
+        assert node != node_default, f"model.{field} does not reach {expect}"
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -398,3 +432,100 @@ def test_core_package_does_not_import_detectron2():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path.cwd()
     )
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("rois_per_image", [None, 6])
+def test_both_frameworks_give_the_same_mask_losses_and_gradients(rois_per_image):
+    """The one mask-branch core behind both frameworks: same weights, features, RoIs and targets give
+    the same losses and gradients (float64), whatever each framework's pooler and mask head."""
+    from shapeprop.models.build import find_mask_branch
+    from shapeprop.models.d2.mask import mask_losses
+
+    sp = ShapePropConfig(preset="light", hidden_channels=8, latent_channels=4, prior_channels=4)
+    model_cfg = ModelConfig(backbone="tiny", shapeprop=sp, shapeprop_rois_per_image=rois_per_image)
+    torch.manual_seed(0)
+    tv = find_mask_branch(build_detector(model_cfg, 5, SIZE, SIZE)).double()
+    heads = d2.build_detectron2_detector(
+        model_cfg.model_copy(update={"framework": "detectron2"}), 5, SIZE, SIZE
+    )
+    heads = heads.model.roi_heads.double()
+    for mine, theirs in zip(
+        heads.mask_head.parameters(), [*tv.head.parameters(), *tv.predictor.parameters()], strict=True
+    ):
+        mine.data.copy_(theirs.data)
+    heads.shapeprop.load_state_dict(tv.shapeprop.state_dict())
+
+    gen = torch.Generator().manual_seed(1)
+    sizes = [(SIZE // 4) >> i for i in range(4)]
+    features = [torch.randn(2, 64, s, s, generator=gen, dtype=torch.float64) for s in sizes]
+    gt_boxes = [
+        torch.tensor([[4.0, 6.0, 40.0, 50.0], [30.0, 20.0, 60.0, 44.0]]),
+        torch.tensor([[10.0, 10.0, 30.0, 36.0]]),
+    ]
+    gt_labels = [torch.tensor([2, 5]), torch.tensor([1])]
+    has_mask = [torch.tensor([True, False]), torch.tensor([True])]
+    masks = [(torch.rand(len(b), SIZE, SIZE, generator=gen) > 0.4).to(torch.uint8) for b in gt_boxes]
+    rois, labels, matched = [], [], []
+    for boxes, classes in zip(gt_boxes, gt_labels, strict=True):
+        jitter = boxes.repeat(4, 1) + torch.randn(4 * len(boxes), 4, generator=gen) * 2
+        noise = torch.rand(8, 2, generator=gen) * 40
+        r = torch.cat(
+            [jitter, torch.cat([noise, noise + 8 + torch.rand(8, 2, generator=gen) * 16], 1)]
+        ).double()
+        rois.append(r)
+        matched.append(torch.arange(len(r)) % len(boxes))
+        labels.append(torch.cat([classes.repeat(4), torch.zeros(8, dtype=torch.long)]))
+
+    def run_torchvision():
+        feats = {str(i): f.clone().requires_grad_() for i, f in enumerate(features)}
+        targets = [
+            {"boxes": b.double(), "labels": lab, "masks": m, "has_mask": h}
+            for b, lab, m, h in zip(gt_boxes, gt_labels, masks, has_mask, strict=True)
+        ]
+        torch.manual_seed(7)
+        losses = tv.losses(feats, rois, [(SIZE, SIZE)] * 2, labels, matched, targets)
+        return (
+            losses,
+            list(feats.values()),
+            [*tv.head.parameters(), *tv.predictor.parameters(), *tv.shapeprop.parameters()],
+        )
+
+    def run_detectron2():
+        from detectron2.structures import BitMasks, Boxes
+
+        feats = [f.clone().requires_grad_() for f in features]
+        targets = [
+            Instances(
+                (SIZE, SIZE),
+                gt_boxes=Boxes(b.double()),
+                gt_classes=lab - 1,
+                gt_masks=BitMasks(m.bool()),
+                gt_has_mask=h,
+            )
+            for b, lab, m, h in zip(gt_boxes, gt_labels, masks, has_mask, strict=True)
+        ]
+        proposals = [
+            Instances(
+                (SIZE, SIZE), proposal_boxes=Boxes(r), gt_classes=torch.where(lab > 0, lab - 1, 5), gt_index=m
+            )
+            for r, lab, m in zip(rois, labels, matched, strict=True)
+        ]
+        torch.manual_seed(7)
+        losses = mask_losses(
+            feats, heads.mask_pooler, heads.mask_head, heads.shapeprop, proposals, targets, 5, rois_per_image
+        )
+        return losses, feats, [*heads.mask_head.parameters(), *heads.shapeprop.parameters()]
+
+    for (losses_a, feats_a, params_a), (losses_b, feats_b, params_b) in [
+        (run_torchvision(), run_detectron2())
+    ]:
+        assert set(losses_a) == set(losses_b) == {"loss_mask", "loss_mil", "loss_shape"}
+        for name in losses_a:
+            assert losses_a[name].dtype == losses_b[name].dtype == torch.float64, name
+            torch.testing.assert_close(losses_a[name], losses_b[name], rtol=1e-12, atol=1e-12)
+        assert losses_a["loss_shape"] > 0 and losses_a["loss_mask"] > 0
+        grads_a = torch.autograd.grad(sum(losses_a.values()), feats_a + params_a)
+        grads_b = torch.autograd.grad(sum(losses_b.values()), feats_b + params_b)
+        for ga, gb in zip(grads_a, grads_b, strict=True):
+            torch.testing.assert_close(ga, gb, rtol=1e-10, atol=1e-12)
+        assert any(g.abs().sum() > 0 for g in grads_a[:4])  # the gradient reaches the features

@@ -224,14 +224,14 @@ def test_gt_box_mask_iou_equals_a_hand_computed_value(tmp_path, one_thread):
     box's border pixels, which the paste interpolates), and 'nothing' gives IoU 0."""
     from shapeprop.config import ModelConfig
     from shapeprop.data import catalog
-    from shapeprop.eval.gt_boxes import gt_box_mask_table, mask_branch_of, mean_iou
-    from shapeprop.models.build import build_detector
+    from shapeprop.eval.gt_boxes import gt_box_mask_table, mean_iou
+    from shapeprop.models.build import build_detector, find_mask_branch
 
     ds = catalog.load("synthetic", root=tmp_path, split="val", num_images=3, image_size=64)
     records = ds.records
     records[0]["annotations"][0]["has_mask"] = False  # no mask: no row
     model = build_detector(ModelConfig(arch="mask_rcnn", backbone="tiny"), len(ds.metadata.classes), 64, 64)
-    branch = mask_branch_of(model)
+    branch = find_mask_branch(model)
 
     def predict_constant(value):
         branch.predict = lambda features, boxes, labels, shapes: [

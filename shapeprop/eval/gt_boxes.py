@@ -21,12 +21,6 @@ from shapeprop.data.loading import DetectionDataset
 TABLE_COLUMNS = ["image_id", "category_id", "area", "iou"]
 
 
-def mask_branch_of(model: nn.Module) -> nn.Module:
-    """The `MaskBranch` of a Mask R-CNN (under its RoI heads) or a RetinaMask."""
-    heads = getattr(model, "roi_heads", None)
-    return heads.mask_branch if heads is not None else model.mask_branch
-
-
 @torch.no_grad()
 def gt_box_mask_table(
     model: nn.Module,
@@ -39,7 +33,6 @@ def gt_box_mask_table(
     size) and the IoU of the mask predicted on its box (probability > 0.5) with its mask."""
     device = torch.device(device)
     model.eval().to(device)
-    branch = mask_branch_of(model)
     dataset = DetectionDataset(list(records), min_size, max_size, hflip=False, train=False)
     rows = []
     for i in range(len(dataset)):
@@ -49,9 +42,7 @@ def gt_box_mask_table(
             continue
         boxes, labels = target["boxes"][keep].to(device), target["labels"][keep].to(device)
         gt = target["masks"][keep].bool().to(device)
-        image_list, _ = model.transform([image.to(device)])
-        features = model.backbone(image_list.tensors)
-        probs = branch.predict(features, [boxes], [labels], image_list.image_sizes)[0]["masks"]
+        probs = model.masks_on_boxes(image.to(device), boxes, labels)  # any framework's detector
         pred = paste_masks_in_image(probs, boxes, tuple(gt.shape[-2:]), padding=1)[:, 0] > 0.5
         inter = (pred & gt).flatten(1).sum(1).float()
         union = (pred | gt).flatten(1).sum(1).float().clamp_min(1)

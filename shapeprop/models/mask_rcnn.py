@@ -16,7 +16,7 @@ from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 
-from shapeprop.models.mask_branch import MaskBranch
+from shapeprop.models.mask_branch import MaskBranch, MasksOnBoxes
 from shapeprop.models.transform import PreResizedTransform
 
 
@@ -62,10 +62,14 @@ class SemiRoIHeads(RoIHeads):
         return results, {}
 
 
-class MaskRCNN(GeneralizedRCNN):
+class MaskRCNN(MasksOnBoxes, GeneralizedRCNN):
     """Mask R-CNN whose `forward` also takes the sizes to map detections back to (the original
     image sizes; default: the input sizes). Outputs: boxes, labels (1-based), scores, masks
     [N,1,H,W] probabilities, and with ShapeProp `saliency` / `shape_activation` RoI maps."""
+
+    @property
+    def mask_branch(self) -> MaskBranch:
+        return self.roi_heads.mask_branch
 
     def forward(
         self,

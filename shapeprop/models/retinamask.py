@@ -15,12 +15,12 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.retinanet import RetinaNet
 from torchvision.ops import box_iou
 
-from shapeprop.models.mask_branch import MaskBranch
+from shapeprop.models.mask_branch import MaskBranch, MasksOnBoxes
 from shapeprop.models.mask_rcnn import anchor_base_size
 from shapeprop.models.transform import PreResizedTransform
 
 
-class RetinaMask(RetinaNet):
+class RetinaMask(MasksOnBoxes, RetinaNet):
     """RetinaNet + `MaskBranch`. Labels are 1-based (the classification head has a never-trained
     channel 0 so that labels match Mask R-CNN's); `forward` takes `original_sizes` like `MaskRCNN`."""
 

@@ -51,6 +51,7 @@ from shapeprop.models.d2.config import (
     add_shapeprop_config,
     config_from_model_config,
     get_cfg,
+    model_zoo_config_file,
     shapeprop_config_from_cfg,
 )
 from shapeprop.models.d2.mapper import ShapePropDatasetMapper
@@ -68,6 +69,7 @@ __all__ = [
     "build_torchvision_fpn_backbone",
     "config_from_model_config",
     "get_cfg",
+    "model_zoo_config_file",
     "param_counts",
     "shapeprop_config_from_cfg",
 ]

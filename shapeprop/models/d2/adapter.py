@@ -20,6 +20,7 @@ from torch import nn
 from shapeprop.config import ModelConfig
 from shapeprop.models.build import count_parameters
 from shapeprop.models.d2.config import config_from_model_config
+from shapeprop.models.d2.mask import mask_inference
 
 # detectron2 loss names -> the torchvision path's, so runs of both frameworks log the same metrics
 LOSS_NAMES = {
@@ -104,6 +105,18 @@ class Detectron2Detector(nn.Module):
         for item, (height, width) in zip(inputs, sizes, strict=True):
             item["height"], item["width"] = int(height), int(width)
         return [instances_to_detections(out["instances"]) for out in self.model(inputs)]
+
+    def masks_on_boxes(self, image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mask probabilities [N, 1, 2S, 2S] for XYXY `boxes` (input-image pixels) of 1-based
+        `labels`: the mask branch on boxes given from outside (`shapeprop.eval.gt_boxes`)."""
+        model = self.model
+        images = model.preprocess_image(self._inputs([image]))
+        features = model.backbone(images.tensor)
+        holder = model.roi_heads if hasattr(model, "roi_heads") else model
+        instances = Instances(images.image_sizes[0], pred_boxes=Boxes(boxes), pred_classes=labels - 1)
+        feats = [features[f] for f in holder.mask_in_features]
+        mask_inference(feats, holder.mask_pooler, holder.mask_head, holder.shapeprop, [instances])
+        return instances.pred_masks
 
     def param_counts(self) -> dict[str, int]:
         """`total`, `mask_head` and `shapeprop` parameter counts, as `shapeprop.models.build.param_counts`."""

@@ -2,14 +2,18 @@
 
 `add_shapeprop_config(cfg)` adds three groups of keys:
 
-- `MODEL.SHAPEPROP`: `ENABLED` plus one key per field of `shapeprop.config.ShapePropConfig`, upper-cased
-  (`SALIENCY_LAYERS`, `LATENT_CHANNELS`, `STEPS`, `MIL_IOU_THRESHOLD`, ...), with the same defaults;
-  they are validated by that pydantic model when a model is built.
+- `MODEL.SHAPEPROP`: `ENABLED`, `ROIS_PER_IMAGE` (`model.shapeprop_rois_per_image`, 0 = all) and
+  one key per field of `shapeprop.config.ShapePropConfig`, upper-cased (`PRESET`, `SALIENCY_LAYERS`,
+  `LATENT_CHANNELS`, `MIL_LOSS`, ...). `PRESET` is "official"; every other field key is None, which
+  takes the preset's value (so `PRESET: light` alone gives the light head); they are validated by
+  that pydantic model when a model is built.
 - `MODEL.RETINAMASK`: `MASK_IN_FEATURES`, `MASK_TRAIN_ROIS`, `MASK_FG_IOU` of the RetinaMask mask branch.
 - `MODEL.TORCHVISION_FPN`: `NAME`, `WEIGHTS`, `TOP_BLOCK` of the torchvision FPN backbone wrapper.
 """
 
 from __future__ import annotations
+
+from importlib import resources
 
 from detectron2.config import CfgNode
 from detectron2.config import get_cfg as _d2_get_cfg
@@ -27,8 +31,10 @@ def add_shapeprop_config(cfg: CfgNode) -> CfgNode:
     """Add the plugin's keys (see the module docstring) with their defaults to `cfg`; returns `cfg`."""
     cfg.MODEL.SHAPEPROP = CfgNode()
     cfg.MODEL.SHAPEPROP.ENABLED = True
-    for name, field in ShapePropConfig.model_fields.items():
-        cfg.MODEL.SHAPEPROP[name.upper()] = field.get_default(call_default_factory=True)
+    # One key per ShapePropConfig field; None = the preset's value (PRESET is set: "official").
+    for name in ShapePropConfig.model_fields:
+        cfg.MODEL.SHAPEPROP[name.upper()] = "official" if name == "preset" else None
+    cfg.MODEL.SHAPEPROP.ROIS_PER_IMAGE = 0  # model.shapeprop_rois_per_image; 0 = every sampled RoI
 
     cfg.MODEL.RETINAMASK = CfgNode()
     cfg.MODEL.RETINAMASK.MASK_IN_FEATURES = ["p3", "p4", "p5"]
@@ -40,6 +46,16 @@ def add_shapeprop_config(cfg: CfgNode) -> CfgNode:
     cfg.MODEL.TORCHVISION_FPN.WEIGHTS = ""  # local checkpoint or torchvision weight name; "" = random
     cfg.MODEL.TORCHVISION_FPN.TOP_BLOCK = "maxpool"  # maxpool: p2-p6 (Mask R-CNN); p6p7: p3-p7 (RetinaNet)
     return cfg
+
+
+def model_zoo_config_file(path: str) -> str:
+    """The path of a config file of detectron2's model zoo (e.g.
+    "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"), found without `detectron2.model_zoo`,
+    which imports `pkg_resources` (no longer shipped by recent setuptools)."""
+    file = resources.files("detectron2") / "model_zoo" / "configs" / path
+    if not file.is_file():
+        raise FileNotFoundError(f"detectron2's model-zoo config {path!r} is not installed (looked at {file})")
+    return str(file)
 
 
 def get_cfg() -> CfgNode:
@@ -58,7 +74,11 @@ def shapeprop_config_from_cfg(cfg: CfgNode) -> ShapePropConfig | None:
     node = cfg.MODEL.SHAPEPROP
     if not node.ENABLED:
         return None
-    values = {name: node[name.upper()] for name in ShapePropConfig.model_fields if name.upper() in node}
+    values = {
+        name: node[name.upper()]
+        for name in ShapePropConfig.model_fields
+        if node.get(name.upper()) is not None  # None: the preset's value
+    }
     try:
         return ShapePropConfig(**values)
     except ValidationError as exc:
@@ -67,6 +87,11 @@ def shapeprop_config_from_cfg(cfg: CfgNode) -> ShapePropConfig | None:
             for err in exc.errors()
         )
         raise ValueError(f"invalid ShapeProp config: {problems}") from exc
+
+
+def shapeprop_rois_per_image(cfg: CfgNode) -> int | None:
+    """`MODEL.SHAPEPROP.ROIS_PER_IMAGE` as `model.shapeprop_rois_per_image` (0 -> None: all RoIs)."""
+    return cfg.MODEL.SHAPEPROP.get("ROIS_PER_IMAGE", 0) or None
 
 
 def _set_shapeprop(cfg: CfgNode, shapeprop: ShapePropConfig | None) -> None:
@@ -125,8 +150,10 @@ def config_from_model_config(
     mask.CONV_DIM = default_mask_head_channels(model_cfg)
     mask.POOLER_RESOLUTION = 14
     mask.POOLER_SAMPLING_RATIO = 2
+    mask.POOLER_TYPE = "ROIAlign"  # torchvision's MultiScaleRoIAlign: aligned=False
     mask.CLS_AGNOSTIC_MASK = model_cfg.class_agnostic_masks
     _set_shapeprop(cfg, model_cfg.shapeprop)
+    cfg.MODEL.SHAPEPROP.ROIS_PER_IMAGE = model_cfg.shapeprop_rois_per_image or 0
 
     if model_cfg.arch == "mask_rcnn":
         cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
@@ -155,6 +182,7 @@ def config_from_model_config(
         box.FC_DIM = 256 if tiny else 1024
         box.POOLER_RESOLUTION = 7
         box.POOLER_SAMPLING_RATIO = 2
+        box.POOLER_TYPE = "ROIAlign"
     elif model_cfg.arch == "retinamask":
         cfg.MODEL.META_ARCHITECTURE = "RetinaMask"
         cfg.MODEL.TORCHVISION_FPN.TOP_BLOCK = "p6p7"

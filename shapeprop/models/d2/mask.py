@@ -1,34 +1,48 @@
-"""The RoI mask branch with ShapeProp on detectron2 structures, shared by the ROI heads and RetinaMask.
+"""The detectron2 side of the mask branch: `Instances` in and out of the framework-neutral core
+(`shapeprop.models.mask_branch.mask_branch_losses` / `mask_branch_predict`), which holds the logic.
 
-Training takes RoIs as detectron2 `Instances` with `proposal_boxes` and `gt_classes` (background =
-`num_classes`), plus the matched GT's `gt_masks` and `gt_has_mask` on images that have GT. The
-ShapeProp head runs on all RoIs (MIL needs the negative bags); its reconstruction loss and the mask
-loss cover the positive RoIs whose GT has a mask (a missing `gt_has_mask` means: every GT with a
-`gt_masks` entry has a mask). The shape prior is concatenated to the pooled features as the mask
-head's input. Inference adds `pred_masks`, and with ShapeProp the `saliency` and `shape_activation`
-RoI maps [N, 1, S, S], to the detections.
+Training takes RoIs as detectron2 `Instances` with `proposal_boxes`, `gt_classes` (background =
+`num_classes`) and `gt_index`, the index of the matched GT: the ROI heads and RetinaMask give every
+GT `Instances` a `gt_index` field before sampling, so detectron2 copies it onto the RoIs with the
+other `gt_*` fields. The GT `Instances` carry `gt_boxes`, `gt_classes`, `gt_masks` (BitMasks or
+PolygonMasks) and optionally `gt_has_mask` (missing means: every GT has a mask). Inference adds
+`pred_masks` (probabilities [N, 1, 2S, 2S], as detectron2's own mask head) and, with ShapeProp,
+the `saliency` and `shape_activation` RoI maps [N, 1, S, S] to the detections.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-from detectron2.layers import cat
 from detectron2.modeling.poolers import ROIPooler
-from detectron2.structures import Instances
+from detectron2.structures import BitMasks, Boxes, Instances
 from torch import nn
 
-from shapeprop.mil import assign_bags
+from shapeprop.models.mask_branch import mask_branch_losses, mask_branch_predict
 
 
-def with_mask(rois: Instances, num_classes: int) -> torch.Tensor:
-    """bool [R]: the RoI is positive and its matched GT has a mask."""
-    classes = rois.gt_classes
-    positive = (classes >= 0) & (classes < num_classes)
-    if rois.has("gt_has_mask"):
-        return positive & rois.gt_has_mask.bool()
-    if rois.has("gt_masks"):
-        return positive
-    return torch.zeros_like(positive)
+def index_ground_truth(targets: list[Instances]) -> list[Instances]:
+    """Give each GT its index (`gt_index`), which detectron2 copies to the RoIs matched to it."""
+    for t in targets:
+        t.gt_index = torch.arange(len(t), device=t.gt_classes.device)
+    return targets
+
+
+def _target(gt: Instances) -> dict[str, Any]:
+    masks = gt.gt_masks
+    return {
+        "boxes": gt.gt_boxes.tensor,
+        "labels": gt.gt_classes + 1,
+        "masks": masks.tensor if isinstance(masks, BitMasks) else masks,
+        "has_mask": gt.gt_has_mask
+        if gt.has("gt_has_mask")
+        else torch.ones_like(gt.gt_classes, dtype=torch.bool),
+    }
+
+
+def _pool(pooler: ROIPooler, features: list[torch.Tensor]):
+    return lambda boxes: pooler(features, [Boxes(b) for b in boxes])
 
 
 def mask_losses(
@@ -39,35 +53,25 @@ def mask_losses(
     rois: list[Instances],
     targets: list[Instances],
     num_classes: int,
-    mil_iou_threshold: float,
+    shapeprop_rois_per_image: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """`loss_mask` (detectron2's mask head loss) and, with ShapeProp, `loss_mil` and `loss_shape`."""
-    keep = [with_mask(r, num_classes) for r in rois]
-    masked = [r[k] for r, k in zip(rois, keep, strict=True)]
-    if shapeprop is None:
-        pooled = pooler(features, [r.proposal_boxes for r in masked])
-        return mask_head(pooled, masked)
-
-    pooled = pooler(features, [r.proposal_boxes for r in rois])
-    positive = cat([(r.gt_classes >= 0) & (r.gt_classes < num_classes) for r in rois])
-    classes = torch.where(positive, cat([r.gt_classes for r in rois]), 0)
-    out = shapeprop(pooled, classes)
-    bags = cat(
-        [
-            assign_bags(r.proposal_boxes.tensor, t.gt_boxes.tensor, t.gt_classes, mil_iou_threshold)[0]
-            for r, t in zip(rois, targets, strict=True)
-        ]
+    """`loss_mask` and, with ShapeProp, `loss_mil` and `loss_shape`; `mask_head` is detectron2's
+    (its `layers` give the logits, the loss is the core's)."""
+    labels, matched = [], []
+    for r in rois:
+        classes = r.gt_classes
+        labels.append(torch.where((classes >= 0) & (classes < num_classes), classes + 1, 0))
+        matched.append(r.gt_index if r.has("gt_index") else torch.zeros_like(classes))
+    return mask_branch_losses(
+        _pool(pooler, features),
+        mask_head.layers,
+        [r.proposal_boxes.tensor for r in rois],
+        labels,
+        matched,
+        [_target(t) for t in targets],
+        shapeprop,
+        shapeprop_rois_per_image,
     )
-    size = pooled.shape[-1]
-    keep_all = cat(keep)
-    shape_targets = pooled.new_zeros((len(pooled), size, size))
-    parts = [r.gt_masks.crop_and_resize(r.proposal_boxes.tensor, size) for r in masked if len(r)]
-    if parts:
-        shape_targets[keep_all] = cat(parts).to(pooled.dtype)
-    losses = dict(shapeprop.losses(out, bags, shape_targets, keep_all))
-    fused = shapeprop.fuse(pooled, out)[keep_all]
-    losses.update(mask_head(fused, masked))
-    return losses
 
 
 def mask_inference(
@@ -79,19 +83,15 @@ def mask_inference(
 ) -> list[Instances]:
     """Adds `pred_masks` (and with ShapeProp `saliency`, `shape_activation`) to `instances`, which
     hold `pred_boxes` and 0-based `pred_classes`."""
-    pooled = pooler(features, [i.pred_boxes for i in instances])
-    if shapeprop is None:
-        return mask_head(pooled, instances)
-    size = pooled.shape[-1]
-    if len(pooled):
-        out = shapeprop(pooled, cat([i.pred_classes for i in instances]))
-        head_input = shapeprop.fuse(pooled, out)
-        saliency, activation = out.saliency, out.shape_activation
-    else:
-        head_input = pooled.new_zeros((0, pooled.shape[1] + shapeprop.out_channels, size, size))
-        saliency = activation = pooled.new_zeros((0, 1, size, size))
-    counts = [len(i) for i in instances]
-    for inst, sal, act in zip(instances, saliency.split(counts), activation.split(counts), strict=True):
-        inst.saliency = sal
-        inst.shape_activation = act
-    return mask_head(head_input, instances)
+    results = mask_branch_predict(
+        _pool(pooler, features),
+        mask_head.layers,
+        [i.pred_boxes.tensor for i in instances],
+        [i.pred_classes + 1 for i in instances],
+        shapeprop,
+    )
+    for inst, result in zip(instances, results, strict=True):
+        inst.pred_masks = result.pop("masks")
+        for key, value in result.items():
+            inst.set(key, value)
+    return instances

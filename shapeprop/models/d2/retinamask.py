@@ -13,8 +13,8 @@ from detectron2.structures import Boxes, ImageList, Instances, pairwise_iou
 from torch import nn
 
 from shapeprop.head import ShapePropHead
-from shapeprop.models.d2.config import shapeprop_config_from_cfg
-from shapeprop.models.d2.mask import mask_inference, mask_losses
+from shapeprop.models.d2.config import shapeprop_config_from_cfg, shapeprop_rois_per_image
+from shapeprop.models.d2.mask import index_ground_truth, mask_inference, mask_losses
 
 
 @META_ARCH_REGISTRY.register()
@@ -37,7 +37,7 @@ class RetinaMask(RetinaNet):
         mask_pooler: ROIPooler,
         mask_head: nn.Module,
         shapeprop: nn.Module | None = None,
-        mil_iou_threshold: float = 0.5,
+        shapeprop_rois_per_image: int | None = None,
         mask_train_rois: int = 64,
         mask_fg_iou: float = 0.5,
         **kwargs,
@@ -47,7 +47,7 @@ class RetinaMask(RetinaNet):
         self.mask_pooler = mask_pooler
         self.mask_head = mask_head
         self.shapeprop = shapeprop
-        self.mil_iou_threshold = mil_iou_threshold
+        self.shapeprop_rois_per_image = shapeprop_rois_per_image
         self.mask_train_rois = mask_train_rois
         self.mask_fg_iou = mask_fg_iou
 
@@ -80,7 +80,7 @@ class RetinaMask(RetinaNet):
             ),
             mask_head=build_mask_head(head_cfg, ShapeSpec(channels=channels + prior, width=res, height=res)),
             shapeprop=ShapePropHead(channels, num_classes, sp) if sp is not None else None,
-            mil_iou_threshold=sp.mil_iou_threshold if sp is not None else 0.5,
+            shapeprop_rois_per_image=shapeprop_rois_per_image(cfg),
             mask_train_rois=cfg.MODEL.RETINAMASK.MASK_TRAIN_ROIS,
             mask_fg_iou=cfg.MODEL.RETINAMASK.MASK_FG_IOU,
         )
@@ -96,7 +96,7 @@ class RetinaMask(RetinaNet):
         if self.training:
             if "instances" not in batched_inputs[0]:
                 raise ValueError("RetinaMask: instance annotations are missing in training")
-            gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+            gt_instances = index_ground_truth([x["instances"].to(self.device) for x in batched_inputs])
             losses = self.forward_training(images, features, predictions, gt_instances)
             rois = self._mask_training_rois(images, features, predictions, gt_instances)
             losses.update(
@@ -108,7 +108,7 @@ class RetinaMask(RetinaNet):
                     rois,
                     gt_instances,
                     self.num_classes,
-                    self.mil_iou_threshold,
+                    self.shapeprop_rois_per_image,
                 )
             )
             return losses

@@ -12,8 +12,8 @@ from detectron2.structures import ImageList, Instances
 from torch import nn
 
 from shapeprop.head import ShapePropHead
-from shapeprop.models.d2.config import shapeprop_config_from_cfg
-from shapeprop.models.d2.mask import mask_inference, mask_losses
+from shapeprop.models.d2.config import shapeprop_config_from_cfg, shapeprop_rois_per_image
+from shapeprop.models.d2.mask import index_ground_truth, mask_inference, mask_losses
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -32,12 +32,12 @@ class ShapePropROIHeads(StandardROIHeads):
         self,
         *,
         shapeprop: nn.Module | None = None,
-        mil_iou_threshold: float = 0.5,
+        shapeprop_rois_per_image: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.shapeprop = shapeprop
-        self.mil_iou_threshold = mil_iou_threshold
+        self.shapeprop_rois_per_image = shapeprop_rois_per_image
 
     @classmethod
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]):
@@ -48,7 +48,7 @@ class ShapePropROIHeads(StandardROIHeads):
                 raise ValueError("MODEL.SHAPEPROP.ENABLED needs MODEL.MASK_ON: ShapeProp feeds the mask head")
             channels = input_shape[cfg.MODEL.ROI_HEADS.IN_FEATURES[0]].channels
             ret["shapeprop"] = ShapePropHead(channels, cfg.MODEL.ROI_HEADS.NUM_CLASSES, sp)
-            ret["mil_iou_threshold"] = sp.mil_iou_threshold
+            ret["shapeprop_rois_per_image"] = shapeprop_rois_per_image(cfg)
         return ret
 
     @classmethod
@@ -84,7 +84,7 @@ class ShapePropROIHeads(StandardROIHeads):
             return super().forward(images, features, proposals, targets)
         if not targets:
             raise ValueError("ShapePropROIHeads: targets are required in training")
-        proposals = self.label_and_sample_proposals(proposals, targets)
+        proposals = self.label_and_sample_proposals(proposals, index_ground_truth(targets))
         losses = self._forward_box(features, proposals)
         losses.update(self._forward_mask(features, proposals, targets))
         losses.update(self._forward_keypoint(features, proposals))
@@ -112,6 +112,6 @@ class ShapePropROIHeads(StandardROIHeads):
                 instances,
                 targets,
                 self.num_classes,
-                self.mil_iou_threshold,
+                self.shapeprop_rois_per_image,
             )
         return mask_inference(feats, self.mask_pooler, self.mask_head, self.shapeprop, instances)
