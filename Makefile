@@ -1,6 +1,6 @@
 # shapeprop-bench: every target installs what it needs into .venv first.
 #   make demo   install, then run the demo
-#   make test   install, then run the default test suite (what CI runs)
+#   make test   install (and detectron2's Python code, for its tests), then run the default test suite (what CI runs)
 #   make slow   the long tests (marked `slow`)
 #   make lint   ruff
 #   make bench  operator benchmark
@@ -10,6 +10,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+D2_STAMP := $(VENV)/.detectron2-stamp
 
 # torch's extension builder guesses CUDA_HOME from nvcc's location, wrongly on some hosts.
 ifneq ($(wildcard /usr/local/cuda/bin/nvcc),)
@@ -37,8 +38,15 @@ demo: install
 	$(BIN)/shapeprop-bench report --table 4 --profile mini --suite demo --out reports/demo
 	@echo "Browse the runs: $(BIN)/shapeprop-bench ui   (MLflow UI on ./mlflow.db)"
 
-test: install
-	$(BIN)/python -m pytest
+# detectron2's Python code, for the detectron2-marked tests only (tools/install_detectron2.py says
+# which distribution and why); users build detectron2 from its source repository.
+$(D2_STAMP): tools/install_detectron2.py $(STAMP)
+	$(BIN)/python tools/install_detectron2.py
+	touch $@
+
+# SHAPEPROP_REQUIRE_DETECTRON2: the detectron2 tests must run, not skip.
+test: install $(D2_STAMP)
+	SHAPEPROP_REQUIRE_DETECTRON2=1 $(BIN)/python -m pytest
 
 slow: install
 	$(BIN)/python -m pytest -m slow

@@ -61,6 +61,29 @@ def env() -> None:
 # --------------------------------------------------------------------------- shared options
 
 
+# `--set KEY=VALUE`, as detectron2's `opts` / MMDetection's `--cfg-options`: applied to every run
+# after the suite and its profile; the value is read as YAML. On report and show it selects runs.
+set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A config key's value (e.g. --set model.framework=detectron2; read as YAML): run, plan and "
+    "status apply it to every run after the suite and profile; report and show pick the runs that "
+    "have it. Repeatable.",
+)
+
+
+def parse_set(overrides: tuple[str, ...]) -> dict[str, Any]:
+    """The `--set` items as {dotted key: value}; a click error names every bad one."""
+    from harness.suite import SuiteError, parse_overrides
+
+    try:
+        return parse_overrides(overrides)
+    except SuiteError as err:
+        raise click.ClickException(str(err)) from None
+
+
 def _suite_argument(f: Any) -> Any:
     return click.argument("suite")(f)
 
@@ -87,6 +110,7 @@ def _common_options(f: Any) -> Any:
             type=click.Path(file_okay=False),
             help="Root of the per-run work directories (checkpoints, logs).",
         ),
+        set_option,
     ]
     for option in reversed(options):
         f = option(f)
@@ -103,13 +127,19 @@ def _load(suite_arg: str) -> Any:
 
 
 def _plan(
-    suite: Any, profile: str, tracking_uri: str | None, only: tuple[str, ...], force: bool, runs_dir: str
+    suite: Any,
+    profile: str,
+    tracking_uri: str | None,
+    only: tuple[str, ...],
+    force: bool,
+    runs_dir: str,
+    overrides: dict[str, Any],
 ) -> Any:
     from harness.runner import plan
     from harness.suite import SuiteError
 
     try:
-        return plan(suite, profile, tracking_uri, only, force, runs_dir)
+        return plan(suite, profile, tracking_uri, only, force, runs_dir, overrides)
     except SuiteError as err:
         raise click.ClickException(str(err)) from None
 
@@ -213,6 +243,7 @@ def run(
     only: tuple[str, ...],
     tracking_uri: str | None,
     runs_dir: str,
+    overrides: tuple[str, ...],
     executor: str,
     workers: int,
     dry_run: bool,
@@ -236,8 +267,9 @@ def run(
 
     console = _console()
     loaded = _load(suite)
+    sets = parse_set(overrides)
     uri = tracking.resolve_tracking_uri(tracking_uri)
-    planned = _plan(loaded, profile, uri, only, force, runs_dir)
+    planned = _plan(loaded, profile, uri, only, force, runs_dir, sets)
     todo = [p for p in planned if p.action != "skip"]
     console.print(
         f"suite [bold]{_e(loaded.name)}[/] ({loaded.reproduces or 'no paper target'}), profile {_e(profile)}: "
@@ -273,6 +305,7 @@ def run(
         force=force,
         log_checkpoint=log_checkpoint,
         log_every=log_every,
+        overrides=sets,
     )
     console.print(
         f"done {len(summary.done)}, skipped {len(summary.skipped)}, failed {len(summary.failed)}"
@@ -361,14 +394,20 @@ def _run_with_progress(
 @_common_options
 @click.option("--force", is_flag=True, help="Plan as `run --force` would (run everything again).")
 def plan_command(
-    suite: str, profile: str, only: tuple[str, ...], tracking_uri: str | None, runs_dir: str, force: bool
+    suite: str,
+    profile: str,
+    only: tuple[str, ...],
+    tracking_uri: str | None,
+    runs_dir: str,
+    overrides: tuple[str, ...],
+    force: bool,
 ) -> None:
     """Show the runs a `run` would execute (and those it would skip as finished), as a table."""
     from harness import tracking
 
     loaded = _load(suite)
     uri = tracking.resolve_tracking_uri(tracking_uri)
-    planned = _plan(loaded, profile, uri, only, force, runs_dir)
+    planned = _plan(loaded, profile, uri, only, force, runs_dir, parse_set(overrides))
     todo = sum(p.action != "skip" for p in planned)
     console = _console()
     console.print(
@@ -383,7 +422,13 @@ def plan_command(
     "--runs", "show_runs", is_flag=True, help="One line per run (with its MLflow run id and error)."
 )
 def status(
-    suite: str, profile: str, only: tuple[str, ...], tracking_uri: str | None, runs_dir: str, show_runs: bool
+    suite: str,
+    profile: str,
+    only: tuple[str, ...],
+    tracking_uri: str | None,
+    runs_dir: str,
+    overrides: tuple[str, ...],
+    show_runs: bool,
 ) -> None:
     """Per row of the suite: how many runs are finished, running, failed, missing."""
     from rich.table import Table
@@ -392,7 +437,7 @@ def status(
 
     loaded = _load(suite)
     uri = tracking.resolve_tracking_uri(tracking_uri)
-    planned = _plan(loaded, profile, uri, only, False, runs_dir)
+    planned = _plan(loaded, profile, uri, only, False, runs_dir, parse_set(overrides))
     states = tracking.key_states(uri, loaded.name, [p.spec.key for p in planned])
     console = _console()
     columns = ("finished", "running", "failed", "missing")

@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -315,9 +315,11 @@ def plan(
     only: Iterable[str] | str | None = None,
     force: bool = False,
     runs_root: str | Path = DEFAULT_RUNS_ROOT,
+    overrides: Mapping[str, Any] | None = None,
 ) -> list[PlannedRun]:
-    """What `run` would do with each selected spec: skip (finished), resume (has a work dir) or run."""
-    specs = select(expand(suite, profile), only)
+    """What `run` would do with each selected spec: skip (finished), resume (has a work dir) or run.
+    `overrides`: `--set` values (`harness.suite.expand`)."""
+    specs = select(expand(suite, profile, overrides), only)
     uri = tracking.resolve_tracking_uri(tracking_uri)
     states = tracking.key_states(uri, suite.name, [s.key for s in specs])
     planned = []
@@ -361,6 +363,7 @@ def run_suite(
     on_outcome: Callable[[RunOutcome, int, int], None] | None = None,
     on_start: Callable[[Sequence[PlannedRun]], None] | None = None,
     slurm: dict[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> SuiteSummary:
     """Run every selected spec of `suite` that has not FINISHED (all with `force`) and summarise.
 
@@ -370,7 +373,7 @@ def run_suite(
     """
     uri = tracking.resolve_tracking_uri(tracking_uri)
     runs_root = Path(runs_root).resolve()
-    planned = plan(suite, profile, uri, only, force, runs_root)
+    planned = plan(suite, profile, uri, only, force, runs_root, overrides)
     summary = SuiteSummary(skipped=[p.spec for p in planned if p.action == "skip"])
     todo = [p.spec for p in planned if p.action != "skip"]
     if on_start is not None:
@@ -386,6 +389,7 @@ def run_suite(
             "reproduces": suite.reproduces or "",
             "executor": executor,
             "only": " | ".join([only] if isinstance(only, str) else list(only or [])),
+            "overrides": " ".join(f"{k}={v}" for k, v in (overrides or {}).items()),
             "runs_planned": str(len(todo)),
             "runs_skipped": str(len(summary.skipped)),
         },

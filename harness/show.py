@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from harness import tracking
+from harness.cli import parse_set, set_option
+from harness.suite import param_value
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -126,10 +128,16 @@ def _choose(values: set[str], what: str, context: str) -> str:
 
 
 def find_suite_run(
-    client: MlflowClient, uri: str, suite: str, row: str, seed: int | None, profile: str | None
+    client: MlflowClient,
+    uri: str,
+    suite: str,
+    row: str,
+    seed: int | None,
+    profile: str | None,
+    overrides: dict[str, Any] | None = None,
 ) -> Run:
     """The newest FINISHED run of `row` in `suite` with `seed` and `profile` (each may be left out
-    when the store holds only one)."""
+    when the store holds only one) whose config has `overrides` (`--set` values)."""
     name = _suite_name(suite)
     experiment = client.get_experiment_by_name(tracking.experiment_name(name))
     if experiment is None:
@@ -149,6 +157,11 @@ def find_suite_run(
         row = folded[0]
     runs = [r for r in runs if r.data.tags.get("row") == row]
     context = f"row {row!r} of suite {name!r}"
+    if overrides:
+        runs = [r for r in runs if all(r.data.params.get(k) == param_value(v) for k, v in overrides.items())]
+        context += " with " + " ".join(f"{k}={v}" for k, v in overrides.items())
+        if not runs:
+            raise ShowError(f"{context}: no run")
     if profile is None:
         profile = _choose({r.data.tags.get("profile", "") for r in runs}, "profile", context)
     runs = [r for r in runs if r.data.tags.get("profile") == profile]
@@ -404,6 +417,7 @@ def _same_evaluation_data(a: ExperimentConfig, b: ExperimentConfig) -> bool:
     help="PNGs go to OUT/qualitative/.",
 )
 @click.option("--log/--no-log", default=True, show_default=True, help="Log the PNGs to the runs in MLflow.")
+@set_option
 def show(
     run_ids: tuple[str, ...],
     suite: str | None,
@@ -421,6 +435,7 @@ def show(
     device: str,
     out_dir: str,
     log: bool,
+    overrides: tuple[str, ...],
 ) -> None:
     """Qualitative figures of one run, or of two runs side by side (e.g. baseline vs ShapeProp).
 
@@ -444,7 +459,8 @@ def show(
         raise ShowError(f"no MLflow store at {uri}: run a suite first (or pass --tracking-uri)")
     client = tracking.client(uri)
     runs = [get_run(client, run_id, uri) for run_id in run_ids]
-    runs += [find_suite_run(client, uri, suite, row, seed, profile) for row in rows]  # type: ignore[arg-type]
+    sets = parse_set(overrides)
+    runs += [find_suite_run(client, uri, suite, row, seed, profile, sets) for row in rows]  # type: ignore[arg-type]
     for run in runs:
         if run.data.tags.get("kind") == "invocation":
             raise ShowError(

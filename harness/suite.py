@@ -530,22 +530,54 @@ def run_key(suite_name: str, config: ExperimentConfig) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _profile_shapeprop(suite: Suite, prof: Profile, stand_in: DatasetMapping | None) -> dict[str, Any]:
-    """The ShapeProp settings the suite's base and this profile (and stand-in) give a ShapeProp row."""
+def _profile_shapeprop(
+    suite: Suite, prof: Profile, stand_in: DatasetMapping | None, overrides: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The ShapeProp settings the suite's base, this profile (and stand-in) and the command line's
+    overrides give a ShapeProp row."""
     probe = _Resolving()
     for dotted, value, ypath in _flatten_base(suite.base):
         probe.set(dotted, value, ypath)
     if probe.get("model.shapeprop") is None:
         probe.set("model.shapeprop", {}, ())
-    overrides = list(prof.overrides.items()) + list(stand_in.overrides.items() if stand_in else [])
-    for dotted, value in overrides:
+    layers = [prof.overrides, stand_in.overrides if stand_in else {}, overrides or {}]
+    for dotted, value in (item for layer in layers for item in layer.items()):
         if dotted.startswith("model.shapeprop."):
             probe.set(dotted, value, (), enable_sections=False)
     return probe.cfg["model"]["shapeprop"]
 
 
-def expand(suite: Suite, profile: str = "full") -> list[RunSpec]:
-    """Every run of `suite` under `profile`, fully resolved and keyed, in a stable order."""
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` items as {dotted config key: value}, each value read as YAML (`16`, `true`,
+    `null`, `[1, 2]`, `detectron2`). Raises SuiteError naming every bad item (unknown keys get a
+    did-you-mean suggestion)."""
+    out: dict[str, Any] = {}
+    problems = []
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            problems.append(f"--set {item!r}: expected KEY=VALUE, e.g. --set model.framework=detectron2")
+            continue
+        problem = config_key_problem(key)
+        if problem is not None:
+            problems.append(f"--set {item!r}: {problem}")
+            continue
+        try:
+            out[key] = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            problems.append(f"--set {item!r}: the value is not valid YAML: {err}")
+    if problems:
+        raise SuiteError("invalid --set:\n  " + "\n  ".join(problems))
+    return out
+
+
+def expand(suite: Suite, profile: str = "full", overrides: Mapping[str, Any] | None = None) -> list[RunSpec]:
+    """Every run of `suite` under `profile`, fully resolved and keyed, in a stable order.
+
+    `overrides` ({dotted key: value}, `parse_overrides`) apply last, after the profile's, and like
+    them never switch on a section that is null in a run (`model.shapeprop.*` leaves plain rows be).
+    """
     if profile not in suite.profile_names():
         raise SuiteError(
             f"{suite.source}: suite '{suite.name}' has no profile '{profile}'; "
@@ -603,7 +635,9 @@ def expand(suite: Suite, profile: str = "full") -> list[RunSpec]:
                 # larger set) and win over the profile-wide ones.
                 for dotted, value in stand_in.overrides.items():
                     r.set(dotted, value, stand_in_path + ("overrides", dotted), enable_sections=False)
-            finalize = method.finalize(r.cfg, _profile_shapeprop(suite, prof, stand_in))
+            for dotted, value in (overrides or {}).items():
+                r.set(dotted, value, ("--set", dotted), enable_sections=False)
+            finalize = method.finalize(r.cfg, _profile_shapeprop(suite, prof, stand_in, overrides))
             for dotted, value in finalize.items():  # e.g. widths that depend on the backbone
                 r.set(dotted, value, method_path)
 
@@ -675,6 +709,13 @@ def resolve_suite_path(name_or_path: str | Path, search_dir: str | Path = "suite
     )
 
 
+def param_value(value: Any) -> str:
+    """A config value as `flatten_config` writes it (MLflow params): lists and dicts as JSON."""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return "None" if value is None else str(value)
+
+
 def flatten_config(config: ExperimentConfig) -> dict[str, str]:
     """The resolved config as dotted keys -> strings (MLflow params; lists/dicts as JSON)."""
     out: dict[str, str] = {}
@@ -684,10 +725,8 @@ def flatten_config(config: ExperimentConfig) -> dict[str, str]:
             model = _unwrap(annotation)
             for key, value in node.items():
                 walk(value, f"{prefix}.{key}" if prefix else key, model.model_fields[key].annotation)
-        elif isinstance(node, (dict, list)):
-            out[prefix] = json.dumps(node, sort_keys=True)
         else:
-            out[prefix] = "None" if node is None else str(node)
+            out[prefix] = param_value(node)
 
     walk(config.model_dump(mode="json"), "", ExperimentConfig)
     return out

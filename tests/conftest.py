@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
+
+
+def pytest_configure(config):
+    if (
+        os.environ.get("SHAPEPROP_REQUIRE_DETECTRON2") == "1"
+        and importlib.util.find_spec("detectron2") is None
+    ):
+        raise pytest.UsageError(
+            "SHAPEPROP_REQUIRE_DETECTRON2=1 (make test) but detectron2 is not importable: "
+            "run `python tools/install_detectron2.py`, which `make test` runs once per .venv"
+        )
 
 
 def pytest_collection_modifyitems(config, items):

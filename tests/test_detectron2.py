@@ -529,3 +529,56 @@ def test_both_frameworks_give_the_same_mask_losses_and_gradients(rois_per_image)
         for ga, gb in zip(grads_a, grads_b, strict=True):
             torch.testing.assert_close(ga, gb, rtol=1e-10, atol=1e-12)
         assert any(g.abs().sum() > 0 for g in grads_a[:4])  # the gradient reaches the features
+
+
+def test_demo_suite_runs_end_to_end_under_detectron2(tmp_path):
+    """`run suites/demo.yaml --profile mini --set model.framework=detectron2` (shortened by more
+    --set values), then `report --set` finds those runs and only those."""
+    from click.testing import CliRunner
+
+    from harness.cli import main
+
+    demo = Path(__file__).resolve().parents[1] / "suites" / "demo.yaml"
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    short = {
+        "model.weights": "null",
+        "data.root": str(tmp_path / "data"),
+        "data.options": "{num_images: 8, image_size: 64}",
+        "data.min_size": "64",
+        "data.max_size": "64",
+        "data.num_workers": "0",
+        "schedule.max_steps": "2",
+        "schedule.milestones": "[]",
+        "schedule.warmup_steps": "0",
+        "schedule.checkpoint_every": "2",
+        "eval.max_images": "2",
+    }
+    sets = [arg for key, value in short.items() for arg in ("--set", f"{key}={value}")]
+    common = ["--profile", "mini", "--tracking-uri", uri]
+    d2_set = ["--set", "model.framework=detectron2"]
+    result = CliRunner().invoke(
+        main, ["run", str(demo), *common, "--runs-dir", str(tmp_path / "runs"), *d2_set, *sets]
+    )
+    assert result.exit_code == 0, result.output
+    assert "done 2, skipped 0, failed 0" in result.output
+    status = CliRunner().invoke(main, ["status", str(demo), *common, *d2_set, *sets])
+    assert status.exit_code == 0 and "total" in status.output
+    totals = [
+        [t for t in line.split() if t.isdigit()] for line in status.output.splitlines() if "total" in line
+    ]
+    assert totals == [["2", "0", "0", "0"]]  # finished, running, failed, missing
+
+    def report(*extra: str):
+        import pandas as pd
+
+        out = tmp_path / f"report{len(extra)}"
+        args = ["report", "--table", "4", "--suite", "demo", "--no-log", "--out", str(out), *common, *extra]
+        done = CliRunner().invoke(main, args)
+        assert done.exit_code == 0, done.output
+        table = pd.read_csv(out / "table4-mini.csv")
+        return table[table["column"] == "AP"].set_index("row")["n"]
+
+    counts = report(*d2_set)  # runs per row with the detectron2 framework
+    assert counts["baseline"] == 1 and counts["baseline + ShapeProp"] == 1
+    torchvision_only = report("--set", "model.framework=torchvision")
+    assert torchvision_only.fillna(0).sum() == 0  # no torchvision run in this store

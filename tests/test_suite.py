@@ -422,3 +422,73 @@ def test_parse_suite_reports_every_problem_at_once():
         parse_suite("name: x\nrows:\n  - {label: a, method: foo}\n  - {label: b, method: bar}\n", "s.yaml")
     assert "2 problems" in str(info.value)
     assert "s.yaml:3: rows[0].method" in str(info.value) and "s.yaml:4: rows[1].method" in str(info.value)
+
+
+def test_set_overrides_apply_last_and_are_validated(tmp_path):
+    from harness.suite import parse_overrides
+
+    path = write(
+        tmp_path,
+        """
+        name: sets
+        base: {model: {backbone: tiny}, schedule: {max_steps: 100}}
+        rows: [{label: plain, method: mask_rcnn}, {label: sp, method: shapeprop}]
+        profiles:
+          mini: {overrides: {schedule.max_steps: 10, model.shapeprop.latent_channels: 8}}
+        """,
+    )
+    sets = parse_overrides(
+        [
+            "model.framework=detectron2",
+            "schedule.max_steps=3",
+            "schedule.milestones=[1, 2]",
+            "model.shapeprop.preset=light",
+        ]
+    )
+    assert sets == {
+        "model.framework": "detectron2",
+        "schedule.max_steps": 3,
+        "schedule.milestones": [1, 2],
+        "model.shapeprop.preset": "light",
+    }
+    plain, sp = expand(load_suite(path), "mini", sets)
+    assert plain.config.model.framework == sp.config.model.framework == "detectron2"
+    assert plain.config.schedule.max_steps == 3  # after the profile's 10
+    assert plain.config.model.shapeprop is None  # a section stays off where the row has none
+    assert (sp.config.model.shapeprop.preset, sp.config.model.shapeprop.latent_channels) == ("light", 8)
+    assert {s.key for s in expand(load_suite(path), "mini")}.isdisjoint(
+        {plain.key, sp.key}
+    )  # new configs, new keys
+
+    with pytest.raises(SuiteError) as err:
+        parse_overrides(["model.framwork=detectron2", "schedule.max_steps", "data.min_size=[oops"])
+    text = str(err.value)
+    assert "did you mean 'model.framework'" in text
+    assert "'schedule.max_steps': expected KEY=VALUE" in text
+    assert "not valid YAML" in text
+    with pytest.raises(SuiteError, match=r"--set.*schedule\.max_steps.*integer"):
+        expand(load_suite(path), "mini", parse_overrides(["schedule.max_steps=many"]))
+
+
+def test_plan_command_takes_set(tmp_path):
+    from click.testing import CliRunner
+
+    from harness.cli import main
+
+    path = write(
+        tmp_path,
+        """
+        name: sets
+        base: {model: {backbone: tiny}}
+        rows: [{label: plain, method: mask_rcnn}]
+        """,
+    )
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    plain = CliRunner().invoke(main, ["plan", str(path), "--tracking-uri", uri])
+    changed = CliRunner().invoke(
+        main, ["plan", str(path), "--tracking-uri", uri, "--set", "schedule.max_steps=7"]
+    )
+    assert plain.exit_code == changed.exit_code == 0, plain.output + changed.output
+    assert "│ 7 " in changed.output and "│ 7 " not in plain.output  # the steps column
+    bad = CliRunner().invoke(main, ["plan", str(path), "--tracking-uri", uri, "--set", "model.backbon=tiny"])
+    assert bad.exit_code != 0 and "did you mean 'model.backbone'" in bad.output

@@ -44,8 +44,10 @@ def table_report(
     suite: str | None = None,
     reference_dir: str | Path | None = None,
     console=None,
+    overrides: dict | None = None,
 ) -> Report:
-    """Render paper Table `number` (1-4) from the finished runs of `profile`.
+    """Render paper Table `number` (1-4) from the finished runs of `profile` (whose config has
+    `overrides`, the `--set` values, when given).
 
     Writes `<out_dir>/table<N>-<profile>.{md,tex,html,csv}` and prints the table.
     """
@@ -54,7 +56,7 @@ def table_report(
         raise ValueError(f"no table {number}: the paper has tables {', '.join(t[5:] for t in TABLES)}")
     layout = TABLES[name]
     reference = load_reference(name, reference_dir)
-    runs, notes = place_runs(layout, fetch_runs(client, name, suite))
+    runs, notes = place_runs(layout, fetch_runs(client, name, suite, overrides))
     selection = select(runs, profile, ["section", "column_group", "row"])
     notes += selection.notes + _profile_notes(selection, profile)
     table = build_table(layout, selection.runs, reference)
@@ -78,13 +80,14 @@ def figure_report(
     out_dir: str | Path = "reports",
     suite: str | None = None,
     console=None,
+    overrides: dict | None = None,
 ) -> Report:
     """Render Figure 6 (data fractions) or 9 (best overlap) as PNG + SVG, with its data as CSV."""
     key = str(number)
     if key not in FIGURES:
         raise ValueError(f"no figure {number}: the reports cover figures {', '.join(FIGURES)}")
     name = FIGURES[key]
-    runs = fetch_runs(client, name, suite)
+    runs = fetch_runs(client, name, suite, overrides)
     if key == "6":
         selection = select(runs, profile, ["row", figures.FRACTION_PARAM])
     else:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from harness.cli import parse_set, set_option
+
 
 @click.command("report")
 @click.option(
@@ -42,13 +44,17 @@ import click
 @click.option(
     "--log/--no-log", default=True, show_default=True, help="Log each report to MLflow as artifacts."
 )
-def report(tables, figures, profile, tracking_uri, out_dir, suite, reference_dir, log) -> None:
+@set_option
+def report(tables, figures, profile, tracking_uri, out_dir, suite, reference_dir, log, overrides) -> None:
     """Render paper tables and figures from the FINISHED runs in MLflow.
 
     Seeds are aggregated (mean, std, n); each cell shows ours beside the paper's number and
     the difference. A cell without runs reads "missing". Example:
 
         shapeprop-bench report --table 4 --profile mini
+
+    With `--set KEY=VALUE`, only the runs whose config has that value (e.g. the runs of
+    `run ... --set model.framework=detectron2`).
     """
     if not tables and not figures:
         raise click.UsageError("name at least one --table N or --figure 6|9")
@@ -59,6 +65,7 @@ def report(tables, figures, profile, tracking_uri, out_dir, suite, reference_dir
     from harness.report.build import figure_report, log_report, table_report
     from harness.tracking import resolve_tracking_uri, store_exists
 
+    sets = parse_set(overrides)
     uri = resolve_tracking_uri(tracking_uri)
     if not store_exists(uri):
         raise click.ClickException(f"no MLflow store at {uri}: run a suite first (shapeprop-bench run SUITE)")
@@ -66,8 +73,8 @@ def report(tables, figures, profile, tracking_uri, out_dir, suite, reference_dir
     console = Console()
     try:
         reports = [
-            table_report(n, client, profile, out_dir, suite, reference_dir, console) for n in tables
-        ] + [figure_report(int(n), client, profile, out_dir, suite, console) for n in figures]
+            table_report(n, client, profile, out_dir, suite, reference_dir, console, sets) for n in tables
+        ] + [figure_report(int(n), client, profile, out_dir, suite, console, sets) for n in figures]
         for done in reports:
             if log:
                 log_report(client, done)

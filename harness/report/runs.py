@@ -7,12 +7,14 @@ profile`; metrics in percent; params are the flattened resolved config.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas
 
+from harness.suite import param_value
 from harness.tracking import EXPERIMENT_PREFIX
 
 REPORTS_EXPERIMENT = EXPERIMENT_PREFIX + "reports"
@@ -45,11 +47,14 @@ def experiment_ids(client, suite: str | None = None) -> list[str]:
             return ids
 
 
-def fetch_runs(client, reproduces: str, suite: str | None = None) -> pandas.DataFrame:
+def fetch_runs(
+    client, reproduces: str, suite: str | None = None, overrides: Mapping[str, Any] | None = None
+) -> pandas.DataFrame:
     """All child runs tagged `reproduces=<reproduces>` (any status), one row per run.
 
     Columns: `run_id`, `status`, `start_time` (ms), the tags in TAGS, one column per metric (its
     MLflow name) and one per param (`param:<dotted key>`). One paged search over all suite experiments.
+    `overrides` (`--set` values) keep only the runs whose config has them.
     """
     import pandas
     from mlflow.entities import ViewType
@@ -72,7 +77,11 @@ def fetch_runs(client, reproduces: str, suite: str | None = None) -> pandas.Data
         if not token:
             break
     columns = ["run_id", "status", "start_time", *TAGS]
-    return pandas.DataFrame.from_records(records, columns=None if records else columns)
+    runs = pandas.DataFrame.from_records(records, columns=None if records else columns)
+    for key, value in (overrides or {}).items():
+        column = PARAM_PREFIX + key
+        runs = runs[runs[column] == param_value(value)] if column in runs else runs.iloc[0:0]
+    return runs
 
 
 def select(runs: pandas.DataFrame, profile: str, cell: list[str]) -> RunSelection:
