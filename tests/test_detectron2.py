@@ -582,3 +582,64 @@ def test_demo_suite_runs_end_to_end_under_detectron2(tmp_path):
     assert counts["baseline"] == 1 and counts["baseline + ShapeProp"] == 1
     torchvision_only = report("--set", "model.framework=torchvision")
     assert torchvision_only.fillna(0).sum() == 0  # no torchvision run in this store
+
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if not p.name.startswith("Base-")], ids=lambda p: p.stem)
+def test_configs_build_the_official_head(path):
+    cfg = d2.get_cfg()
+    cfg.merge_from_file(str(path))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
+    model = build_model(cfg)
+    holder = model.roi_heads if hasattr(model, "roi_heads") else model
+    assert holder.shapeprop.cfg == ShapePropConfig()  # the official preset
+    assert (cfg.SOLVER.WARMUP_FACTOR, cfg.SOLVER.AMP.ENABLED) == (0.03, True)
+
+
+def test_train_net_trains_with_detectron2s_trainer_and_a_mask_subset(synthetic, tmp_path):
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.engine import default_argument_parser
+
+    from shapeprop.models.d2 import train_net
+
+    records, metadata, _ = synthetic
+    name = "shapeprop_test_synthetic_train"
+    if name not in DatasetCatalog.list():
+        DatasetCatalog.register(
+            name, lambda: [dict(r, annotations=[dict(a) for a in r["annotations"]]) for r in records]
+        )
+        MetadataCatalog.get(name).set(thing_classes=list(metadata.classes))
+    kept = metadata.classes[:3]
+    opts = {
+        "MODEL.DEVICE": "cpu",
+        "MODEL.WEIGHTS": "",
+        "MODEL.BACKBONE.NAME": "build_torchvision_fpn_backbone",
+        "MODEL.TORCHVISION_FPN.NAME": "tiny",
+        "MODEL.ANCHOR_GENERATOR.SIZES": [[8], [16], [32], [64], [128]],
+        "MODEL.ROI_HEADS.NUM_CLASSES": len(metadata.classes),
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 32,
+        "MODEL.RPN.POST_NMS_TOPK_TRAIN": 64,
+        "MODEL.SHAPEPROP.PRESET": "light",
+        "DATASETS.TRAIN": (name,),
+        "DATASETS.TEST": (),
+        "DATASETS.SHAPEPROP_MASK_CLASSES": ",".join(kept),
+        "DATALOADER.NUM_WORKERS": 0,
+        "INPUT.MIN_SIZE_TRAIN": (SIZE,),
+        "INPUT.MAX_SIZE_TRAIN": SIZE,
+        "SOLVER.IMS_PER_BATCH": 2,
+        "SOLVER.MAX_ITER": 2,
+        "SOLVER.AMP.ENABLED": False,
+        "OUTPUT_DIR": str(tmp_path / "out"),
+    }
+    argv = ["--config-file", str(next(p for p in CONFIGS if p.stem.endswith("nonvoc_to_voc")))]
+    argv += [str(x) for key, value in opts.items() for x in (key, value)]
+    train_net.main(default_argument_parser().parse_args(argv))
+    assert (tmp_path / "out" / "model_final.pth").is_file()
+    subset = DatasetCatalog.get(f"{name}_masks_{'+'.join(kept)}")
+    ids = {metadata.classes.index(c) for c in kept}
+    flags = [(a["category_id"] in ids, a["has_mask"]) for r in subset for a in r["annotations"]]
+    assert flags and all(kept_class == has for kept_class, has in flags) and any(has for _, has in flags)
+    with pytest.raises(ValueError, match="SHAPEPROP_MASK_CLASSES"):
+        train_net.mask_classes_of(name, "no-such-class")

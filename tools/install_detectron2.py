@@ -37,7 +37,7 @@ URL = (
 SHA256 = "491af0c7f79bdb2d178e46f6cb16a97c4ac968d45c41ea3f6b6435d59bbee561"
 DIST_NAME, DIST_VERSION = "sal_detectron2", "0.7.2"
 # The imports of detectron2's code that the project does not already bring, pinned: its
-# install_requires (omegaconf < 2.4) and what it imports without declaring (fvcore, iopath).
+# install_requires (omegaconf < 2.4, tensorboard) and what it imports without declaring (fvcore, iopath).
 RUNTIME_DEPENDENCIES = [
     "fvcore==0.1.5.post20221221",
     "iopath==0.1.9",
@@ -48,10 +48,23 @@ RUNTIME_DEPENDENCIES = [
     "omegaconf==2.3.1",
     "antlr4-python3-runtime==4.9.3",
     "cloudpickle==3.1.3",
+    "tensorboard==2.21.0",  # DefaultTrainer's event writer (train_net)
+    "tensorboard-data-server==0.7.2",
+    "grpcio==1.85.3",
+    "absl-py==2.5.1",
+    "Markdown==3.11.3",
 ]
 
 STUB = '''"""Stand-in for detectron2's compiled ops, written by shapeprop-bench's
 tools/install_detectron2.py: this test install holds detectron2's Python code only."""
+
+
+def get_compiler_version():  # asked by detectron2.utils.collect_env (default_setup logs it)
+    return "none: detectron2's C++ ops are not built (Python-only test install)"
+
+
+def get_cuda_version():
+    return "none"
 
 
 def __getattr__(name):

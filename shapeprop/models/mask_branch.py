@@ -137,7 +137,8 @@ def mask_branch_losses(
 def _cat_targets(targets, rois, matched, size: int, like: torch.Tensor) -> torch.Tensor:
     # In the features' dtype: detectron2's boxes are always float32, its features need not be.
     parts = [
-        mask_targets(t["masks"], r.to(like.dtype), m, size) for t, r, m in zip(targets, rois, matched, strict=True)
+        mask_targets(t["masks"], r.to(like.dtype), m, size)
+        for t, r, m in zip(targets, rois, matched, strict=True)
     ]
     return torch.cat(parts).to(like.dtype) if parts else like.new_zeros((0, size, size))
 

@@ -9,6 +9,7 @@
   that pydantic model when a model is built.
 - `MODEL.RETINAMASK`: `MASK_IN_FEATURES`, `MASK_TRAIN_ROIS`, `MASK_FG_IOU` of the RetinaMask mask branch.
 - `MODEL.TORCHVISION_FPN`: `NAME`, `WEIGHTS`, `TOP_BLOCK` of the torchvision FPN backbone wrapper.
+- `DATASETS.SHAPEPROP_MASK_CLASSES`: the classes that keep their masks in training (`train_net`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ def add_shapeprop_config(cfg: CfgNode) -> CfgNode:
     for name in ShapePropConfig.model_fields:
         cfg.MODEL.SHAPEPROP[name.upper()] = "official" if name == "preset" else None
     cfg.MODEL.SHAPEPROP.ROIS_PER_IMAGE = 0  # model.shapeprop_rois_per_image; 0 = every sampled RoI
+
+    # train_net: keep masks only for these classes' annotations ("voc", "nonvoc", names; "" = all)
+    cfg.DATASETS.SHAPEPROP_MASK_CLASSES = ""
 
     cfg.MODEL.RETINAMASK = CfgNode()
     cfg.MODEL.RETINAMASK.MASK_IN_FEATURES = ["p3", "p4", "p5"]
