@@ -21,10 +21,6 @@ from shapeprop.config import ShapePropConfig
 Patch = dict[str, Any]  # dotted config key -> value
 
 
-def _no_patch(cfg: dict[str, Any]) -> Patch:
-    return {}
-
-
 def _no_finalize(cfg: dict[str, Any], shapeprop: dict[str, Any]) -> Patch:
     return {}
 
