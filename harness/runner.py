@@ -25,6 +25,7 @@ import yaml
 from harness import tracking
 from harness.executors import RunOutcome, make_executor
 from harness.suite import RunSpec, Suite, expand, flatten_config, select
+from shapeprop.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,6 @@ def workdir_of(spec: RunSpec, runs_root: str | Path) -> Path:
 def log_path_of(spec: RunSpec, runs_root: str | Path) -> Path:
     """The run's log file, `<work dir>/run.log`."""
     return workdir_of(spec, runs_root) / LOG_FILE
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -139,7 +134,7 @@ def _open_run(spec: RunSpec, uri: str, workdir: Path, parent_run_id: str | None)
     run = tracking.with_retry(lambda: c.create_run(exp_id, tags=tags), "create run")
     run_id = run.info.run_id
     tracking.log_params(c, run_id, flatten_config(spec.config))
-    _write_atomic(state_path, json.dumps({"tracking_uri": uri, "run_id": run_id, "run_key": spec.key}))
+    write_atomic(state_path, json.dumps({"tracking_uri": uri, "run_id": run_id, "run_key": spec.key}))
     return run_id, False
 
 
@@ -176,7 +171,7 @@ def run_one(
     c = tracking.client(uri)
 
     config_path = workdir / "config.yaml"
-    _write_atomic(config_path, yaml.safe_dump(spec.config.model_dump(mode="json"), sort_keys=False))
+    write_atomic(config_path, yaml.safe_dump(spec.config.model_dump(mode="json"), sort_keys=False))
     skip = tracking.last_logged_step(c, run_id) if resumed else -1
     callbacks = tracking_callbacks(c, run_id, skip_until_step=skip, flush_every_s=flush_every_s)
 

@@ -8,7 +8,6 @@ here knows about MLflow.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from shapeprop.eval.best_overlap import best_overlap_table
 from shapeprop.eval.coco import evaluate_coco, resolve_categories
 from shapeprop.eval.gt_boxes import gt_box_mask_table, mean_iou
 from shapeprop.eval.inference import predict
+from shapeprop.files import write_atomic
 from shapeprop.models.build import build_detector, param_counts
 
 __all__ = ["ExperimentCallbacks", "ExperimentResult", "NonFiniteLossError", "run_experiment"]
@@ -44,17 +44,11 @@ class ExperimentResult:
 
 
 def _write_json_atomic(path: Path, obj: Any) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, json.dumps(obj, indent=1, default=str))
 
 
 def _write_csv_atomic(path: Path, table: pd.DataFrame) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, table.to_csv(index=False))
 
 
 def _identity(cfg: ExperimentConfig) -> dict[str, Any]:

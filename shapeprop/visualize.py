@@ -19,8 +19,6 @@ fixed pixel layout (`GridLayout`), so a panel's position in the PNG is known.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +40,7 @@ from shapeprop.data.loading import DetectionDataset
 from shapeprop.data.masks import annotation_to_mask
 from shapeprop.eval.best_overlap import paste_maps
 from shapeprop.eval.coco import bbox_xywh
+from shapeprop.files import write_atomic
 
 DPI = 100
 HEAT_CMAP = "inferno"
@@ -544,17 +543,6 @@ def render_comparison(
 
 def save_png(fig: Figure, path: str | Path) -> Path:
     """Write `fig` as a PNG at its pixel size, atomically (a temporary file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, facecolor=fig.get_facecolor())
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(buffer.getvalue())
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; a figure is for reading
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, buffer.getvalue())

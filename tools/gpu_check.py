@@ -34,6 +34,8 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from shapeprop.files import write_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -54,9 +56,7 @@ class Report:
 
     def add(self, text: str) -> None:
         self.parts.append(text.rstrip() + "\n")
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("\n".join(self.parts))
-        os.replace(tmp, self.path)
+        write_atomic(self.path, "\n".join(self.parts))
 
 
 def _commit() -> str:

@@ -12,6 +12,7 @@ from harness.report.layouts import FIGURES, TABLES
 from harness.report.reference import load_reference
 from harness.report.runs import REPORTS_EXPERIMENT, RunSelection, fetch_runs, select
 from harness.report.tables import build_table, place_runs
+from shapeprop.files import write_atomic
 
 if TYPE_CHECKING:
     import pandas
@@ -64,10 +65,10 @@ def table_report(
     title = f"Table {number} ({profile} profile)"
     base = Path(out_dir) / f"{name}-{profile}"
     files = [
-        render.write_atomic(Path(f"{base}.md"), render.to_markdown(table, layout, title, notes)),
-        render.write_atomic(Path(f"{base}.tex"), render.to_latex(table, layout, title)),
-        render.write_atomic(Path(f"{base}.html"), render.to_html(table, layout, title, notes)),
-        render.write_atomic(Path(f"{base}.csv"), render.to_csv(table, {"table": name, "profile": profile})),
+        write_atomic(Path(f"{base}.md"), render.to_markdown(table, layout, title, notes)),
+        write_atomic(Path(f"{base}.tex"), render.to_latex(table, layout, title)),
+        write_atomic(Path(f"{base}.html"), render.to_html(table, layout, title, notes)),
+        write_atomic(Path(f"{base}.csv"), render.to_csv(table, {"table": name, "profile": profile})),
     ]
     render.print_terminal(table, layout, title, notes, console)
     return Report(name, profile, files, table, notes)
@@ -103,7 +104,7 @@ def figure_report(
         notes += [f"run {run_id} has no best_overlap.csv artifact; left out" for run_id in missing]
         data = figures.overlap_summary(overlaps)
         files = figures.figure9(overlaps, title, base)
-    files.append(render.write_atomic(Path(f"{base}.csv"), data.to_csv(index=False, float_format="%.4f")))
+    files.append(write_atomic(Path(f"{base}.csv"), data.to_csv(index=False, float_format="%.4f")))
     _print_frame(data, title, notes, console)
     return Report(name, profile, files, data, notes)
 

@@ -12,7 +12,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.report.render import write_atomic
+from shapeprop.files import write_atomic
 
 if TYPE_CHECKING:
     import pandas

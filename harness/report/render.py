@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import html
 import math
-import os
 import re
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.report.layouts import TableLayout
@@ -188,18 +185,3 @@ def print_terminal(
         console.print(out)
     for note in notes:
         console.print(f"[yellow]note:[/yellow] {note}")
-
-
-def write_atomic(path: Path, text: str | bytes) -> Path:
-    """Write `text` to `path` through a temporary file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes files private; a report is for reading
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(text.encode("utf-8") if isinstance(text, str) else text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

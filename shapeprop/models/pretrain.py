@@ -18,8 +18,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shapeprop.data.synthetic import CLASSES, default_cache_dir, render_image
+from shapeprop.files import atomic_path
 from shapeprop.models.backbones import TINY_CHANNELS, TinyNet
 from shapeprop.models.transform import IMAGE_MEAN, IMAGE_STD
 
@@ -161,10 +160,8 @@ def pretrained_tiny_weights(
         if path.is_file():  # another process trained it while this one waited
             return path
         state, accuracy = pretrain(options, progress)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        torch.save({"state_dict": state, "options": options, "accuracy": accuracy}, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save({"state_dict": state, "options": options, "accuracy": accuracy}, tmp)
     return path
 
 

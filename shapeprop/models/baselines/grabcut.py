@@ -18,6 +18,7 @@ import numpy as np
 
 from shapeprop.data.masks import mask_to_rle
 from shapeprop.eval.coco import bbox_xywh
+from shapeprop.files import write_atomic
 
 MIN_FOREGROUND = 0.05  # a GrabCut result below this fraction of its box falls back to the box
 
@@ -101,10 +102,7 @@ def grabcut_pseudo_masks(
             done = [_image_masks(job) for job in missing]
         for part in done:
             masks.update(dict(part))
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(masks))
-        os.replace(tmp, cache)
+        write_atomic(cache, json.dumps(masks))
     out = []
     for rec in records:
         anns = []

@@ -9,7 +9,6 @@ in its own directory (checkpoints, resume) and its pseudo masks are cached there
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from shapeprop.data.masks import mask_to_rle
 from shapeprop.engine.hooks import ExperimentCallbacks
 from shapeprop.engine.train import train_detector
 from shapeprop.eval.coco import bbox_xywh
+from shapeprop.files import write_atomic
 from shapeprop.models.build import find_mask_branch
 
 PSEUDO_FILE = "pseudo_masks.json"
@@ -141,7 +141,5 @@ def progressive_pseudo_masks(
         model.cuda()
     labelled = pseudo_label(model, records, cfg.data.min_size, cfg.data.max_size)
     stage_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(labelled))
-    os.replace(tmp, cache)
+    write_atomic(cache, json.dumps(labelled))
     return labelled
