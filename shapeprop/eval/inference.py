@@ -11,6 +11,7 @@ from torch import nn
 
 from shapeprop.data.loading import DetectionDataset
 from shapeprop.eval.coco import instances_to_results
+from shapeprop.timing import synchronize
 
 
 @dataclass
@@ -20,11 +21,6 @@ class Predictions:
     results: list[dict[str, Any]]
     maps: dict[Any, dict[str, torch.Tensor]] = field(default_factory=dict)
     seconds_per_image: float = float("nan")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @torch.no_grad()
@@ -56,10 +52,10 @@ def predict(
         if i == 0:
             for _ in range(warmup):
                 model([image], original_sizes=sizes)
-        _sync(device)
+        synchronize(device)
         t0 = time.perf_counter()
         out = model([image], original_sizes=sizes)[0]
-        _sync(device)
+        synchronize(device)
         total += time.perf_counter() - t0
         count += 1
         image_id = target["image_id"]

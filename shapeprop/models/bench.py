@@ -37,6 +37,7 @@ from shapeprop.config import DataConfig, ModelConfig, ShapePropConfig
 from shapeprop.data import catalog
 from shapeprop.data.loading import DetectionDataset, make_loader
 from shapeprop.models.build import build_detector, param_counts
+from shapeprop.timing import synchronize
 
 PRECISIONS = {"32": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 
@@ -119,16 +120,11 @@ def count_ops(fn: Callable[[], Any], device: torch.device) -> OpCount:
     return count
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timed(fn: Callable[[], Any], device: torch.device) -> float:
-    _sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     fn()
-    _sync(device)
+    synchronize(device)
     return time.perf_counter() - t0
 
 
@@ -299,7 +295,7 @@ def _profile(fn: Callable[[], Any], device: torch.device, rows: int = 25) -> str
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         fn()
-        _sync(device)
+        synchronize(device)
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     return prof.key_averages().table(sort_by=key, row_limit=rows)
 

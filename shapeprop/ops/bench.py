@@ -25,6 +25,7 @@ import torch
 
 from shapeprop.ops.propagation import extension_available, propagate
 from shapeprop.ops.reference import propagate_reference
+from shapeprop.timing import synchronize
 
 C, SIZE, STEPS = 24, 14, 14
 IMPLS: dict[str, Callable] = {"extension": propagate, "reference": propagate_reference}
@@ -36,11 +37,6 @@ def _inputs(n: int, device: str, seed: int = 0) -> tuple[torch.Tensor, torch.Ten
     w = torch.rand(n, C * 9, SIZE, SIZE, generator=gen).to(device).requires_grad_()
     grad = torch.randn(n, C, SIZE, SIZE, generator=gen).to(device)
     return x, w, grad
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def _fwd_bwd(fn: Callable, x: torch.Tensor, w: torch.Tensor, grad: torch.Tensor) -> None:
@@ -55,14 +51,14 @@ def time_impl(impl: str, n: int, device: str, repeats: int) -> tuple[float, floa
     fwd, both = [], []
     _fwd_bwd(fn, x, w, grad)  # warm-up
     for _ in range(repeats):
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         with torch.no_grad():
             fn(x, w, STEPS)
-        _sync(device)
+        synchronize(device)
         mid = time.perf_counter()
         _fwd_bwd(fn, x, w, grad)
-        _sync(device)
+        synchronize(device)
         fwd.append(mid - start)
         both.append(time.perf_counter() - mid)
     return statistics.median(fwd), statistics.median(both)
