@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
-from shapeprop.data.loading import DetectionDataset
+from shapeprop.eval.inference import model_inputs
 
 TABLE_COLUMNS = ["image_id", "category_id", "area", "iou"]
 
@@ -31,18 +31,15 @@ def gt_box_mask_table(
 ) -> pd.DataFrame:
     """One row per GT with a mask: image_id, 0-based category_id, area (pixels, network input
     size) and the IoU of the mask predicted on its box (probability > 0.5) with its mask."""
-    device = torch.device(device)
-    model.eval().to(device)
-    dataset = DetectionDataset(list(records), min_size, max_size, hflip=False, train=False)
     rows = []
-    for i in range(len(dataset)):
-        image, target = dataset[i]
+    for item in model_inputs(model, records, min_size, max_size, device):
+        target = item.target
         keep = target["has_mask"]
         if not keep.any():
             continue
         boxes, labels = target["boxes"][keep].to(device), target["labels"][keep].to(device)
         gt = target["masks"][keep].bool().to(device)
-        probs = model.masks_on_boxes(image.to(device), boxes, labels)  # any framework's detector
+        probs = model.masks_on_boxes(item.image, boxes, labels)  # any framework's detector
         pred = paste_masks_in_image(probs, boxes, tuple(gt.shape[-2:]), padding=1)[:, 0] > 0.5
         inter = (pred & gt).flatten(1).sum(1).float()
         union = (pred | gt).flatten(1).sum(1).float().clamp_min(1)
