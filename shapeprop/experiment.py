@@ -27,7 +27,8 @@ from shapeprop.eval.coco import evaluate_coco, resolve_categories
 from shapeprop.eval.gt_boxes import gt_box_mask_table, mean_iou
 from shapeprop.eval.inference import predict
 from shapeprop.files import write_atomic
-from shapeprop.models.build import build_detector, param_counts
+from shapeprop.models.build import build_detector
+from shapeprop.models.params import param_counts
 
 __all__ = ["ExperimentCallbacks", "ExperimentResult", "NonFiniteLossError", "run_experiment"]
 

@@ -72,7 +72,7 @@ class ShapePropHead(nn.Module):
 
     Args:
         in_channels: channels of the RoI features.
-        num_classes: K, foreground classes (0-based labels).
+        num_classes: K, foreground classes (given as 0-based class indices, `shapeprop.models.labels`).
         cfg: widths, depths, propagation options and loss weights (paper defaults).
 
     `out_channels` (= cfg.prior_channels) is how many channels `fuse` adds to the mask-head input.

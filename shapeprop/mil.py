@@ -1,7 +1,9 @@
 """Multiple-instance learning of the saliency (Sec. 3.1): bags from boxes (Eq. 2) and the MIL loss (Eq. 3).
 
 Each RoI is a bag of pixels. A RoI whose IoU with a ground-truth box of class c exceeds t is a
-positive bag of c; every other RoI is a negative bag (background).
+positive bag of c; every other RoI is a negative bag (background). In the library's convention
+(`shapeprop.models.labels`) the ground truth comes as 0-based class indices c and the bag labels
+are labels: 0 = negative bag (background), c + 1 = positive bag of class c.
 """
 
 from __future__ import annotations

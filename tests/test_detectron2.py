@@ -35,7 +35,7 @@ from shapeprop.data.masks import annotation_to_mask  # noqa: E402
 from shapeprop.data.splits import apply_mask_supervision  # noqa: E402
 from shapeprop.models import d2  # noqa: E402
 from shapeprop.models.build import build_detector  # noqa: E402
-from shapeprop.models.build import param_counts as torchvision_param_counts  # noqa: E402
+from shapeprop.models.params import param_counts as torchvision_param_counts  # noqa: E402
 
 SIZE = 64
 ARCHS = ["mask_rcnn", "retinamask"]
@@ -438,8 +438,8 @@ def test_core_package_does_not_import_detectron2():
 def test_both_frameworks_give_the_same_mask_losses_and_gradients(rois_per_image):
     """The one mask-branch core behind both frameworks: same weights, features, RoIs and targets give
     the same losses and gradients (float64), whatever each framework's pooler and mask head."""
-    from shapeprop.models.build import find_mask_branch
     from shapeprop.models.d2.mask import mask_losses
+    from shapeprop.models.mask_branch import find_mask_branch
 
     sp = ShapePropConfig(preset="light", hidden_channels=8, latent_channels=4, prior_channels=4)
     model_cfg = ModelConfig(backbone="tiny", shapeprop=sp, shapeprop_rois_per_image=rois_per_image)

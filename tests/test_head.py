@@ -124,8 +124,8 @@ def test_presets_build_the_authors_head_and_the_light_one():
 def test_official_preset_parameter_count_matches_the_authors_layer_list():
     """The head the authors' code adds to R-50-FPN Mask R-CNN on COCO (80 classes), from its layer
     list (ucbdrive/ShapeProp: shapeprop_head.py, roi_mask_feature_extractors.py); docs/fidelity.md."""
-    from shapeprop.models.build import count_parameters
     from shapeprop.models.mask_branch import MaskBranch
+    from shapeprop.models.params import count_parameters
 
     authors = [  # (in, out, kernel) of every conv
         *[(256, 256, 3)] * 4,  # ShapePropFeatureExtractor (activating), CONV_LAYERS (256, 256, 256, 256)

@@ -9,14 +9,12 @@ from torchvision.models import resnet18
 from shapeprop.config import DataConfig, ModelConfig, ShapePropConfig
 from shapeprop.data import catalog
 from shapeprop.data.loading import make_loader
-from shapeprop.models.backbones import TinyNet, build_backbone
-from shapeprop.models.build import (
-    build_detector,
-    find_mask_branch,
-    mask_head_params,
-    param_counts,
-    widened_mask_head_channels,
-)
+from shapeprop.models.backbones import build_backbone
+from shapeprop.models.build import build_detector
+from shapeprop.models.mask_branch import find_mask_branch
+from shapeprop.models.params import mask_head_params, param_counts, widened_mask_head_channels
+from shapeprop.models.recipes import recipe
+from shapeprop.models.tiny import TinyNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -153,6 +151,26 @@ def test_more_head_params_matches_shapeprop_count():
     )
     target = with_sp["mask_head"] + with_sp["shapeprop"]
     assert widened["mask_head"] >= target > mask_head_params(64, width - 1, NUM_CLASSES)
+
+
+@pytest.mark.parametrize("backbone", ["tiny", "resnet18"])
+def test_detectors_take_their_sizes_from_the_backbone_recipe(backbone):
+    sizes = recipe(backbone)
+    rcnn = build_detector(ModelConfig(backbone=backbone), NUM_CLASSES, SIZE, SIZE)
+    assert rcnn.backbone.out_channels == sizes.fpn_channels
+    assert rcnn.rpn._pre_nms_top_n == dict(zip(("training", "testing"), sizes.rpn_pre_nms_top_n, strict=True))
+    assert rcnn.rpn._post_nms_top_n == dict(
+        zip(("training", "testing"), sizes.rpn_post_nms_top_n, strict=True)
+    )
+    assert rcnn.rpn.fg_bg_sampler.batch_size_per_image == sizes.rpn_batch_size_per_image
+    assert rcnn.roi_heads.fg_bg_sampler.batch_size_per_image == sizes.box_batch_size_per_image
+    assert rcnn.roi_heads.box_head.fc7.out_features == sizes.box_head_channels
+    assert find_mask_branch(rcnn).predictor.conv5_mask.out_channels == sizes.mask_head_channels
+    retina = build_detector(ModelConfig(arch="retinamask", backbone=backbone), NUM_CLASSES, SIZE, SIZE)
+    assert retina.topk_candidates == sizes.retinanet_topk_candidates
+    assert retina.backbone.out_channels == sizes.fpn_channels
+    with pytest.raises(ValueError, match="unknown backbone"):
+        recipe("resnet34")
 
 
 def test_backbone_weights_from_local_checkpoint(tmp_path):

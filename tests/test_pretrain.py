@@ -7,7 +7,8 @@ import torch
 
 from shapeprop.data.synthetic import CLASSES
 from shapeprop.models import pretrain
-from shapeprop.models.backbones import TinyNet, build_backbone, load_body_weights
+from shapeprop.models.backbones import build_backbone, load_body_weights
+from shapeprop.models.tiny import TinyNet
 
 SMALL = {"num_images": 30, "steps": 80, "batch_size": 32, "lr": 0.05}
 

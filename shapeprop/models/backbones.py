@@ -1,14 +1,16 @@
-"""FPN backbones: torchvision ResNet-18/50/101, and a tiny conv net for CPU work.
+"""FPN backbones: torchvision ResNet-18/50/101, and the tiny conv net of `shapeprop.models.tiny`.
 
 Weights come from a local checkpoint path, or a torchvision weight name (e.g.
 `ResNet50_Weights.IMAGENET1K_V1`, which downloads on first use); None means random init. Nothing is
 downloaded unless a weight name is given. The tiny backbone also takes `synthetic-pretrained`, the
-ImageNet stand-in of `shapeprop.models.pretrain` (trained on first use, then cached).
+ImageNet stand-in of `shapeprop.models.pretrain` (trained on first use, then cached), which
+`resolve_weights` turns into its checkpoint path. The FPN width is the backbone recipe's
+(`shapeprop.models.recipes`).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -18,31 +20,18 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
 
-TINY_CHANNELS = (16, 32, 64, 128, 128)
-TINY_FPN_CHANNELS = 64
-RESNET_FPN_CHANNELS = 256
+from shapeprop.models.pretrain import resolve_weights
+from shapeprop.models.recipes import recipe
+from shapeprop.models.tiny import TinyNet, tiny_body
 
-
-class TinyNet(nn.Sequential):
-    """Five stride-2 stages of two 3x3 conv-BN-ReLU each (16 -> 128 channels); strides 2..32."""
-
-    def __init__(self, channels: tuple[int, ...] = TINY_CHANNELS):
-        stages = OrderedDict()
-        cin = 3
-        for i, cout in enumerate(channels, start=1):
-            stages[f"stage{i}"] = nn.Sequential(
-                nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-                nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True),
-            )
-            cin = cout
-        super().__init__(stages)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+__all__ = [
+    "TinyNet",  # re-exported: the tiny backbone's home is shapeprop.models.tiny
+    "build_backbone",
+    "load_body_weights",
+    "mask_rcnn_backbone",
+    "retinanet_backbone",
+]
+Body = tuple[nn.Module, dict[str, str], list[int]]  # body, FPN return_layers, FPN in_channels
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -84,6 +73,46 @@ def load_body_weights(body: nn.Module, path: str | Path) -> None:
     body.load_state_dict(found, strict=False)
 
 
+def _tiny(weights: str | None, returned_layers: list[int]) -> Body:
+    body, return_layers, in_channels = tiny_body(returned_layers)
+    if weights:
+        load_body_weights(body, weights)
+    return body, return_layers, in_channels
+
+
+def _resnet(name: str) -> Callable[[str | None, list[int]], Body]:
+    def build(weights: str | None, returned_layers: list[int]) -> Body:
+        is_path = weights is not None and (
+            Path(weights).suffix in (".pth", ".pt", ".ckpt") or Path(weights).exists()
+        )
+        tv_weights = get_weight(weights) if weights and not is_path else None
+        pretrained = weights is not None
+        # Pretrained: frozen BN and the stem + layer1 frozen (Detectron's recipe); from scratch: train all with BN.
+        body = getattr(resnet, name)(
+            weights=tv_weights, norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d
+        )
+        if is_path:
+            load_body_weights(body, weights)
+        trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][: 3 if pretrained else 5]
+        if not pretrained:
+            trainable.append("bn1")
+        for pname, parameter in body.named_parameters():
+            if all(not pname.startswith(layer) for layer in trainable):
+                parameter.requires_grad_(False)
+        return_layers = {f"layer{k}": str(i) for i, k in enumerate(returned_layers)}
+        in_channels_stage2 = body.inplanes // 8
+        return body, return_layers, [in_channels_stage2 * 2 ** (k - 1) for k in returned_layers]
+
+    return build
+
+
+# the body builder of each backbone name (their detector sizes: shapeprop.models.recipes)
+BODIES: dict[str, Callable[[str | None, list[int]], Body]] = {
+    "tiny": _tiny,
+    **{name: _resnet(name) for name in ("resnet18", "resnet50", "resnet101")},
+}
+
+
 def build_backbone(
     name: str, weights: str | None, returned_layers: list[int], extra_blocks: ExtraFPNBlock | None
 ) -> BackboneWithFPN:
@@ -91,45 +120,11 @@ def build_backbone(
 
     `extra_blocks` is LastLevelMaxPool for Mask R-CNN or LastLevelP6P7 for RetinaNet.
     """
-    if weights == "synthetic-pretrained":  # shapeprop.models.pretrain.PRETRAINED_TINY
-        if name != "tiny":
-            raise ValueError(
-                f"model.weights: 'synthetic-pretrained' exists only for the tiny backbone, not {name!r}"
-            )
-        from shapeprop.models.pretrain import pretrained_tiny_weights
-
-        weights = str(pretrained_tiny_weights())
-    if name == "tiny":
-        body = TinyNet()
-        # TinyNet stage k+1 has the stride of ResNet layer k (stage1 = the ResNet stem)
-        return_layers = {f"stage{k + 1}": str(i) for i, k in enumerate(returned_layers)}
-        in_channels = [TINY_CHANNELS[k] for k in returned_layers]
-        if weights:
-            load_body_weights(body, weights)
-        return BackboneWithFPN(body, return_layers, in_channels, TINY_FPN_CHANNELS, extra_blocks=extra_blocks)
-    if name not in ("resnet18", "resnet50", "resnet101"):
-        raise ValueError(f"model.backbone: unknown backbone {name!r}")
-    is_path = weights is not None and (
-        Path(weights).suffix in (".pth", ".pt", ".ckpt") or Path(weights).exists()
-    )
-    tv_weights = get_weight(weights) if weights and not is_path else None
-    pretrained = weights is not None
-    # Pretrained: frozen BN and the stem + layer1 frozen (Detectron's recipe); from scratch: train all with BN.
-    body = getattr(resnet, name)(
-        weights=tv_weights, norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d
-    )
-    if is_path:
-        load_body_weights(body, weights)
-    trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][: 3 if pretrained else 5]
-    if not pretrained:
-        trainable.append("bn1")
-    for pname, parameter in body.named_parameters():
-        if all(not pname.startswith(layer) for layer in trainable):
-            parameter.requires_grad_(False)
-    return_layers = {f"layer{k}": str(i) for i, k in enumerate(returned_layers)}
-    in_channels_stage2 = body.inplanes // 8
-    in_channels = [in_channels_stage2 * 2 ** (k - 1) for k in returned_layers]
-    return BackboneWithFPN(body, return_layers, in_channels, RESNET_FPN_CHANNELS, extra_blocks=extra_blocks)
+    channels = recipe(name).fpn_channels  # ValueError for an unknown backbone
+    if name not in BODIES:
+        raise ValueError(f"model.backbone: no body builder for backbone {name!r}")
+    body, return_layers, in_channels = BODIES[name](resolve_weights(name, weights), returned_layers)
+    return BackboneWithFPN(body, return_layers, in_channels, channels, extra_blocks=extra_blocks)
 
 
 def mask_rcnn_backbone(name: str, weights: str | None) -> BackboneWithFPN:
@@ -139,5 +134,5 @@ def mask_rcnn_backbone(name: str, weights: str | None) -> BackboneWithFPN:
 
 def retinanet_backbone(name: str, weights: str | None) -> BackboneWithFPN:
     """FPN on strides 8-32 plus P6/P7 (keys '0', '1', '2', 'p6', 'p7'), as in RetinaNet."""
-    channels = TINY_FPN_CHANNELS if name == "tiny" else RESNET_FPN_CHANNELS
+    channels = recipe(name).fpn_channels
     return build_backbone(name, weights, [2, 3, 4], LastLevelP6P7(channels, channels))

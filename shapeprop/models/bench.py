@@ -36,7 +36,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from shapeprop.config import DataConfig, ModelConfig, ShapePropConfig
 from shapeprop.data import catalog
 from shapeprop.data.loading import DetectionDataset, make_loader
-from shapeprop.models.build import build_detector, param_counts
+from shapeprop.models.build import build_detector
+from shapeprop.models.params import param_counts
 from shapeprop.timing import synchronize
 
 PRECISIONS = {"32": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}

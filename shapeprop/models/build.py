@@ -1,29 +1,41 @@
-"""Detector construction from the experiment config, and parameter counts."""
+"""Detector construction from the experiment config: the dispatch to the detector builders.
+
+Where the rest lives: sizes per backbone in `shapeprop.models.recipes`, parameter counts (also in
+closed form, torch-free) in `shapeprop.models.params`, the mask branch in
+`shapeprop.models.mask_branch`. No module of `shapeprop.models` imports this one.
+"""
 
 from __future__ import annotations
 
-import torch
 from torch import nn
-from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 
 from shapeprop.config import ModelConfig
-from shapeprop.models.backbones import (
-    RESNET_FPN_CHANNELS,
-    TINY_FPN_CHANNELS,
-    mask_rcnn_backbone,
-    retinanet_backbone,
-)
-from shapeprop.models.mask_branch import MaskBranch
+from shapeprop.models.backbones import mask_rcnn_backbone, retinanet_backbone
+from shapeprop.models.mask_branch import MaskBranch, find_mask_branch
+from shapeprop.models.mask_rcnn import build_mask_rcnn
+from shapeprop.models.mask_transfer import enable_mask_transfer
+from shapeprop.models.params import count_parameters, param_counts, widened_mask_head_channels
+from shapeprop.models.recipes import default_mask_head_channels, recipe
+from shapeprop.models.retinamask import build_retinamask
 
-TINY_MASK_HEAD_CHANNELS = 64
-MASK_HEAD_CHANNELS = 256
+# Importers outside shapeprop.models (harness, experiment, some tests) still take these names from
+# here; their homes are the modules above.
+TINY_MASK_HEAD_CHANNELS = recipe("tiny").mask_head_channels
+__all__ = [
+    "TINY_MASK_HEAD_CHANNELS",
+    "build_detector",
+    "count_parameters",
+    "default_mask_head_channels",
+    "find_mask_branch",
+    "param_counts",
+    "widened_mask_head_channels",
+]
 
-
-def default_mask_head_channels(model_cfg: ModelConfig) -> int:
-    """The architecture's mask head width unless the config sets one."""
-    if model_cfg.mask_head_channels is not None:
-        return model_cfg.mask_head_channels
-    return TINY_MASK_HEAD_CHANNELS if model_cfg.backbone == "tiny" else MASK_HEAD_CHANNELS
+# per architecture: the FPN backbone, the feature maps the mask branch pools, the detector builder
+ARCHITECTURES = {
+    "mask_rcnn": (mask_rcnn_backbone, ["0", "1", "2", "3"], build_mask_rcnn),
+    "retinamask": (retinanet_backbone, ["0", "1", "2"], build_retinamask),
+}
 
 
 def build_detector(
@@ -40,24 +52,16 @@ def build_detector(
     With `model.framework: detectron2` the same detector is built by the detectron2 plugin.
     """
     if model_cfg.framework == "detectron2":
-        from shapeprop.models.d2 import build_detectron2_detector  # lazy: detectron2 is optional
+        # lazy: detectron2 is optional, and importing the plugin imports it
+        from shapeprop.models.d2 import build_detectron2_detector
 
         return build_detectron2_detector(
             model_cfg, num_classes, min_size, max_size, score_thresh, detections_per_img
         )
-    tiny = model_cfg.backbone == "tiny"
-    if model_cfg.arch == "mask_rcnn":
-        from shapeprop.models.mask_rcnn import build_mask_rcnn
-
-        backbone = mask_rcnn_backbone(model_cfg.backbone, model_cfg.weights)
-        featmaps = ["0", "1", "2", "3"]
-    elif model_cfg.arch == "retinamask":
-        from shapeprop.models.retinamask import build_retinamask
-
-        backbone = retinanet_backbone(model_cfg.backbone, model_cfg.weights)
-        featmaps = ["0", "1", "2"]
-    else:
+    if model_cfg.arch not in ARCHITECTURES:
         raise ValueError(f"model.arch: unknown architecture {model_cfg.arch!r}")
+    make_backbone, featmaps, build = ARCHITECTURES[model_cfg.arch]
+    backbone = make_backbone(model_cfg.backbone, model_cfg.weights)
     branch = MaskBranch(
         featmaps,
         backbone.out_channels,
@@ -67,74 +71,18 @@ def build_detector(
         shapeprop=model_cfg.shapeprop,
         shapeprop_rois_per_image=model_cfg.shapeprop_rois_per_image,
     )
-    if model_cfg.mask_transfer:
-        from shapeprop.models.mask_transfer import enable_mask_transfer
-
-        if model_cfg.arch != "mask_rcnn":
-            raise ValueError("model.mask_transfer (Mask^X R-CNN) needs arch 'mask_rcnn'")
-    build = build_mask_rcnn if model_cfg.arch == "mask_rcnn" else build_retinamask
-    model = build(backbone, num_classes, branch, min_size, max_size, tiny, score_thresh, detections_per_img)
+    if model_cfg.mask_transfer and model_cfg.arch != "mask_rcnn":
+        raise ValueError("model.mask_transfer (Mask^X R-CNN) needs arch 'mask_rcnn'")
+    model = build(
+        backbone,
+        num_classes,
+        branch,
+        min_size,
+        max_size,
+        recipe(model_cfg.backbone),
+        score_thresh,
+        detections_per_img,
+    )
     if model_cfg.mask_transfer:
         enable_mask_transfer(model)
     return model
-
-
-def count_parameters(module: nn.Module | None) -> int:
-    """Number of parameters of `module` (0 for None)."""
-    return 0 if module is None else sum(p.numel() for p in module.parameters())
-
-
-def param_counts(model: nn.Module) -> dict[str, int]:
-    """`total`, `mask_head` (mask head convs + predictor, the part Table 4 widens) and `shapeprop`."""
-    own_counts = getattr(model, "param_counts", None)  # the detectron2 plugin's models count their own
-    if callable(own_counts):
-        return own_counts()
-    branch = find_mask_branch(model)
-    return {
-        "total": count_parameters(model),
-        "mask_head": count_parameters(branch.head) + count_parameters(branch.predictor),
-        "shapeprop": count_parameters(branch.shapeprop),
-    }
-
-
-def mask_head_params(in_channels: int, width: int, num_channels_out: int) -> int:
-    """Parameters of the mask head convs + predictor at `width` (no ShapeProp input channels)."""
-    with torch.device("meta"):  # shapes only: no memory, no initialisation
-        head = MaskRCNNHeads(in_channels, [width] * 4, 1)
-        predictor = MaskRCNNPredictor(width, width, num_channels_out)
-    return count_parameters(head) + count_parameters(predictor)
-
-
-def widened_mask_head_channels(model_cfg: ModelConfig, num_classes: int) -> int:
-    """Table 4 "more head params": the smallest mask head width whose mask head has at least as many
-    parameters as the default mask head plus the ShapeProp head of `model_cfg` (which must set one)."""
-    if model_cfg.shapeprop is None:
-        raise ValueError("widened_mask_head_channels needs a config with model.shapeprop set")
-    in_channels = TINY_FPN_CHANNELS if model_cfg.backbone == "tiny" else RESNET_FPN_CHANNELS
-    width = default_mask_head_channels(model_cfg.model_copy(update={"mask_head_channels": None}))
-    with torch.device("meta"):
-        branch = MaskBranch(
-            ["0"], in_channels, num_classes, width, model_cfg.class_agnostic_masks, model_cfg.shapeprop
-        )
-    target = (
-        count_parameters(branch.head)
-        + count_parameters(branch.predictor)
-        + count_parameters(branch.shapeprop)
-    )
-    out = 1 if model_cfg.class_agnostic_masks else num_classes
-    # The count grows with the width: double past the target, then bisect to the smallest width.
-    low, high = width - 1, width
-    while mask_head_params(in_channels, high, out) < target:
-        low, high = high, 2 * high
-    while high - low > 1:
-        mid = (low + high) // 2
-        low, high = (mid, high) if mask_head_params(in_channels, mid, out) < target else (low, mid)
-    return high
-
-
-def find_mask_branch(model: nn.Module) -> MaskBranch:
-    """The detector's `MaskBranch`."""
-    for module in model.modules():
-        if isinstance(module, MaskBranch):
-            return module
-    raise ValueError("model has no MaskBranch")

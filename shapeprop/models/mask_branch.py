@@ -1,7 +1,8 @@
 """The RoI mask branch with the ShapeProp head: one framework-neutral core and torchvision's module.
 
 Training takes the RoIs of the detector (Mask R-CNN: the box head's sampled proposals; RetinaMask:
-its detections plus the GT boxes), each labelled 0 (background) or class+1 and matched to a GT.
+its detections plus the GT boxes), each with a label (0 = background, c + 1 = class c; see
+`shapeprop.models.labels`) and matched to a GT.
 The mask loss covers positive RoIs whose GT has `has_mask`. With ShapeProp, the saliency learner
 runs on all RoIs (MIL needs negative bags) and the shape path (propagation, prior) on the positive
 RoIs only, the ones whose output is used: its reconstruction loss covers the positives with a mask,
@@ -30,6 +31,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from shapeprop.config import ShapePropConfig
 from shapeprop.head import ShapePropHead
 from shapeprop.mil import assign_bags_batched
+from shapeprop.models.labels import BACKGROUND, head_classes, label_to_class
 
 Pool = Callable[[list[torch.Tensor]], torch.Tensor]  # per-image XYXY boxes -> [R, C, S, S]
 MaskLogits = Callable[[torch.Tensor], torch.Tensor]  # [R, C', S, S] -> [R, K or 1, 2S, 2S]
@@ -54,7 +56,7 @@ def mask_targets(masks: Any, rois: torch.Tensor, matched: torch.Tensor, size: in
 
 def _select_class(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Each RoI's map [R, 2S, 2S]: the channel of its 1-based label, or the only one (class-agnostic)."""
-    channel = torch.zeros_like(labels) if logits.shape[1] == 1 else labels - 1
+    channel = torch.zeros_like(labels) if logits.shape[1] == 1 else label_to_class(labels)
     return logits[torch.arange(len(labels), device=logits.device), channel]
 
 
@@ -62,7 +64,7 @@ def shapeprop_rois(labels: torch.Tensor, num_pos: int, cap: int | None) -> torch
     """Indices of one image's RoIs that the ShapeProp head sees: its `num_pos` positives in order,
     then its negatives: all, or a random subset so that positives + negatives <= `cap` (draws from
     torch's RNG). A stable sort instead of `nonzero`: no host sync."""
-    keys = (labels == 0).float()  # positives 0, negatives 1
+    keys = (labels == BACKGROUND).float()  # positives 0, negatives 1
     keep = len(labels)
     if cap is not None and keep > max(cap, num_pos):
         keep = max(cap, num_pos)
@@ -87,7 +89,7 @@ def mask_branch_losses(
     optionally `has_mask` [G]. Host-device synchronisations: one per image, to count its positives
     (the mask head's batch size); ShapeProp adds none.
     """
-    pos = [torch.where(lab > 0)[0] for lab in labels]
+    pos = [torch.where(lab > BACKGROUND)[0] for lab in labels]
     pos_rois = [r[p] for r, p in zip(rois, pos, strict=True)]
     pos_matched = [m[p] for m, p in zip(matched_idxs, pos, strict=True)]
     pos_labels = torch.cat([lab[p] for lab, p in zip(labels, pos, strict=True)])
@@ -113,11 +115,11 @@ def mask_branch_losses(
             [torch.arange(s, s + len(p), device=feats.device) for s, p in zip(starts, pos, strict=True)]
         )
         # Negatives get class 0; they feed only the MIL loss, so the shape path skips them.
-        out = shapeprop(feats, sp_classes.clamp(min=1) - 1, shape_rois=pos_rows)
+        out = shapeprop(feats, head_classes(sp_classes), shape_rois=pos_rows)
         bags = assign_bags_batched(
             sp_rois,
             [t["boxes"] for t in targets],
-            [t["labels"] - 1 for t in targets],
+            [label_to_class(t["labels"]) for t in targets],
             shapeprop.cfg.mil_iou_threshold,
         )
         # The S x S shape target is the 2S x 2S mask target averaged over 2 x 2 cells.
@@ -162,7 +164,7 @@ def mask_branch_predict(
     extra: dict[str, torch.Tensor] = {}
     head_input = feats
     if shapeprop is not None:
-        out = shapeprop(feats, (flat_labels - 1).clamp(min=0))
+        out = shapeprop(feats, head_classes(flat_labels))
         head_input = ShapePropHead.fuse(feats, out)
         extra = {"saliency": out.saliency, "shape_activation": out.shape_activation}
     probs = _select_class(mask_logits(head_input), flat_labels).sigmoid()[:, None]
@@ -258,3 +260,11 @@ class MasksOnBoxes:
         image_list, _ = self.transform([image])
         features = self.backbone(image_list.tensors)
         return self.mask_branch.predict(features, [boxes], [labels], image_list.image_sizes)[0]["masks"]
+
+
+def find_mask_branch(model: nn.Module) -> MaskBranch:
+    """The torchvision detector's `MaskBranch`."""
+    for module in model.modules():
+        if isinstance(module, MaskBranch):
+            return module
+    raise ValueError("model has no MaskBranch")

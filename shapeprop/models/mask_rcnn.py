@@ -17,6 +17,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 
 from shapeprop.models.mask_branch import MaskBranch, MasksOnBoxes
+from shapeprop.models.recipes import ANCHOR_ASPECT_RATIOS, BackboneRecipe, mask_rcnn_anchor_sizes
 from shapeprop.models.transform import PreResizedTransform
 
 
@@ -87,32 +88,27 @@ class MaskRCNN(MasksOnBoxes, GeneralizedRCNN):
         return self.transform.postprocess(detections, image_list.image_sizes, sizes)
 
 
-def anchor_base_size(min_size: int) -> int:
-    """Smallest anchor: 32 px at COCO scale (short side 800), shrunk with the image down to 8 px."""
-    return int(round(32 * min(1.0, max(0.25, min_size / 800))))
-
-
 def build_mask_rcnn(
     backbone,
     num_classes: int,
     mask_branch: MaskBranch,
     min_size: int,
     max_size: int,
-    tiny: bool,
+    recipe: BackboneRecipe,
     score_thresh: float = 0.05,
     detections_per_img: int = 100,
 ) -> MaskRCNN:
     """Mask R-CNN over an FPN `backbone` (keys '0'..'3', 'pool'); `num_classes` foreground classes.
 
-    `tiny` picks CPU-sized RPN/box-head settings (fewer proposals and sampled RoIs, 256-d box head).
+    The backbone's `recipe` gives the RPN and box-head sizes (the tiny one's are CPU-sized: fewer
+    proposals and sampled RoIs, a 256-d box head).
     """
     channels = backbone.out_channels
-    base = anchor_base_size(min_size)
-    anchors = AnchorGenerator(tuple((base * 2**i,) for i in range(5)), ((0.5, 1.0, 2.0),) * 5)
-    if tiny:
-        pre_nms, post_nms, rpn_batch, box_batch, rep = (500, 300), (200, 100), 128, 128, 256
-    else:
-        pre_nms, post_nms, rpn_batch, box_batch, rep = (2000, 1000), (2000, 1000), 256, 512, 1024
+    sizes = mask_rcnn_anchor_sizes(min_size)
+    anchors = AnchorGenerator(tuple(tuple(s) for s in sizes), (ANCHOR_ASPECT_RATIOS,) * len(sizes))
+    pre_nms, post_nms = recipe.rpn_pre_nms_top_n, recipe.rpn_post_nms_top_n
+    rpn_batch, box_batch = recipe.rpn_batch_size_per_image, recipe.box_batch_size_per_image
+    rep = recipe.box_head_channels
     rpn = RegionProposalNetwork(
         anchors,
         RPNHead(channels, anchors.num_anchors_per_location()[0]),

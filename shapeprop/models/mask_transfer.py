@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 
-from shapeprop.models.build import find_mask_branch
+from shapeprop.models.mask_branch import find_mask_branch
 
 
 class TransferredMaskLogits(nn.Module):

@@ -29,7 +29,8 @@ from torch import nn
 
 from shapeprop.data.synthetic import CLASSES, default_cache_dir, render_image
 from shapeprop.files import atomic_path
-from shapeprop.models.backbones import TINY_CHANNELS, TinyNet
+from shapeprop.models.recipes import recipe
+from shapeprop.models.tiny import TINY_CHANNELS, TinyNet
 from shapeprop.models.transform import IMAGE_MEAN, IMAGE_STD
 
 PRETRAINED_TINY = "synthetic-pretrained"  # the `model.weights` value that selects these weights
@@ -163,6 +164,19 @@ def pretrained_tiny_weights(
         with atomic_path(path) as tmp:
             torch.save({"state_dict": state, "options": options, "accuracy": accuracy}, tmp)
     return path
+
+
+def resolve_weights(backbone: str, weights: str | None) -> str | None:
+    """`model.weights` as a backbone loads it: `PRETRAINED_TINY` becomes the cached checkpoint's path
+    (trained first if missing; only for a backbone whose recipe has synthetic pretraining), any
+    other value is returned as it is."""
+    if weights != PRETRAINED_TINY:
+        return weights
+    if not recipe(backbone).synthetic_pretraining:
+        raise ValueError(
+            f"model.weights: {PRETRAINED_TINY!r} exists only for the tiny backbone, not {backbone!r}"
+        )
+    return str(pretrained_tiny_weights())
 
 
 def main(argv: list[str] | None = None) -> Path:

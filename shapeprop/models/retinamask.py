@@ -16,7 +16,7 @@ from torchvision.models.detection.retinanet import RetinaNet
 from torchvision.ops import box_iou
 
 from shapeprop.models.mask_branch import MaskBranch, MasksOnBoxes
-from shapeprop.models.mask_rcnn import anchor_base_size
+from shapeprop.models.recipes import ANCHOR_ASPECT_RATIOS, BackboneRecipe, retinanet_anchor_sizes
 from shapeprop.models.transform import PreResizedTransform
 
 
@@ -31,24 +31,21 @@ class RetinaMask(MasksOnBoxes, RetinaNet):
         mask_branch: MaskBranch,
         min_size: int,
         max_size: int,
-        tiny: bool,
+        recipe: BackboneRecipe,
         score_thresh: float = 0.05,
         detections_per_img: int = 100,
         mask_train_rois: int = 64,
         mask_fg_iou: float = 0.5,
     ):
-        base = anchor_base_size(min_size)
-        sizes = tuple(
-            (x, int(x * 2 ** (1 / 3)), int(x * 2 ** (2 / 3))) for x in (base * 2**i for i in range(5))
-        )
-        anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * 5)
+        sizes = tuple(tuple(s) for s in retinanet_anchor_sizes(min_size))
+        anchors = AnchorGenerator(sizes, (ANCHOR_ASPECT_RATIOS,) * len(sizes))
         super().__init__(
             backbone,
             num_classes + 1,
             anchor_generator=anchors,
             score_thresh=score_thresh,
             detections_per_img=detections_per_img,
-            topk_candidates=300 if tiny else 1000,
+            topk_candidates=recipe.retinanet_topk_candidates,
         )
         self.transform = PreResizedTransform(min_size, max_size)
         self.mask_branch = mask_branch
@@ -125,11 +122,11 @@ def build_retinamask(
     mask_branch: MaskBranch,
     min_size: int,
     max_size: int,
-    tiny: bool,
+    recipe: BackboneRecipe,
     score_thresh: float = 0.05,
     detections_per_img: int = 100,
 ) -> RetinaMask:
     """RetinaMask over an FPN `backbone` with P3-P7 (keys '0', '1', '2', 'p6', 'p7')."""
     return RetinaMask(
-        backbone, num_classes, mask_branch, min_size, max_size, tiny, score_thresh, detections_per_img
+        backbone, num_classes, mask_branch, min_size, max_size, recipe, score_thresh, detections_per_img
     )

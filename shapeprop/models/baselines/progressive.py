@@ -25,7 +25,7 @@ from shapeprop.engine.hooks import ExperimentCallbacks
 from shapeprop.engine.train import train_detector
 from shapeprop.eval.coco import bbox_xywh
 from shapeprop.files import write_atomic
-from shapeprop.models.build import find_mask_branch
+from shapeprop.models.mask_branch import find_mask_branch
 
 PSEUDO_FILE = "pseudo_masks.json"
 

@@ -18,9 +18,10 @@ from detectron2.utils.events import EventStorage
 from torch import nn
 
 from shapeprop.config import ModelConfig
-from shapeprop.models.build import count_parameters
 from shapeprop.models.d2.config import config_from_model_config
 from shapeprop.models.d2.mask import mask_inference
+from shapeprop.models.labels import class_to_label, label_to_class
+from shapeprop.models.params import count_parameters
 
 # detectron2 loss names -> the torchvision path's, so runs of both frameworks log the same metrics
 LOSS_NAMES = {
@@ -40,7 +41,7 @@ def target_to_instances(target: dict[str, Any], image_size: tuple[int, int]) -> 
     return Instances(
         image_size,
         gt_boxes=Boxes(boxes),
-        gt_classes=target["labels"] - 1,
+        gt_classes=label_to_class(target["labels"]),
         gt_masks=BitMasks(target["masks"].bool()),
         gt_has_mask=has_mask.bool(),
     )
@@ -52,7 +53,7 @@ def instances_to_detections(instances: Instances) -> dict[str, torch.Tensor]:
     out = {
         "boxes": instances.pred_boxes.tensor,
         "scores": instances.scores,
-        "labels": instances.pred_classes + 1,
+        "labels": class_to_label(instances.pred_classes),
     }
     if instances.has("pred_masks"):
         out["masks"] = instances.pred_masks[:, None].to(out["boxes"].dtype)
@@ -113,13 +114,15 @@ class Detectron2Detector(nn.Module):
         images = model.preprocess_image(self._inputs([image]))
         features = model.backbone(images.tensor)
         holder = model.roi_heads if hasattr(model, "roi_heads") else model
-        instances = Instances(images.image_sizes[0], pred_boxes=Boxes(boxes), pred_classes=labels - 1)
+        instances = Instances(
+            images.image_sizes[0], pred_boxes=Boxes(boxes), pred_classes=label_to_class(labels)
+        )
         feats = [features[f] for f in holder.mask_in_features]
         mask_inference(feats, holder.mask_pooler, holder.mask_head, holder.shapeprop, [instances])
         return instances.pred_masks
 
     def param_counts(self) -> dict[str, int]:
-        """`total`, `mask_head` and `shapeprop` parameter counts, as `shapeprop.models.build.param_counts`."""
+        """`total`, `mask_head` and `shapeprop` parameter counts, as `shapeprop.models.params.param_counts`."""
         return param_counts(self.model)
 
 

@@ -21,10 +21,18 @@ from detectron2.config import get_cfg as _d2_get_cfg
 from pydantic import ValidationError
 
 from shapeprop.config import ModelConfig, ShapePropConfig
+from shapeprop.models.recipes import (
+    ANCHOR_ASPECT_RATIOS,
+    default_mask_head_channels,
+    mask_rcnn_anchor_sizes,
+    recipe,
+    retinanet_anchor_sizes,
+)
+from shapeprop.models.transform import IMAGE_MEAN, IMAGE_STD
 
 # torchvision's ImageNet normalisation, in 0-255 RGB (the torchvision backbones expect it)
-RGB_PIXEL_MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
-RGB_PIXEL_STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
+RGB_PIXEL_MEAN = [x * 255 for x in IMAGE_MEAN]
+RGB_PIXEL_STD = [x * 255 for x in IMAGE_STD]
 TORCHVISION_BACKBONE = "build_torchvision_fpn_backbone"
 
 
@@ -116,11 +124,9 @@ def config_from_model_config(
     """The detectron2 config of the experiment's detector, mirroring the torchvision path's settings.
 
     Same backbone (the torchvision FPN, with `model.weights`), anchors, sampling sizes, head widths
-    and test thresholds as `shapeprop.models.build.build_detector`; images arrive resized and in RGB.
+    and test thresholds as `shapeprop.models.build.build_detector`: the sizes come from the same
+    backbone recipe (`shapeprop.models.recipes`); images arrive resized and in RGB.
     """
-    from shapeprop.models.build import default_mask_head_channels
-    from shapeprop.models.mask_rcnn import anchor_base_size
-
     if model_cfg.mask_transfer:
         raise ValueError(
             "model.mask_transfer (Mask^X R-CNN) is only available with model.framework 'torchvision'"
@@ -129,8 +135,7 @@ def config_from_model_config(
         raise ValueError(
             "model.pseudo_masks 'progressive' is only available with model.framework 'torchvision'"
         )
-    tiny = model_cfg.backbone == "tiny"
-    base = anchor_base_size(min_size)
+    sizes = recipe(model_cfg.backbone)
     cfg = get_cfg()
     cfg.MODEL.DEVICE = "cpu"  # the engine moves the model
     cfg.MODEL.WEIGHTS = ""
@@ -145,7 +150,7 @@ def config_from_model_config(
     cfg.INPUT.MIN_SIZE_TEST = min_size
     cfg.INPUT.MAX_SIZE_TRAIN = cfg.INPUT.MAX_SIZE_TEST = max_size
     cfg.TEST.DETECTIONS_PER_IMAGE = detections_per_img
-    cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = [[0.5, 1.0, 2.0]]
+    cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = [list(ANCHOR_ASPECT_RATIOS)]
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_classes  # also read by the mask head of RetinaMask
 
     mask = cfg.MODEL.ROI_MASK_HEAD
@@ -162,20 +167,20 @@ def config_from_model_config(
     if model_cfg.arch == "mask_rcnn":
         cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
         cfg.MODEL.TORCHVISION_FPN.TOP_BLOCK = "maxpool"
-        cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[base * 2**i] for i in range(5)]
+        cfg.MODEL.ANCHOR_GENERATOR.SIZES = mask_rcnn_anchor_sizes(min_size)
         rpn = cfg.MODEL.RPN
         rpn.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
         rpn.IOU_THRESHOLDS = [0.3, 0.7]
-        rpn.BATCH_SIZE_PER_IMAGE = 128 if tiny else 256
+        rpn.BATCH_SIZE_PER_IMAGE = sizes.rpn_batch_size_per_image
         rpn.POSITIVE_FRACTION = 0.5
-        rpn.PRE_NMS_TOPK_TRAIN, rpn.PRE_NMS_TOPK_TEST = (500, 300) if tiny else (2000, 1000)
-        rpn.POST_NMS_TOPK_TRAIN, rpn.POST_NMS_TOPK_TEST = (200, 100) if tiny else (2000, 1000)
+        rpn.PRE_NMS_TOPK_TRAIN, rpn.PRE_NMS_TOPK_TEST = sizes.rpn_pre_nms_top_n
+        rpn.POST_NMS_TOPK_TRAIN, rpn.POST_NMS_TOPK_TEST = sizes.rpn_post_nms_top_n
         rpn.NMS_THRESH = 0.7
         heads = cfg.MODEL.ROI_HEADS
         heads.NAME = "ShapePropROIHeads"
         heads.IN_FEATURES = ["p2", "p3", "p4", "p5"]
         heads.IOU_THRESHOLDS = [0.5]
-        heads.BATCH_SIZE_PER_IMAGE = 128 if tiny else 512
+        heads.BATCH_SIZE_PER_IMAGE = sizes.box_batch_size_per_image
         heads.POSITIVE_FRACTION = 0.25
         heads.SCORE_THRESH_TEST = score_thresh
         heads.NMS_THRESH_TEST = 0.5
@@ -183,21 +188,19 @@ def config_from_model_config(
         box.NAME = "FastRCNNConvFCHead"
         box.NUM_CONV = 0
         box.NUM_FC = 2
-        box.FC_DIM = 256 if tiny else 1024
+        box.FC_DIM = sizes.box_head_channels
         box.POOLER_RESOLUTION = 7
         box.POOLER_SAMPLING_RATIO = 2
         box.POOLER_TYPE = "ROIAlign"
     elif model_cfg.arch == "retinamask":
         cfg.MODEL.META_ARCHITECTURE = "RetinaMask"
         cfg.MODEL.TORCHVISION_FPN.TOP_BLOCK = "p6p7"
-        cfg.MODEL.ANCHOR_GENERATOR.SIZES = [
-            [x, int(x * 2 ** (1 / 3)), int(x * 2 ** (2 / 3))] for x in (base * 2**i for i in range(5))
-        ]
+        cfg.MODEL.ANCHOR_GENERATOR.SIZES = retinanet_anchor_sizes(min_size)
         retina = cfg.MODEL.RETINANET
         retina.NUM_CLASSES = num_classes
         retina.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
         retina.SCORE_THRESH_TEST = score_thresh
-        retina.TOPK_CANDIDATES_TEST = 300 if tiny else 1000
+        retina.TOPK_CANDIDATES_TEST = sizes.retinanet_topk_candidates
         retina.NMS_THRESH_TEST = 0.5
         cfg.MODEL.RETINAMASK.MASK_IN_FEATURES = ["p3", "p4", "p5"]
     else:

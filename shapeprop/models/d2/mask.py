@@ -19,6 +19,7 @@ from detectron2.modeling.poolers import ROIPooler
 from detectron2.structures import BitMasks, Boxes, Instances
 from torch import nn
 
+from shapeprop.models.labels import class_to_label, from_d2_roi_classes
 from shapeprop.models.mask_branch import mask_branch_losses, mask_branch_predict
 
 
@@ -33,7 +34,7 @@ def _target(gt: Instances) -> dict[str, Any]:
     masks = gt.gt_masks
     return {
         "boxes": gt.gt_boxes.tensor,
-        "labels": gt.gt_classes + 1,
+        "labels": class_to_label(gt.gt_classes),
         "masks": masks.tensor if isinstance(masks, BitMasks) else masks,
         "has_mask": gt.gt_has_mask
         if gt.has("gt_has_mask")
@@ -60,7 +61,7 @@ def mask_losses(
     labels, matched = [], []
     for r in rois:
         classes = r.gt_classes
-        labels.append(torch.where((classes >= 0) & (classes < num_classes), classes + 1, 0))
+        labels.append(from_d2_roi_classes(classes, num_classes))
         matched.append(r.gt_index if r.has("gt_index") else torch.zeros_like(classes))
     return mask_branch_losses(
         _pool(pooler, features),
@@ -87,7 +88,7 @@ def mask_inference(
         _pool(pooler, features),
         mask_head.layers,
         [i.pred_boxes.tensor for i in instances],
-        [i.pred_classes + 1 for i in instances],
+        [class_to_label(i.pred_classes) for i in instances],
         shapeprop,
     )
     for inst, result in zip(instances, results, strict=True):
