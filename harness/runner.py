@@ -1,4 +1,5 @@
-"""Running suites: one run spec into one MLflow run (`run_one`), a whole suite (`run_suite`).
+"""Running suites: one run spec into one MLflow run (`run_one`), a whole suite (`run_suite`),
+and what a `run` would do (`plan`).
 
 `run_one` wraps the library's `run_experiment` (injectable for tests). Each run owns a work
 directory `<runs root>/<suite>/<run key>/` holding its checkpoints, its resolved config, its
@@ -8,6 +9,7 @@ finds that file, resumes from its last checkpoint and logs into the same MLflow 
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import json
 import logging
@@ -23,84 +25,16 @@ from typing import Any
 import yaml
 
 from harness import tracking
+from harness.callbacks import TrackingHooks, tracking_callbacks
 from harness.executors import RunOutcome, make_executor
-from harness.suite import RunSpec, Suite, expand, flatten_config, select
+from harness.suite import RunSpec, Suite, expand
+from harness.tracking import flatten_config
+from harness.workdir import CONFIG_FILE, DEFAULT_RUNS_ROOT, LOG_FILE, STATE_FILE, log_path_of, workdir_of
 from shapeprop.files import write_atomic
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RUNS_ROOT = Path("runs")
-STATE_FILE = "mlflow.json"
-LOG_FILE = "run.log"
 MAX_EXTRA_ARTIFACT_BYTES = 50 * 2**20
-
-
-def workdir_of(spec: RunSpec, runs_root: str | Path) -> Path:
-    """`<runs root>/<suite>/<run key>` (absolute)."""
-    return (Path(runs_root) / spec.suite / spec.key).resolve()
-
-
-def log_path_of(spec: RunSpec, runs_root: str | Path) -> Path:
-    """The run's log file, `<work dir>/run.log`."""
-    return workdir_of(spec, runs_root) / LOG_FILE
-
-
-# --------------------------------------------------------------------------- callbacks
-
-
-class _TrackingHooks:
-    """Experiment callbacks that log to one MLflow run: metrics batched, flushed at checkpoints.
-
-    Mixed into the library's `ExperimentCallbacks` by `tracking_callbacks` (so hooks the
-    library adds later default to its no-ops); importing the library is deferred because it
-    loads torch and Lightning, which `plan` and `status` do not need.
-    """
-
-    def __init__(
-        self, mlflow_client: Any, run_id: str, skip_until_step: int = -1, flush_every_s: float = 15.0
-    ):
-        self.client = mlflow_client
-        self.run_id = run_id
-        self.buffer = tracking.MetricBuffer(
-            mlflow_client, run_id, flush_every_s=flush_every_s, skip_until_step=skip_until_step
-        )
-        self.max_steps: int | None = None
-        self.eval_metrics: dict[str, float] = {}
-
-    def on_start(self, max_steps: int, start_step: int) -> None:
-        self.max_steps = max_steps
-        tags = {"max_steps": str(max_steps)}
-        if start_step > 0:
-            tags["resumed_from_step"] = str(start_step)
-        tracking.set_tags(self.client, self.run_id, tags)
-
-    def on_metrics(self, metrics: dict[str, float], step: int) -> None:
-        self.buffer.add(metrics, step)
-
-    def on_checkpoint(self, path: Path, step: int) -> None:
-        # Everything up to a checkpoint is in the store: a resume recomputes only what follows it.
-        self.buffer.flush()
-        tracking.set_tags(self.client, self.run_id, {"last_checkpoint_step": str(step)})
-
-    def on_eval(self, metrics: dict[str, float]) -> None:
-        self.eval_metrics = dict(metrics)
-
-    def flush(self) -> None:
-        self.buffer.flush()
-
-
-@functools.cache
-def _tracking_callbacks_class() -> type:
-    from shapeprop.experiment import ExperimentCallbacks
-
-    return type("TrackingCallbacks", (_TrackingHooks, ExperimentCallbacks), {"__module__": __name__})
-
-
-def tracking_callbacks(
-    mlflow_client: Any, run_id: str, skip_until_step: int = -1, flush_every_s: float = 15.0
-) -> _TrackingHooks:
-    """An `ExperimentCallbacks` that logs to MLflow run `run_id` (see `_TrackingHooks`)."""
-    return _tracking_callbacks_class()(mlflow_client, run_id, skip_until_step, flush_every_s)
 
 
 # --------------------------------------------------------------------------- one run
@@ -170,7 +104,7 @@ def run_one(
     run_id, resumed = _open_run(spec, uri, workdir, parent_run_id)
     c = tracking.client(uri)
 
-    config_path = workdir / "config.yaml"
+    config_path = workdir / CONFIG_FILE
     write_atomic(config_path, yaml.safe_dump(spec.config.model_dump(mode="json"), sort_keys=False))
     skip = tracking.last_logged_step(c, run_id) if resumed else -1
     callbacks = tracking_callbacks(c, run_id, skip_until_step=skip, flush_every_s=flush_every_s)
@@ -223,7 +157,7 @@ def _log_artifacts(c: Any, run_id: str, workdir: Path, result: Any, log_checkpoi
     def upload(path: Path, artifact_path: str | None = None) -> None:
         tracking.with_retry(lambda: c.log_artifact(run_id, str(path), artifact_path), f"upload {path.name}")
 
-    upload(workdir / "config.yaml")
+    upload(workdir / CONFIG_FILE)
     artifacts = dict(result.artifacts or {})
     evaluation = artifacts.pop("evaluation", None)
     if evaluation is not None:
@@ -257,7 +191,7 @@ def _record_failure(
     status: str,
     message: str,
     trace: str,
-    callbacks: _TrackingHooks | None,
+    callbacks: TrackingHooks | None,
 ) -> None:
     """Flush what was measured, attach the traceback and the log, mark the run FAILED/KILLED."""
     try:
@@ -294,6 +228,21 @@ def record_crash(
 
 
 # --------------------------------------------------------------------------- a suite
+
+
+def select(specs: Iterable[RunSpec], only: Iterable[str] | str | None) -> list[RunSpec]:
+    """Runs matching any filter: a glob (with * ? [) or a case-insensitive substring of row label, method or key."""
+    filters = [only] if isinstance(only, str) else list(only or [])
+    if not filters:
+        return list(specs)
+
+    def matches(spec: RunSpec, pattern: str) -> bool:
+        fields = (spec.row, spec.method, spec.key)
+        if any(ch in pattern for ch in "*?["):
+            return any(fnmatch.fnmatchcase(f.lower(), pattern.lower()) for f in fields)
+        return any(pattern.lower() in f.lower() for f in fields)
+
+    return [s for s in specs if any(matches(s, f) for f in filters)]
 
 
 @dataclass

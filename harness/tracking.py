@@ -11,21 +11,24 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 import platform
 import socket
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 if TYPE_CHECKING:
+    from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
     from harness.suite import RunSpec
+    from shapeprop.config import ExperimentConfig
 
 log = logging.getLogger(__name__)
 
@@ -151,28 +154,38 @@ def key_states(uri: str, suite_name: str, keys: Iterable[str] | None = None) -> 
     return states
 
 
+def search_runs(
+    mlflow_client: MlflowClient, experiment_ids: list[str], filter_string: str = ""
+) -> Iterator[Run]:
+    """Every active run of the experiments that matches `filter_string`, newest first, page by page."""
+    token = None
+    while experiment_ids:
+        page = mlflow_client.search_runs(
+            experiment_ids,
+            filter_string=filter_string,
+            max_results=5000,
+            order_by=["attributes.start_time DESC"],
+            page_token=token,
+        )
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def child_runs(mlflow_client: MlflowClient, experiment_id: str) -> list[Run]:
+    """The child runs (tag `kind=run`) of a suite's experiment, newest first."""
+    return list(search_runs(mlflow_client, [experiment_id], "tags.kind = 'run'"))
+
+
 def _child_runs_client(uri: str, experiment: str) -> list[tuple[str, str, str]]:
     """(run id, run key, status) of the experiment's active child runs, newest first, via MLflow."""
     c = client(uri)
     exp = c.get_experiment_by_name(experiment)
     if exp is None:
         return []
-    out: list[tuple[str, str, str]] = []
-    token = None
-    while True:
-        page = c.search_runs(
-            [exp.experiment_id],
-            filter_string="tags.kind = 'run'",
-            max_results=5000,
-            order_by=["attributes.start_time DESC"],
-            page_token=token,
-        )
-        out.extend(
-            (r.info.run_id, r.data.tags["run_key"], r.info.status) for r in page if "run_key" in r.data.tags
-        )
-        token = page.token
-        if not token:
-            return out
+    runs = child_runs(c, exp.experiment_id)
+    return [(r.info.run_id, r.data.tags["run_key"], r.info.status) for r in runs if "run_key" in r.data.tags]
 
 
 # MLflow's SQL schema (stable since MLflow 1.x); any mismatch falls back to the client.
@@ -204,6 +217,32 @@ def _child_runs_sqlite(uri: str, experiment: str) -> list[tuple[str, str, str]] 
 
 
 # --------------------------------------------------------------------------- tags
+
+
+def param_value(value: Any) -> str:
+    """A config value as `flatten_config` writes it (MLflow params): lists and dicts as JSON."""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return "None" if value is None else str(value)
+
+
+def flatten_config(config: ExperimentConfig) -> dict[str, str]:
+    """The resolved config as dotted keys -> strings (MLflow params; lists/dicts as JSON)."""
+    from harness.suite.config_keys import is_model, unwrap
+    from shapeprop.config import ExperimentConfig
+
+    out: dict[str, str] = {}
+
+    def walk(node: Any, prefix: str, annotation: Any) -> None:
+        if isinstance(node, dict) and is_model(annotation):
+            model = unwrap(annotation)
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else key, model.model_fields[key].annotation)
+        else:
+            out[prefix] = param_value(node)
+
+    walk(config.model_dump(mode="json"), "", ExperimentConfig)
+    return out
 
 
 @functools.cache

@@ -8,7 +8,7 @@ import sys
 
 from click.testing import CliRunner
 
-from harness.data_cli import data
+from harness.cli.data import data
 from shapeprop.data import catalog
 from tests.data_factories import write_coco
 
@@ -105,7 +105,7 @@ def test_verify_unloadable_root_in_a_real_process(tmp_path):
         [
             sys.executable,
             "-m",
-            "harness.data_cli",
+            "harness.cli.data",
             "verify",
             "coco_2017",
             "--root",

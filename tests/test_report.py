@@ -27,7 +27,7 @@ from PIL import Image
 
 from harness.report import figures
 from harness.report.build import figure_report, table_report
-from harness.report.cli import report
+from harness.cli.report import report
 from harness.report.reference import load_reference
 
 _clock = itertools.count(1_700_000_000_000, 1000)  # increasing start times (ms)

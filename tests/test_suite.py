@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from harness import methods
-from harness.suite import SuiteError, expand, flatten_config, load_suite, parse_suite, run_key, select
+from harness.runner import select
+from harness.suite import SuiteError, expand, load_suite, parse_suite, run_key
+from harness.tracking import flatten_config
 
 SUITES = Path(__file__).parent / "suites"
 ABLATIONS = SUITES / "ablations_like.yaml"

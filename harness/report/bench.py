@@ -60,7 +60,7 @@ def main(runs: int) -> None:
         fill_store(uri, runs)
         click.echo(f"filled a store with {runs} runs in {time.perf_counter() - started:.1f} s")
 
-        command = [sys.executable, "-m", "harness.report.cli", "--table", "2", "--profile", "mini"]
+        command = [sys.executable, "-m", "harness.cli.report", "--table", "2", "--profile", "mini"]
         command += ["--tracking-uri", uri, "--out", str(Path(tmp) / "out"), "--no-log"]
         started = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True, cwd=tmp)

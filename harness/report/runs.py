@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas
 
-from harness.suite import param_value
-from harness.tracking import EXPERIMENT_PREFIX
+from harness.tracking import EXPERIMENT_PREFIX, param_value, search_runs
 
 REPORTS_EXPERIMENT = EXPERIMENT_PREFIX + "reports"
 TAGS = ("suite", "reproduces", "row", "method", "seed", "run_key", "profile")
@@ -57,25 +56,15 @@ def fetch_runs(
     `overrides` (`--set` values) keep only the runs whose config has them.
     """
     import pandas
-    from mlflow.entities import ViewType
 
-    ids = experiment_ids(client, suite)
     records = []
-    token = None
     query = f"tags.kind = 'run' AND tags.reproduces = '{reproduces}'"
-    while ids:
-        page = client.search_runs(
-            ids, query, run_view_type=ViewType.ACTIVE_ONLY, max_results=10_000, page_token=token
-        )
-        for run in page:
-            record = {"run_id": run.info.run_id, "status": run.info.status, "start_time": run.info.start_time}
-            record.update({tag: run.data.tags.get(tag, "") for tag in TAGS})
-            record.update(run.data.metrics)
-            record.update({PARAM_PREFIX + key: value for key, value in run.data.params.items()})
-            records.append(record)
-        token = page.token
-        if not token:
-            break
+    for run in search_runs(client, experiment_ids(client, suite), query):
+        record = {"run_id": run.info.run_id, "status": run.info.status, "start_time": run.info.start_time}
+        record.update({tag: run.data.tags.get(tag, "") for tag in TAGS})
+        record.update(run.data.metrics)
+        record.update({PARAM_PREFIX + key: value for key, value in run.data.params.items()})
+        records.append(record)
     columns = ["run_id", "status", "start_time", *TAGS]
     runs = pandas.DataFrame.from_records(records, columns=None if records else columns)
     for key, value in (overrides or {}).items():

@@ -1,6 +1,6 @@
 """`shapeprop-bench data ...`: generate the synthetic set, print dataset statistics, verify a root.
 
-Registered in `harness/cli.py` as the `data` group; also runnable as `python -m harness.data_cli`.
+The `data` group of `shapeprop-bench`; also runnable as `python -m harness.cli.data`.
 Exit codes: 0 success, 1 a dataset problem (verify found problems, or data could not be loaded),
 2 a usage error.
 """

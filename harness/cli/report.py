@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from harness.cli import parse_set, set_option
+from harness.cli.options import parse_set, set_option, tracking_uri_option
 
 
 @click.command("report")
@@ -19,11 +19,7 @@ from harness.cli import parse_set, set_option
     help="Paper figure 6 or 9; repeatable.",
 )
 @click.option("--profile", default="full", show_default=True, help="Report the runs of this suite profile.")
-@click.option(
-    "--tracking-uri",
-    default=None,
-    help="MLflow store [default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db].",
-)
+@tracking_uri_option
 @click.option(
     "--out",
     "out_dir",

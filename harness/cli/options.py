@@ -1,0 +1,104 @@
+"""Options and arguments shared by the commands, each declared once with one help text."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+tracking_uri_option = click.option(
+    "--tracking-uri",
+    metavar="URI",
+    help="MLflow store. Default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here.",
+)
+
+runs_dir_option = click.option(
+    "--runs-dir",
+    default="runs",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Root of the per-run work directories (checkpoints, config, log).",
+)
+
+# `--set KEY=VALUE`, as detectron2's `opts` / MMDetection's `--cfg-options`: applied to every run
+# after the suite and its profile; the value is read as YAML. On report and show it selects runs.
+set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A config key's value (e.g. --set model.framework=detectron2; read as YAML): run, plan and "
+    "status apply it to every run after the suite and profile; report and show pick the runs that "
+    "have it. Repeatable.",
+)
+
+
+def suite_options(f: Any) -> Any:
+    """The SUITE argument and the options of the commands that expand a suite (run, plan, status)."""
+    options = [
+        click.argument("suite"),
+        click.option(
+            "--profile", default="full", show_default=True, help="Suite profile: full (the paper) or mini."
+        ),
+        click.option(
+            "--only",
+            multiple=True,
+            metavar="FILTER",
+            help="Only runs whose row label, method or key contains FILTER (or matches it as a glob). Repeatable.",
+        ),
+        tracking_uri_option,
+        runs_dir_option,
+        set_option,
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def parse_set(overrides: tuple[str, ...]) -> dict[str, Any]:
+    """The `--set` items as {dotted key: value}; a click error names every bad one."""
+    from harness.suite import SuiteError, parse_overrides
+
+    try:
+        return parse_overrides(overrides)
+    except SuiteError as err:
+        raise click.ClickException(str(err)) from None
+
+
+def resolve_suite_path(name_or_path: str | Path, search_dir: str | Path = "suites") -> Path:
+    """A suite argument as a path: the file itself, or `suites/<name>.yaml` for a bare name."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    for candidate in (Path(search_dir) / f"{name_or_path}.yaml", Path(search_dir) / f"{name_or_path}.yml"):
+        if candidate.is_file():
+            return candidate
+    raise click.ClickException(
+        f"{name_or_path}: no such suite file (looked for it and for {search_dir}/{path.stem}.yaml)"
+    )
+
+
+def load_suite_argument(suite_arg: str) -> Any:
+    """The suite a SUITE argument names (a file, or a name under suites/); a click error if invalid."""
+    from harness.suite import SuiteError, load_suite
+
+    try:
+        return load_suite(resolve_suite_path(suite_arg))
+    except SuiteError as err:
+        raise click.ClickException(str(err)) from None
+
+
+def console() -> Any:
+    """A rich console, wide enough for the tables when the output is a file or a pipe."""
+    from rich.console import Console
+
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+def escape(text: Any) -> str:
+    """`text` with rich markup escaped (row labels, keys and errors are user text)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(str(text))

@@ -1,0 +1,199 @@
+"""`shapeprop-bench run`: run a suite inline, in local processes or on Slurm."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from harness.cli.inspect import plan_table, planned_runs
+from harness.cli.options import console as make_console
+from harness.cli.options import escape, load_suite_argument, parse_set, suite_options
+
+
+@click.command()
+@suite_options
+@click.option(
+    "--executor", type=click.Choice(["inline", "local", "slurm"]), default="inline", show_default=True
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs at once (local, slurm)."
+)
+@click.option("--dry-run", is_flag=True, help="Show what would run, run nothing.")
+@click.option("--force", is_flag=True, help="Run again even runs that FINISHED (from scratch).")
+@click.option(
+    "--log-checkpoint", is_flag=True, help="Upload each run's final checkpoint as an MLflow artifact."
+)
+@click.option(
+    "--log-every",
+    type=click.IntRange(min=1),
+    help="Training steps per logged metrics window (losses, lr). Default: the library's (20).",
+)
+@click.option("--slurm-partition", help="Slurm partition.")
+@click.option(
+    "--slurm-timeout-min", type=int, default=24 * 60, show_default=True, help="Time limit per task."
+)
+@click.option("--slurm-gpus", type=int, default=1, show_default=True, help="GPUs per task.")
+@click.option("--slurm-cpus", type=int, default=8, show_default=True, help="CPUs per task.")
+@click.option("--slurm-mem-gb", type=int, help="Memory per task.")
+@click.option("--slurm-param", multiple=True, metavar="KEY=VALUE", help="Extra sbatch parameter. Repeatable.")
+@click.option(
+    "--slurm-cluster",
+    type=click.Choice(["slurm", "local", "debug"]),
+    default="slurm",
+    show_default=True,
+    help="'local' runs the array job's tasks as local processes through submitit (tests, laptops).",
+)
+def run(
+    suite: str,
+    profile: str,
+    only: tuple[str, ...],
+    tracking_uri: str | None,
+    runs_dir: str,
+    overrides: tuple[str, ...],
+    executor: str,
+    workers: int,
+    dry_run: bool,
+    force: bool,
+    log_checkpoint: bool,
+    log_every: int | None,
+    slurm_partition: str | None,
+    slurm_timeout_min: int,
+    slurm_gpus: int,
+    slurm_cpus: int,
+    slurm_mem_gb: int | None,
+    slurm_param: tuple[str, ...],
+    slurm_cluster: str,
+) -> None:
+    """Run a suite: every run whose key has not FINISHED in MLflow (all with --force).
+
+    A failing run is recorded FAILED (traceback attached) and the suite goes on; the command
+    exits non-zero if any run failed. A run killed earlier resumes from its last checkpoint.
+    """
+    from harness import tracking
+
+    console = make_console()
+    loaded = load_suite_argument(suite)
+    sets = parse_set(overrides)
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    planned = planned_runs(loaded, profile, uri, only, force, runs_dir, sets)
+    todo = [p for p in planned if p.action != "skip"]
+    console.print(
+        f"suite [bold]{escape(loaded.name)}[/] ({loaded.reproduces or 'no paper target'}), profile {escape(profile)}: "
+        f"{len(planned)} runs, {len(todo)} to run, {len(planned) - len(todo)} already finished; "
+        f"tracking {uri}"
+    )
+    if not planned:
+        raise click.ClickException(f"no run of suite '{loaded.name}' matches --only {' '.join(only)}")
+    if dry_run:
+        console.print(plan_table(planned, "plan (dry run)"))
+        return
+    slurm = None
+    if executor == "slurm":
+        slurm = _slurm_parameters(
+            slurm_cluster,
+            slurm_partition,
+            slurm_timeout_min,
+            slurm_gpus,
+            slurm_cpus,
+            slurm_mem_gb,
+            slurm_param,
+        )
+    summary = _run_with_progress(
+        console,
+        loaded,
+        profile,
+        only,
+        slurm,
+        tracking_uri=uri,
+        runs_root=runs_dir,
+        executor=executor,
+        workers=workers,
+        force=force,
+        log_checkpoint=log_checkpoint,
+        log_every=log_every,
+        overrides=sets,
+    )
+    console.print(
+        f"done {len(summary.done)}, skipped {len(summary.skipped)}, failed {len(summary.failed)}"
+        + (f"  (MLflow invocation run {summary.parent_run_id})" if summary.parent_run_id else "")
+    )
+    if summary.failed:
+        for outcome in summary.failed:
+            console.print(
+                f"  [red]FAILED[/] {escape(outcome.row)} {escape(f'[{outcome.key}]')}: {escape(outcome.error)}"
+            )
+        sys.exit(1)
+
+
+def _slurm_parameters(
+    cluster: str,
+    partition: str | None,
+    timeout_min: int,
+    gpus: int,
+    cpus: int,
+    mem_gb: int | None,
+    extra: tuple[str, ...],
+) -> dict[str, Any]:
+    import shutil
+
+    if cluster == "slurm" and shutil.which("sbatch") is None:
+        raise click.ClickException(
+            "--executor slurm: sbatch is not on PATH (no Slurm here); try --executor local"
+        )
+    params: dict[str, Any] = {"cluster": cluster, "timeout_min": timeout_min, "cpus_per_task": cpus}
+    if cluster == "slurm":
+        params["gpus_per_node"] = gpus
+        params["slurm_signal_delay_s"] = 120  # time to flush metrics before the preemption kill
+    if partition:
+        params["slurm_partition"] = partition
+    if mem_gb:
+        params["mem_gb"] = mem_gb
+    additional = {}
+    for pair in extra:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--slurm-param")
+        additional[key] = value
+    if additional:
+        params["slurm_additional_parameters"] = additional
+    return params
+
+
+def _run_with_progress(
+    console: Any, suite: Any, profile: str, only: tuple[str, ...], slurm: dict[str, Any] | None, **kwargs: Any
+) -> Any:
+    """Run the suite with a rich progress bar (inline runs print a line each: Lightning draws their bar)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from harness.runner import run_suite
+
+    def report(outcome: Any, i: int, n: int) -> None:
+        mark = "[green]done[/]" if outcome.ok else f"[red]{outcome.status.lower()}[/]"
+        note = f" ({outcome.error})" if outcome.error else ""
+        console.print(
+            f"{escape(f'[{i}/{n}]')} {mark} {escape(outcome.row)} {escape(f'[{outcome.key}]')} in {outcome.seconds:.0f} s{escape(note)}"
+        )
+
+    executor, workers = kwargs["executor"], kwargs["workers"]
+    kwargs.update(only=only, slurm=slurm)
+    if executor == "inline":
+        return run_suite(suite, profile, on_outcome=report, **kwargs)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task(escape(f"{suite.name} ({executor}, {workers} workers)"), total=None)
+
+        def start(planned: Any) -> None:
+            progress.update(task, total=sum(p.action != "skip" for p in planned))
+
+        def advance(outcome: Any, i: int, n: int) -> None:
+            report(outcome, i, n)
+            progress.advance(task)
+
+        return run_suite(suite, profile, on_outcome=advance, on_start=start, **kwargs)

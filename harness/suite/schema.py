@@ -1,0 +1,99 @@
+"""The suite file's schema: a suite, its rows and profiles, and one resolved run (`RunSpec`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from shapeprop.config import ExperimentConfig
+
+YamlPath = tuple[Any, ...]
+
+REPRODUCES = ("table1", "table2", "table3", "table4", "figure6", "figure9")
+
+
+class SuiteError(ValueError):
+    """A suite file that cannot be used; the message names file, line, key path and problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetMapping(_Strict):
+    """A real dataset's stand-in in a profile, with overrides that apply only where it is used.
+
+    They are applied after the profile's overrides, so they win over them.
+    """
+
+    dataset: str
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class Profile(_Strict):
+    """How a profile changes every run: datasets mapped to stand-ins, then dotted overrides.
+
+    Profile overrides never switch on a section that is null in a run (e.g. `model.shapeprop.*`
+    leaves runs without ShapeProp unchanged), so one profile can shrink every method.
+    """
+
+    datasets: dict[str, str | DatasetMapping] = Field(default_factory=dict)
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    seeds: list[int] | None = Field(
+        None, min_length=1, description="replaces the suite's seed axis under this profile"
+    )
+
+
+class Row(_Strict):
+    label: str = Field(min_length=1)
+    method: str | None = None
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class Suite(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    reproduces: Literal[REPRODUCES] | None = None  # type: ignore[valid-type]
+    base: dict[str, Any] = Field(default_factory=dict)
+    rows: list[Row] = Field(default_factory=list)
+    axes: dict[str, list[Any]] = Field(default_factory=dict)
+    profiles: dict[str, Profile] = Field(default_factory=dict)
+
+    # Where the suite came from (set by `parse_suite`, not part of the YAML).
+    _source: str = PrivateAttr("<string>")
+    _positions: dict[YamlPath, tuple[int, int]] = PrivateAttr(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        """The file the suite was read from."""
+        return self._source
+
+    @property
+    def positions(self) -> dict[YamlPath, tuple[int, int]]:
+        """(line, column) of every key and list item of the file, by key path."""
+        return self._positions
+
+    def profile_names(self) -> list[str]:
+        """`full` always exists (the base as written); other profiles only when the file has them."""
+        return ["full"] + [p for p in self.profiles if p != "full"]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One fully resolved run of a suite."""
+
+    suite: str
+    reproduces: str | None
+    row: str
+    method: str
+    profile: str
+    seed: int
+    config: ExperimentConfig
+    key: str
+    axes: dict[str, Any] = field(default_factory=dict)  # this run's axis values (dotted key -> value)
+
+    def describe(self) -> str:
+        extra = ", ".join(f"{k}={v}" for k, v in self.axes.items() if k not in ("seed", "method"))
+        return f"{self.row} [{self.method}, seed {self.seed}{', ' + extra if extra else ''}]"
