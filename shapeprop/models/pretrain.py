@@ -29,6 +29,7 @@ from torch import nn
 
 from shapeprop.data.synthetic import CLASSES, default_cache_dir, render_image
 from shapeprop.files import atomic_path
+from shapeprop.models.labels import label_to_class
 from shapeprop.models.recipes import recipe
 from shapeprop.models.tiny import TINY_CHANNELS, TinyNet
 from shapeprop.models.transform import IMAGE_MEAN, IMAGE_STD
@@ -75,7 +76,7 @@ def object_crops(options: dict) -> tuple[np.ndarray, np.ndarray]:
             x0, y0 = x + w / 2 - side / 2 + size, y + h / 2 - side / 2 + size
             window = padded[int(round(y0)) : int(round(y0 + side)), int(round(x0)) : int(round(x0 + side))]
             crops.append(cv2.resize(window, (c, c), interpolation=cv2.INTER_AREA))
-            labels.append(ann["category_id"] - 1)
+            labels.append(label_to_class(ann["category_id"]))
     return np.stack(crops), np.asarray(labels, dtype=np.int64)
 
 

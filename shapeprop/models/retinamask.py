@@ -15,6 +15,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.retinanet import RetinaNet
 from torchvision.ops import box_iou
 
+from shapeprop.models.labels import BACKGROUND
 from shapeprop.models.mask_branch import MaskBranch, MasksOnBoxes
 from shapeprop.models.recipes import ANCHOR_ASPECT_RATIOS, BackboneRecipe, retinanet_anchor_sizes
 from shapeprop.models.transform import PreResizedTransform
@@ -65,7 +66,7 @@ class RetinaMask(MasksOnBoxes, RetinaNet):
             dets = self.postprocess_detections(split, split_anchors, image_sizes)
         finally:
             self.detections_per_img = saved
-        return [{k: v[d["labels"] > 0] for k, v in d.items()} for d in dets]
+        return [{k: v[d["labels"] > BACKGROUND] for k, v in d.items()} for d in dets]
 
     def _mask_rois(self, dets, targets):
         rois, labels, matched = [], [], []
@@ -74,7 +75,8 @@ class RetinaMask(MasksOnBoxes, RetinaNet):
             boxes = torch.cat([det["boxes"], gt])
             if len(gt):
                 iou, idx = box_iou(boxes, gt).max(dim=1)
-                lab = torch.where(iou >= self.mask_fg_iou, target["labels"][idx], torch.zeros_like(idx))
+                background = torch.full_like(idx, BACKGROUND)
+                lab = torch.where(iou >= self.mask_fg_iou, target["labels"][idx], background)
             else:
                 idx = torch.zeros(len(boxes), dtype=torch.long, device=boxes.device)
                 lab = idx.clone()
