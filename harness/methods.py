@@ -88,7 +88,7 @@ def matched_mask_head_channels(cfg: dict[str, Any], shapeprop: dict[str, Any]) -
     """Table 4 "more head params": the mask-head width whose parameters match the default mask head
     plus the ShapeProp head `shapeprop` on the same backbone and dataset (the library counts)."""
     from shapeprop.config import ModelConfig
-    from shapeprop.models.build import widened_mask_head_channels
+    from shapeprop.models.params import widened_mask_head_channels  # closed form: no torch
 
     model = ModelConfig.model_validate(cfg["model"])
     head = ShapePropConfig.model_validate(shapeprop)
