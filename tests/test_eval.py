@@ -225,7 +225,8 @@ def test_gt_box_mask_iou_equals_a_hand_computed_value(tmp_path, one_thread):
     from shapeprop.config import ModelConfig
     from shapeprop.data import catalog
     from shapeprop.eval.gt_boxes import gt_box_mask_table, mean_iou
-    from shapeprop.models.build import build_detector, find_mask_branch
+    from shapeprop.models.build import build_detector
+    from shapeprop.models.mask_branch import find_mask_branch
 
     ds = catalog.load("synthetic", root=tmp_path, split="val", num_images=3, image_size=64)
     records = ds.records

@@ -25,9 +25,9 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from PIL import Image
 
+from harness.cli.report import report
 from harness.report import figures
 from harness.report.build import figure_report, table_report
-from harness.cli.report import report
 from harness.report.reference import load_reference
 
 _clock = itertools.count(1_700_000_000_000, 1000)  # increasing start times (ms)

@@ -195,7 +195,8 @@ def _apply(cfg: dict, patch: dict) -> dict:
 def test_more_head_params_widens_the_mask_head_to_shapeprops_count(tmp_path):
     from shapeprop.config import ModelConfig, ShapePropConfig
     from shapeprop.data.synthetic import CLASSES
-    from shapeprop.models.build import TINY_MASK_HEAD_CHANNELS, widened_mask_head_channels
+    from shapeprop.models.params import widened_mask_head_channels
+    from shapeprop.models.recipes import recipe
 
     path = write(
         tmp_path,
@@ -212,7 +213,7 @@ def test_more_head_params_widens_the_mask_head_to_shapeprops_count(tmp_path):
     # the width is computed after the profile: for the tiny backbone and the synthetic classes
     tiny = ModelConfig(backbone="tiny", class_agnostic_masks=True, shapeprop=ShapePropConfig())
     assert wide.config.model.mask_head_channels == widened_mask_head_channels(tiny, len(CLASSES))
-    assert wide.config.model.mask_head_channels > TINY_MASK_HEAD_CHANNELS
+    assert wide.config.model.mask_head_channels > recipe("tiny").mask_head_channels
     assert wide.config.model.shapeprop is None
 
 

@@ -27,7 +27,14 @@ NEW_KEYS = json.loads((ROOT / "tests" / "data" / "expansion-keys.json").read_tex
 
 
 def _identity(run: dict) -> tuple:
-    return (run["file"], run["profile"], run["row"], run["method"], run["seed"], json.dumps(run["axes"], sort_keys=True))
+    return (
+        run["file"],
+        run["profile"],
+        run["row"],
+        run["method"],
+        run["seed"],
+        json.dumps(run["axes"], sort_keys=True),
+    )
 
 
 @pytest.fixture(scope="module")

@@ -252,7 +252,7 @@ def test_full_runs_the_authors_head_and_recipe_mini_the_light_head(name):
 
 def test_more_head_params_matches_the_head_of_the_shapeprop_row():
     from harness.methods import num_classes
-    from shapeprop.models.build import widened_mask_head_channels
+    from shapeprop.models.params import widened_mask_head_channels
 
     for profile in ("full", "mini"):
         specs = {s.row: s for s in _table_specs("table4", profile) if s.seed == 0}

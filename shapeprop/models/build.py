@@ -11,25 +11,11 @@ from torch import nn
 
 from shapeprop.config import ModelConfig
 from shapeprop.models.backbones import mask_rcnn_backbone, retinanet_backbone
-from shapeprop.models.mask_branch import MaskBranch, find_mask_branch
+from shapeprop.models.mask_branch import MaskBranch
 from shapeprop.models.mask_rcnn import build_mask_rcnn
 from shapeprop.models.mask_transfer import enable_mask_transfer
-from shapeprop.models.params import count_parameters, param_counts, widened_mask_head_channels
 from shapeprop.models.recipes import default_mask_head_channels, recipe
 from shapeprop.models.retinamask import build_retinamask
-
-# Importers outside shapeprop.models (harness, experiment, some tests) still take these names from
-# here; their homes are the modules above.
-TINY_MASK_HEAD_CHANNELS = recipe("tiny").mask_head_channels
-__all__ = [
-    "TINY_MASK_HEAD_CHANNELS",
-    "build_detector",
-    "count_parameters",
-    "default_mask_head_channels",
-    "find_mask_branch",
-    "param_counts",
-    "widened_mask_head_channels",
-]
 
 # per architecture: the FPN backbone, the feature maps the mask branch pools, the detector builder
 ARCHITECTURES = {
