@@ -96,12 +96,13 @@ def show(
         raise click.UsageError("name one run, or two to compare: RUN_ID arguments and/or --suite with --row")
     from harness import show as qualitative
     from harness import tracking
+    from harness.stored_runs import ShowError, find_runs
 
     uri = tracking.resolve_tracking_uri(tracking_uri)
     if not tracking.store_exists(uri):
-        raise qualitative.ShowError(f"no MLflow store at {uri}: run a suite first (or pass --tracking-uri)")
+        raise ShowError(f"no MLflow store at {uri}: run a suite first (or pass --tracking-uri)")
     client = tracking.client(uri)
-    runs = qualitative.find_runs(client, uri, run_ids, suite, rows, seed, profile, parse_set(overrides))
+    runs = find_runs(client, uri, run_ids, suite, rows, seed, profile, parse_set(overrides))
     options = qualitative.FigureOptions(
         num_images, image_ids, pick_seed, max_detections, min_score, panel, device
     )
