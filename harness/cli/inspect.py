@@ -6,26 +6,8 @@ from typing import Any
 
 import click
 
+from harness.cli.options import SuiteArgs, escape, suite_options
 from harness.cli.options import console as make_console
-from harness.cli.options import escape, load_suite_argument, parse_set, suite_options
-
-
-def planned_runs(
-    suite: Any,
-    profile: str,
-    tracking_uri: str | None,
-    only: tuple[str, ...],
-    force: bool,
-    runs_dir: str,
-    overrides: dict[str, Any],
-) -> Any:
-    from harness.runner import plan
-    from harness.suite import SuiteError
-
-    try:
-        return plan(suite, profile, tracking_uri, only, force, runs_dir, overrides)
-    except SuiteError as err:
-        raise click.ClickException(str(err)) from None
 
 
 def _axes_text(spec: Any) -> str:
@@ -73,26 +55,12 @@ def plan_table(planned: list[Any], title: str) -> Any:
 @click.command(name="plan")
 @suite_options
 @click.option("--force", is_flag=True, help="Plan as `run --force` would (run everything again).")
-def plan(
-    suite: str,
-    profile: str,
-    only: tuple[str, ...],
-    tracking_uri: str | None,
-    runs_dir: str,
-    overrides: tuple[str, ...],
-    force: bool,
-) -> None:
+def plan(args: SuiteArgs, force: bool) -> None:
     """Show the runs a `run` would execute (and those it would skip as finished), as a table."""
-    from harness import tracking
-
-    loaded = load_suite_argument(suite)
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    planned = planned_runs(loaded, profile, uri, only, force, runs_dir, parse_set(overrides))
+    planned = args.plan(force)
     todo = sum(p.action != "skip" for p in planned)
-    console = make_console()
-    console.print(
-        plan_table(planned, escape(f"{loaded.name} [{profile}]: {todo} of {len(planned)} runs would execute"))
-    )
+    title = f"{args.suite.name} [{args.profile}]: {todo} of {len(planned)} runs would execute"
+    make_console().print(plan_table(planned, escape(title)))
 
 
 @click.command()
@@ -100,31 +68,22 @@ def plan(
 @click.option(
     "--runs", "show_runs", is_flag=True, help="One line per run (with its MLflow run id and error)."
 )
-def status(
-    suite: str,
-    profile: str,
-    only: tuple[str, ...],
-    tracking_uri: str | None,
-    runs_dir: str,
-    overrides: tuple[str, ...],
-    show_runs: bool,
-) -> None:
+def status(args: SuiteArgs, show_runs: bool) -> None:
     """Per row of the suite: how many runs are finished, running, failed, missing."""
     from rich.table import Table
 
     from harness import tracking
 
-    loaded = load_suite_argument(suite)
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    planned = planned_runs(loaded, profile, uri, only, False, runs_dir, parse_set(overrides))
-    states = tracking.key_states(uri, loaded.name, [p.spec.key for p in planned])
+    planned = args.plan()
+    uri = args.tracking_uri
+    states = tracking.key_states(uri, args.suite.name, [p.spec.key for p in planned])
     console = make_console()
     columns = ("finished", "running", "failed", "missing")
     groups: dict[tuple[str, str], dict[str, int]] = {}
     for p in planned:
         counts = groups.setdefault((p.spec.row, _axes_text(p.spec)), dict.fromkeys(columns, 0))
         counts[p.state] += 1
-    table = Table(title=escape(f"{loaded.name} [{profile}] in {uri}"), title_justify="left")
+    table = Table(title=escape(f"{args.suite.name} [{args.profile}] in {uri}"), title_justify="left")
     table.add_column("row")
     table.add_column("axes")
     for column in columns:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from harness.runner import PlannedRun
+    from harness.suite import Suite
 
 tracking_uri_option = click.option(
     "--tracking-uri",
@@ -35,9 +42,53 @@ set_option = click.option(
 )
 
 
-def suite_options(f: Any) -> Any:
-    """The SUITE argument and the options of the commands that expand a suite (run, plan, status)."""
-    options = [
+@dataclass(frozen=True)
+class SuiteArgs:
+    """What the suite commands (run, plan, status) share: the suite as loaded, the profile, the
+    --only filters, the MLflow store, the runs folder and the --set values."""
+
+    suite: Suite
+    profile: str
+    only: tuple[str, ...]
+    tracking_uri: str
+    runs_dir: str
+    overrides: dict[str, Any]
+
+    def plan(self, force: bool = False) -> list[PlannedRun]:
+        """What `run` would do with each selected run (`harness.runner.plan`)."""
+        from harness.runner import plan
+        from harness.suite import SuiteError
+
+        try:
+            return plan(
+                self.suite, self.profile, self.tracking_uri, self.only, force, self.runs_dir, self.overrides
+            )
+        except SuiteError as err:
+            raise click.ClickException(str(err)) from None
+
+
+def suite_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The SUITE argument and the options of the commands that expand a suite; the command
+    receives them as one `SuiteArgs` (first argument), the suite loaded and checked."""
+
+    @functools.wraps(command)
+    def wrapper(
+        suite: str,
+        profile: str,
+        only: tuple[str, ...],
+        tracking_uri: str | None,
+        runs_dir: str,
+        overrides: tuple[str, ...],
+        **options: Any,
+    ) -> Any:
+        from harness.tracking import resolve_tracking_uri
+
+        loaded = load_suite_argument(suite)
+        sets = parse_set(overrides)
+        args = SuiteArgs(loaded, profile, only, resolve_tracking_uri(tracking_uri), runs_dir, sets)
+        return command(args, **options)
+
+    decorators = [
         click.argument("suite"),
         click.option(
             "--profile", default="full", show_default=True, help="Suite profile: full (the paper) or mini."
@@ -52,9 +103,9 @@ def suite_options(f: Any) -> Any:
         runs_dir_option,
         set_option,
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    for decorator in reversed(decorators):
+        wrapper = decorator(wrapper)
+    return wrapper
 
 
 def parse_set(overrides: tuple[str, ...]) -> dict[str, Any]:

@@ -7,9 +7,9 @@ from typing import Any
 
 import click
 
-from harness.cli.inspect import plan_table, planned_runs
+from harness.cli.inspect import plan_table
+from harness.cli.options import SuiteArgs, escape, suite_options
 from harness.cli.options import console as make_console
-from harness.cli.options import escape, load_suite_argument, parse_set, suite_options
 
 
 @click.command()
@@ -46,12 +46,7 @@ from harness.cli.options import escape, load_suite_argument, parse_set, suite_op
     help="'local' runs the array job's tasks as local processes through submitit (tests, laptops).",
 )
 def run(
-    suite: str,
-    profile: str,
-    only: tuple[str, ...],
-    tracking_uri: str | None,
-    runs_dir: str,
-    overrides: tuple[str, ...],
+    args: SuiteArgs,
     executor: str,
     workers: int,
     dry_run: bool,
@@ -71,13 +66,9 @@ def run(
     A failing run is recorded FAILED (traceback attached) and the suite goes on; the command
     exits non-zero if any run failed. A run killed earlier resumes from its last checkpoint.
     """
-    from harness import tracking
-
     console = make_console()
-    loaded = load_suite_argument(suite)
-    sets = parse_set(overrides)
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    planned = planned_runs(loaded, profile, uri, only, force, runs_dir, sets)
+    loaded, profile, uri = args.suite, args.profile, args.tracking_uri
+    planned = args.plan(force)
     todo = [p for p in planned if p.action != "skip"]
     console.print(
         f"suite [bold]{escape(loaded.name)}[/] ({loaded.reproduces or 'no paper target'}), profile {escape(profile)}: "
@@ -85,7 +76,7 @@ def run(
         f"tracking {uri}"
     )
     if not planned:
-        raise click.ClickException(f"no run of suite '{loaded.name}' matches --only {' '.join(only)}")
+        raise click.ClickException(f"no run of suite '{loaded.name}' matches --only {' '.join(args.only)}")
     if dry_run:
         console.print(plan_table(planned, "plan (dry run)"))
         return
@@ -104,16 +95,16 @@ def run(
         console,
         loaded,
         profile,
-        only,
+        args.only,
         slurm,
         tracking_uri=uri,
-        runs_root=runs_dir,
+        runs_root=args.runs_dir,
         executor=executor,
         workers=workers,
         force=force,
         log_checkpoint=log_checkpoint,
         log_every=log_every,
-        overrides=sets,
+        overrides=args.overrides,
     )
     console.print(
         f"done {len(summary.done)}, skipped {len(summary.skipped)}, failed {len(summary.failed)}"
