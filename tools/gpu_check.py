@@ -34,10 +34,10 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from shapeprop.files import write_atomic
-
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # the checkout's shapeprop and harness, on a machine without the .venv
+
+from shapeprop.files import write_atomic  # noqa: E402
 
 SECTIONS = ("build", "tests", "operator", "detector", "demo")
 OPTIONAL_PACKAGES = ("pydantic", "pycocotools", "pytest")  # beyond what `shapeprop-bench env` lists
