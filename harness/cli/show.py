@@ -3,11 +3,84 @@ done by `harness.show`."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
+if TYPE_CHECKING:
+    from harness.show import FigureOptions
+
 from harness.cli.options import parse_set, runs_dir_option, set_option, tracking_uri_option
+
+
+def figure_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of what to draw; the command receives them as one `FigureOptions` (`figures=`)."""
+
+    @functools.wraps(command)
+    def wrapper(
+        *args: Any,
+        num_images: int,
+        image_ids: tuple[str, ...],
+        pick_seed: int,
+        max_detections: int,
+        min_score: float,
+        panel: int,
+        device: str,
+        **kwargs: Any,
+    ) -> Any:
+        from harness.show import FigureOptions
+
+        figures = FigureOptions(num_images, image_ids, pick_seed, max_detections, min_score, panel, device)
+        return command(*args, figures=figures, **kwargs)
+
+    decorators = [
+        click.option(
+            "--images",
+            "num_images",
+            type=click.IntRange(min=1),
+            default=4,
+            show_default=True,
+            help="Images drawn (with --pick-seed) from the run's evaluation split.",
+        ),
+        click.option(
+            "--image-id",
+            "image_ids",
+            multiple=True,
+            help="Show this image of the evaluation split. Repeatable.",
+        ),
+        click.option("--pick-seed", type=int, default=0, show_default=True, help="Seed of the image draw."),
+        click.option(
+            "--detections",
+            "max_detections",
+            type=click.IntRange(min=1),
+            default=3,
+            show_default=True,
+            help="Detections per image in the per-detection figures (highest scores first).",
+        ),
+        click.option(
+            "--min-score",
+            type=click.FloatRange(0, 1),
+            default=0.5,
+            show_default=True,
+            help="Draw detections from this score.",
+        ),
+        click.option(
+            "--panel",
+            type=click.IntRange(min=64),
+            default=192,
+            show_default=True,
+            help="Panel size in pixels.",
+        ),
+        click.option(
+            "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+        ),
+    ]
+    for decorator in reversed(decorators):
+        wrapper = decorator(wrapper)
+    return wrapper
 
 
 @click.command("show")
@@ -18,37 +91,7 @@ from harness.cli.options import parse_set, runs_dir_option, set_option, tracking
 @click.option("--profile", help="The run's suite profile (needed when the row has runs of several).")
 @tracking_uri_option
 @runs_dir_option
-@click.option(
-    "--images",
-    "num_images",
-    type=click.IntRange(min=1),
-    default=4,
-    show_default=True,
-    help="Images drawn (with --pick-seed) from the run's evaluation split.",
-)
-@click.option(
-    "--image-id", "image_ids", multiple=True, help="Show this image of the evaluation split. Repeatable."
-)
-@click.option("--pick-seed", type=int, default=0, show_default=True, help="Seed of the image draw.")
-@click.option(
-    "--detections",
-    "max_detections",
-    type=click.IntRange(min=1),
-    default=3,
-    show_default=True,
-    help="Detections per image in the per-detection figures (highest scores first).",
-)
-@click.option(
-    "--min-score",
-    type=click.FloatRange(0, 1),
-    default=0.5,
-    show_default=True,
-    help="Draw detections from this score.",
-)
-@click.option(
-    "--panel", type=click.IntRange(min=64), default=192, show_default=True, help="Panel size in pixels."
-)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@figure_options
 @click.option(
     "--out",
     "out_dir",
@@ -67,13 +110,7 @@ def show(
     profile: str | None,
     tracking_uri: str | None,
     runs_dir: str,
-    num_images: int,
-    image_ids: tuple[str, ...],
-    pick_seed: int,
-    max_detections: int,
-    min_score: float,
-    panel: int,
-    device: str,
+    figures: FigureOptions,
     out_dir: str,
     log: bool,
     overrides: tuple[str, ...],
@@ -103,10 +140,7 @@ def show(
         raise ShowError(f"no MLflow store at {uri}: run a suite first (or pass --tracking-uri)")
     client = tracking.client(uri)
     runs = find_runs(client, uri, run_ids, suite, rows, seed, profile, parse_set(overrides))
-    options = qualitative.FigureOptions(
-        num_images, image_ids, pick_seed, max_detections, min_score, panel, device
-    )
-    drawn = qualitative.draw_runs(client, runs, Path(runs_dir), Path(out_dir), options)
+    drawn = qualitative.draw_runs(client, runs, Path(runs_dir), Path(out_dir), figures)
     if log:
         qualitative.log_figures(client, drawn)
     for s in drawn.shown:
