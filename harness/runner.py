@@ -27,6 +27,7 @@ import yaml
 from harness import tracking
 from harness.callbacks import TrackingHooks, tracking_callbacks
 from harness.executors import RunOutcome, make_executor
+from harness.preflight import preflight
 from harness.suite import RunSpec, Suite, expand
 from harness.tracking import flatten_config
 from harness.workdir import CONFIG_FILE, DEFAULT_RUNS_ROOT, LOG_FILE, STATE_FILE, log_path_of, workdir_of
@@ -308,8 +309,13 @@ def run_suite(
     on_start: Callable[[Sequence[PlannedRun]], None] | None = None,
     slurm: dict[str, Any] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    check: bool = True,
 ) -> SuiteSummary:
     """Run every selected spec of `suite` that has not FINISHED (all with `force`) and summarise.
+
+    First (unless `check` is False) `harness.preflight.preflight` checks the data, weights and
+    output folders of the runs to do; a problem raises `PreflightError` before anything is recorded
+    in MLflow or submitted.
 
     One parent MLflow run per call (tag kind=invocation); each spec logs into its own nested
     run. A failing run is recorded and the suite goes on. `on_outcome(outcome, i, n)` is called
@@ -320,6 +326,8 @@ def run_suite(
     planned = plan(suite, profile, uri, only, force, runs_root, overrides)
     summary = SuiteSummary(skipped=[p.spec for p in planned if p.action == "skip"])
     todo = [p.spec for p in planned if p.action != "skip"]
+    if todo and check:
+        preflight(todo, runs_root, uri, profile)  # before anything is recorded or submitted
     if on_start is not None:
         on_start(planned)
     if not todo:

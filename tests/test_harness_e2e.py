@@ -122,7 +122,19 @@ def inline_store(tmp_path_factory, migrated_db):
     """One inline invocation: `baseline` trains for real, `broken` fails (no such dataset root)."""
     root = tmp_path_factory.mktemp("inline")
     uri = fresh_store(migrated_db, root)
-    args = ("run", str(SUITE), "--only", "baseline", "--only", "broken", "--tracking-uri", uri)
+    # --no-preflight: the broken run must start and fail, to be recorded FAILED (test_preflight.py
+    # checks that without the flag nothing starts)
+    args = (
+        "run",
+        str(SUITE),
+        "--only",
+        "baseline",
+        "--only",
+        "broken",
+        "--tracking-uri",
+        uri,
+        "--no-preflight",
+    )
     out = cli(*args, "--runs-dir", str(root / "runs"), "--log-every", "1", cwd=root)
     return root, uri, out
 

@@ -21,6 +21,13 @@ from harness.cli.options import console as make_console
     "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs at once (local, slurm)."
 )
 @click.option("--dry-run", is_flag=True, help="Show what would run, run nothing.")
+@click.option(
+    "--no-preflight",
+    "skip_preflight",
+    is_flag=True,
+    help="Start the runs without first checking their data, weights and output folders (e.g. data "
+    "that only the compute nodes see).",
+)
 @click.option("--force", is_flag=True, help="Run again even runs that FINISHED (from scratch).")
 @click.option(
     "--log-checkpoint", is_flag=True, help="Upload each run's final checkpoint as an MLflow artifact."
@@ -50,6 +57,7 @@ def run(
     executor: str,
     workers: int,
     dry_run: bool,
+    skip_preflight: bool,
     force: bool,
     log_checkpoint: bool,
     log_every: int | None,
@@ -91,21 +99,27 @@ def run(
             slurm_mem_gb,
             slurm_param,
         )
-    summary = _run_with_progress(
-        console,
-        loaded,
-        profile,
-        args.only,
-        slurm,
-        tracking_uri=uri,
-        runs_root=args.runs_dir,
-        executor=executor,
-        workers=workers,
-        force=force,
-        log_checkpoint=log_checkpoint,
-        log_every=log_every,
-        overrides=args.overrides,
-    )
+    from harness.preflight import PreflightError
+
+    try:
+        summary = _run_with_progress(
+            console,
+            loaded,
+            profile,
+            args.only,
+            slurm,
+            tracking_uri=uri,
+            runs_root=args.runs_dir,
+            executor=executor,
+            workers=workers,
+            force=force,
+            log_checkpoint=log_checkpoint,
+            log_every=log_every,
+            overrides=args.overrides,
+            check=not skip_preflight,
+        )
+    except PreflightError as err:
+        raise click.ClickException(str(err)) from None
     console.print(
         f"done {len(summary.done)}, skipped {len(summary.skipped)}, failed {len(summary.failed)}"
         + (f"  (MLflow invocation run {summary.parent_run_id})" if summary.parent_run_id else "")

@@ -47,6 +47,7 @@ from shapeprop.data.records import (
     Dataset,
     DatasetMetadata,
     MissingDataError,
+    Requirement,
     check_images_exist,
     class_index,
     hash_files,
@@ -242,6 +243,33 @@ def _load_ins_seg(root: Path, split: str, label_format: str) -> tuple[list[dict[
     raise DataError(
         f"unknown label format {label_format!r}; expected auto, bitmasks or rles", key="label_format"
     )
+
+
+def ins_seg_requirements(root: Path, split: str = "train", label_format: str = "auto") -> list[Requirement]:
+    """What the instance-segmentation loader reads: the bitmasks or the RLE JSON, the 10K images."""
+    paths = _paths(root, split)
+    labels = {"auto": (paths["rles"], paths["bitmasks"]), "rles": (paths["rles"],)}
+    labels["bitmasks"] = (paths["bitmasks"],)
+    found = labels.get(label_format, labels["auto"])
+    return [
+        Requirement("instance segmentation labels", found),
+        Requirement("image folder", (paths["images_10k"],)),
+    ]
+
+
+def det_requirements(root: Path, split: str = "train") -> list[Requirement]:
+    """What the detection loader reads: the detection labels (2020 or 2018 release), the 100K images."""
+    paths = _paths(root, split)
+    return [
+        Requirement("detection labels", (paths["det"], paths["det_2018"])),
+        Requirement("image folder", (paths["images_100k"],)),
+    ]
+
+
+def fused_requirements(root: Path, split: str = "train", label_format: str = "auto") -> list[Requirement]:
+    """The fused set reads the instance-segmentation data, and for `train` the detection data too."""
+    found = ins_seg_requirements(root, split, label_format)
+    return found + (det_requirements(root, split) if split == "train" else [])
 
 
 def load_bdd100k_ins_seg(

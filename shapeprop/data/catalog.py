@@ -13,11 +13,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shapeprop.data.records import DataError, Dataset
+from shapeprop.data.records import DataError, Dataset, Requirement
 
 Loader = Callable[..., Dataset]
 
+
+Requirements = Callable[..., list[Requirement]]
+
 _LOADERS: dict[str, Loader] = {}
+_REQUIREMENTS: dict[str, Requirements] = {}
 # where each real dataset lives under $SHAPEPROP_DATA when no root is given
 _DEFAULT_DIRS = {
     "coco_2017": "coco",
@@ -28,9 +32,14 @@ _DEFAULT_DIRS = {
 }
 
 
-def register(name: str, loader: Loader) -> None:
-    """Register `loader` under `name` (replacing an earlier one of that name)."""
+def register(name: str, loader: Loader, requirements: Requirements | None = None) -> None:
+    """Register `loader` under `name` (replacing an earlier one of that name); `requirements(root,
+    split, **options)` lists the files and folders it reads first (None: it needs none, e.g. a
+    generated set)."""
     _LOADERS[name] = loader
+    _REQUIREMENTS.pop(name, None)
+    if requirements is not None:
+        _REQUIREMENTS[name] = requirements
 
 
 def loader(name: str) -> Loader:
@@ -43,6 +52,11 @@ def loader(name: str) -> Loader:
 def names() -> list[str]:
     """Registered dataset names, sorted."""
     return sorted(_LOADERS)
+
+
+def resolve_root(name: str, root: str | Path | None) -> Path | None:
+    """`root`, or the dataset's default when None ($SHAPEPROP_DATA/<its folder>; None for synthetic)."""
+    return Path(root).expanduser() if root is not None else _default_root(name)
 
 
 def _default_root(name: str) -> Path | None:
@@ -70,19 +84,33 @@ def load(name: str, root: str | Path | None = None, split: str = "train", **opti
             f"unknown option(s) {', '.join(map(repr, unknown))} for dataset {name!r}; known: {', '.join(known)}",
             key="options",
         )
-    path = Path(root).expanduser() if root is not None else _default_root(name)
-    return load_fn(root=path, split=split, **options)
+    return load_fn(root=resolve_root(name, root), split=split, **options)
+
+
+def requirements(
+    name: str, root: str | Path | None = None, split: str = "train", **options: Any
+) -> list[Requirement]:
+    """The files and folders `load(name, root, split, **options)` would read first, found without
+    loading anything (a check before a run starts). Raises DataError for an unknown dataset or a
+    missing default root ($SHAPEPROP_DATA unset)."""
+    loader(name)
+    find = _REQUIREMENTS.get(name)
+    if find is None:
+        return []
+    path = resolve_root(name, root)
+    accepted = inspect.signature(find).parameters
+    return find(path, split, **{k: v for k, v in options.items() if k in accepted})
 
 
 def _register_builtin() -> None:
     from shapeprop.data import bdd100k, coco, synthetic, voc
 
     register("synthetic", synthetic.load_synthetic)
-    register("coco_2017", coco.load_coco_2017)
-    register("voc_2012", voc.load_voc_2012)
-    register("bdd100k_ins_seg", bdd100k.load_bdd100k_ins_seg)
-    register("bdd100k_det", bdd100k.load_bdd100k_det)
-    register("bdd100k_fused", bdd100k.load_bdd100k_fused)
+    register("coco_2017", coco.load_coco_2017, coco.coco_2017_requirements)
+    register("voc_2012", voc.load_voc_2012, voc.voc_2012_requirements)
+    register("bdd100k_ins_seg", bdd100k.load_bdd100k_ins_seg, bdd100k.ins_seg_requirements)
+    register("bdd100k_det", bdd100k.load_bdd100k_det, bdd100k.det_requirements)
+    register("bdd100k_fused", bdd100k.load_bdd100k_fused, bdd100k.fused_requirements)
 
 
 _register_builtin()

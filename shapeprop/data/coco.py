@@ -17,6 +17,7 @@ from shapeprop.data.records import (
     DataError,
     Dataset,
     DatasetMetadata,
+    Requirement,
     check_images_exist,
     hash_files,
     read_json,
@@ -133,6 +134,14 @@ def coco_class_groups(classes: list[str]) -> dict[str, list[str]]:
     """COCO's VOC-20 / non-VOC-60 groups, restricted to the classes present in the file."""
     voc = [c for c in classes if c in COCO_VOC_CLASSES]
     return {"voc": voc, "nonvoc": [c for c in classes if c not in COCO_VOC_CLASSES]}
+
+
+def coco_2017_requirements(root: Path, split: str = "train") -> list[Requirement]:
+    """What `load_coco_2017` reads: the instances JSON and the image folder of `split`."""
+    return [
+        Requirement("annotation file", (root / "annotations" / f"instances_{split}2017.json",)),
+        Requirement("image folder", (root / f"{split}2017",)),
+    ]
 
 
 def load_coco_2017(root: Path, split: str = "train", check_images: bool = True) -> Dataset:

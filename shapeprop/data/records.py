@@ -124,3 +124,11 @@ def check_images_exist(records: list[dict[str, Any]], what: str) -> None:
 def class_index(classes: list[str]) -> dict[str, int]:
     """Map class name -> contiguous category_id."""
     return {name: i for i, name in enumerate(classes)}
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A file or folder a dataset's loader reads: any one of `paths` (layouts differ between releases)."""
+
+    what: str
+    paths: tuple[Path, ...]

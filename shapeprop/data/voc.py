@@ -29,6 +29,7 @@ from shapeprop.data.records import (
     DataError,
     Dataset,
     DatasetMetadata,
+    Requirement,
     check_images_exist,
     class_index,
     require_dir,
@@ -159,6 +160,20 @@ def voc_root(root: Path) -> Path:
     """`root` itself, or `root/VOC2012` when given the VOCdevkit directory."""
     require_dir(root, "VOC root")
     return root / "VOC2012" if (root / "VOC2012").is_dir() and not (root / "ImageSets").is_dir() else root
+
+
+def voc_2012_requirements(root: Path, split: str = "train") -> list[Requirement]:
+    """What `load_voc_2012` reads: the split's image list, the annotation, mask and image folders."""
+    if (root / "VOC2012").is_dir() and not (root / "ImageSets").is_dir():
+        root = root / "VOC2012"
+    return [
+        Requirement(
+            f"image list of split {split!r}", (root / "ImageSets" / "Segmentation" / f"{split}.txt",)
+        ),
+        Requirement("annotation folder", (root / "Annotations",)),
+        Requirement("instance mask folder", (root / "SegmentationObject",)),
+        Requirement("image folder", (root / "JPEGImages",)),
+    ]
 
 
 def load_voc_2012(root: Path, split: str = "train", check_images: bool = True) -> Dataset:
