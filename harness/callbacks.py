@@ -19,8 +19,15 @@ class TrackingHooks:
     """
 
     def __init__(
-        self, mlflow_client: Any, run_id: str, skip_until_step: int = -1, flush_every_s: float = 15.0
+        self,
+        mlflow_client: Any,
+        run_id: str,
+        skip_until_step: int = -1,
+        flush_every_s: float = 15.0,
+        display: Any | None = None,
+        label: str = "",
     ):
+        self.display, self.label = display, label  # a SuiteProgress (harness.console), or None
         self.client = mlflow_client
         self.run_id = run_id
         self.buffer = tracking.MetricBuffer(
@@ -35,6 +42,12 @@ class TrackingHooks:
         if start_step > 0:
             tags["resumed_from_step"] = str(start_step)
         tracking.set_tags(self.client, self.run_id, tags)
+        if self.display is not None:
+            self.display.run_started(self.label, max_steps, start_step)
+
+    def on_step(self, step: int, loss: float | None) -> None:
+        if self.display is not None:
+            self.display.step(step, loss)
 
     def on_metrics(self, metrics: dict[str, float], step: int) -> None:
         self.buffer.add(metrics, step)
@@ -59,7 +72,13 @@ def _tracking_callbacks_class() -> type:
 
 
 def tracking_callbacks(
-    mlflow_client: Any, run_id: str, skip_until_step: int = -1, flush_every_s: float = 15.0
+    mlflow_client: Any,
+    run_id: str,
+    skip_until_step: int = -1,
+    flush_every_s: float = 15.0,
+    display: Any | None = None,
+    label: str = "",
 ) -> TrackingHooks:
-    """An `ExperimentCallbacks` that logs to MLflow run `run_id` (see `TrackingHooks`)."""
-    return _tracking_callbacks_class()(mlflow_client, run_id, skip_until_step, flush_every_s)
+    """An `ExperimentCallbacks` that logs to MLflow run `run_id` (see `TrackingHooks`) and, with a
+    `display`, shows the run's steps as `label`."""
+    return _tracking_callbacks_class()(mlflow_client, run_id, skip_until_step, flush_every_s, display, label)

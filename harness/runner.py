@@ -58,9 +58,13 @@ def _open_run(spec: RunSpec, uri: str, workdir: Path, parent_run_id: str | None)
                 tracking.with_retry(lambda: c.update_run(run.info.run_id, status="RUNNING"), "reopen run")
                 if "error" in run.data.tags:  # an earlier attempt failed; its traceback.txt stays as history
                     tracking.with_retry(lambda: c.delete_tag(run.info.run_id, "error"), "clear error tag")
-                tracking.set_tags(
-                    c, run.info.run_id, {**tracking.environment_tags(), "pid": str(os.getpid())}
-                )
+                tags = {**tracking.environment_tags(), "pid": str(os.getpid())}
+                # MLflow's source tags and the description, for a run made before the harness wrote them
+                described = tracking.spec_tags(spec)
+                tags.update({k: v for k, v in described.items() if k.startswith("mlflow.source.")})
+                if tracking.NOTE_TAG not in run.data.tags:
+                    tags[tracking.NOTE_TAG] = described[tracking.NOTE_TAG]
+                tracking.set_tags(c, run.info.run_id, tags)
                 return run.info.run_id, True
     exp_id = tracking.ensure_experiment(c, tracking.experiment_name(spec.suite))
     tags = {**tracking.spec_tags(spec), **tracking.environment_tags(), "pid": str(os.getpid())}
@@ -132,6 +136,9 @@ def run_one(
         metrics.update({f"params_{k}": float(v) for k, v in (result.param_counts or {}).items()})
         tracking.log_metrics(c, run_id, metrics, step=final_step)
         tracking.set_tags(c, run_id, {"dataset_fingerprint": result.fingerprint})
+        tracking.log_datasets(
+            c, run_id, spec.config, result.fingerprint, getattr(result, "test_fingerprint", "")
+        )
         _log_artifacts(c, run_id, workdir, result, log_checkpoint)
         tracking.with_retry(lambda: c.set_terminated(run_id, status="FINISHED"), "finish run")
         log.info("run %s finished", spec.key)
@@ -169,7 +176,8 @@ def _log_artifacts(c: Any, run_id: str, workdir: Path, result: Any, log_checkpoi
     for name, table in (result.tables or {}).items():
         target = workdir / f"{name}.csv"
         table.to_csv(target, index=False)
-        upload(target)
+        upload(target)  # the report reads the CSV
+        tracking.log_table(c, run_id, table, f"tables/{name}.json", workdir)
     checkpoint = artifacts.pop("checkpoint", None)
     if log_checkpoint and checkpoint is not None:
         upload(Path(checkpoint), "checkpoints")

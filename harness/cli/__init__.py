@@ -55,6 +55,3 @@ def main() -> None:
     ShapeProp; every run is logged to MLflow, and reports render the paper's tables.
     """
 
-
-if __name__ == "__main__":
-    main()

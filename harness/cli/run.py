@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
@@ -21,6 +22,11 @@ from harness.cli.options import console as make_console
     "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs at once (local, slurm)."
 )
 @click.option("--dry-run", is_flag=True, help="Show what would run, run nothing.")
+@click.option(
+    "--verbose",
+    is_flag=True,
+    help="Also show the libraries' messages and warnings on the console (each run's run.log has them anyway).",
+)
 @click.option(
     "--no-preflight",
     "skip_preflight",
@@ -57,6 +63,7 @@ def run(
     executor: str,
     workers: int,
     dry_run: bool,
+    verbose: bool,
     skip_preflight: bool,
     force: bool,
     log_checkpoint: bool,
@@ -108,6 +115,7 @@ def run(
             profile,
             args.only,
             slurm,
+            verbose,
             tracking_uri=uri,
             runs_root=args.runs_dir,
             executor=executor,
@@ -167,38 +175,45 @@ def _slurm_parameters(
 
 
 def _run_with_progress(
-    console: Any, suite: Any, profile: str, only: tuple[str, ...], slurm: dict[str, Any] | None, **kwargs: Any
+    console: Any,
+    suite: Any,
+    profile: str,
+    only: tuple[str, ...],
+    slurm: dict[str, Any] | None,
+    verbose: bool,
+    **kwargs: Any,
 ) -> Any:
-    """Run the suite with a rich progress bar (inline runs print a line each: Lightning draws their bar)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    """Run the suite under one bar for the suite and one for the run in progress (inline), with a
+    line per run as it ends; with `verbose`, Lightning's own bar and every library message too."""
+    from harness.console import SuiteProgress, quiet_console
     from harness.runner import run_suite
 
-    def report(outcome: Any, i: int, n: int) -> None:
+    def line(outcome: Any, i: int, n: int) -> str:
         mark = "[green]done[/]" if outcome.ok else f"[red]{outcome.status.lower()}[/]"
         note = f" ({outcome.error})" if outcome.error else ""
-        console.print(
-            f"{escape(f'[{i}/{n}]')} {mark} {escape(outcome.row)} {escape(f'[{outcome.key}]')} in {outcome.seconds:.0f} s{escape(note)}"
+        return (
+            f"{escape(f'[{i}/{n}]')} {mark} {escape(outcome.row)} {escape(f'[{outcome.key}]')} "
+            f"in {outcome.seconds:.0f} s{escape(note)}"
         )
 
     executor, workers = kwargs["executor"], kwargs["workers"]
     kwargs.update(only=only, slurm=slurm)
-    if executor == "inline":
-        return run_suite(suite, profile, on_outcome=report, **kwargs)
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        task = progress.add_task(escape(f"{suite.name} ({executor}, {workers} workers)"), total=None)
+    if verbose and executor == "inline":  # Lightning draws each run's bar
+        return run_suite(suite, profile, on_outcome=lambda o, i, n: console.print(line(o, i, n)), **kwargs)
+    title = escape(suite.name if executor == "inline" else f"{suite.name} ({executor}, {workers} workers)")
+    with contextlib.ExitStack() as stack:
+        if not verbose:
+            stack.enter_context(quiet_console())
+        display = stack.enter_context(SuiteProgress(console, f"[bold]{title}[/]", total_runs=0))
 
         def start(planned: Any) -> None:
-            progress.update(task, total=sum(p.action != "skip" for p in planned))
+            display.progress.update(display.suite, total=sum(p.action != "skip" for p in planned))
 
-        def advance(outcome: Any, i: int, n: int) -> None:
-            report(outcome, i, n)
-            progress.advance(task)
-
-        return run_suite(suite, profile, on_outcome=advance, on_start=start, **kwargs)
+        return run_suite(
+            suite,
+            profile,
+            on_outcome=lambda o, i, n: display.run_ended(line(o, i, n)),
+            on_start=start,
+            display=display if executor == "inline" else None,
+            **kwargs,
+        )

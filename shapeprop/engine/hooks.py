@@ -20,6 +20,10 @@ class ExperimentCallbacks:
     def on_start(self, max_steps: int, start_step: int) -> None:
         """Training starts (or resumes) at `start_step` of `max_steps`."""
 
+    def on_step(self, step: int, loss: float | None) -> None:
+        """A training step ended: `step` steps done, `loss` its total loss (a float on the host:
+        reading it costs no device sync). For progress displays; called every step."""
+
     def on_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Training losses averaged over the last logging window, plus `lr`, at `step`."""
 
@@ -139,6 +143,8 @@ class ProgressBridge(pl.Callback):
             self._window[name] = self._window.get(name, 0.0) + value
         self._window_steps += 1
         step = int(trainer.global_step)
+        if trainer.is_global_zero:
+            self.callbacks.on_step(step, pl_module.last_losses.get("loss"))
         if step % self.log_every == 0 or step >= trainer.max_steps:
             self._add_pending()
             metrics = {k: v / self._window_steps for k, v in self._window.items()}

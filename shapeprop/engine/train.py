@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ from shapeprop.engine.module import DetectorModule
 from shapeprop.engine.sampler import StepBatchSampler
 
 LAST = "last.ckpt"
-_LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
 
 
 @dataclass
@@ -161,9 +159,6 @@ def train_detector(
     extra = [checkpointing, bridge]
     if progress:
         extra.append(LossProgressBar(refresh_rate=1))
-    if not progress:
-        for name in _LIGHTNING_LOGGERS:
-            logging.getLogger(name).setLevel(logging.WARNING)
     trainer = pl.Trainer(
         **trainer_options(schedule, gpu=torch.cuda.is_available()),
         max_steps=schedule.max_steps,
