@@ -5,6 +5,11 @@ per invocation (tag `kind=invocation`); a nested child run per run spec (tag `ki
 suite/reproduces/row/method/seed/run_key/profile/git/device/versions, params = the flattened
 resolved config). Everything goes through `MlflowClient` (no fluent global state), so several
 runs can log from one process or from many.
+
+What MLflow's own UI reads is written too: the experiment kind (`mlflow.experimentKind`, so the
+UI opens on the runs, not on GenAI traces), MLflow's system tags (source, git commit, user), a
+run name and a one-line description (`mlflow.note.content`) for every run, and the training and
+test sets of every child run as MLflow dataset inputs (the Dataset column).
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ import json
 import logging
 import os
 import platform
+import posixpath
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -35,6 +42,26 @@ log = logging.getLogger(__name__)
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 EXPERIMENT_PREFIX = "shapeprop-bench/"
 PARENT_TAG = "mlflow.parentRunId"
+# MLflow's tags (mlflow.utils.mlflow_tags; spelled out so planning need not import MLflow).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"  # the UI's kind for model training
+# Kinds replaced by ours: none, the GenAI one, and those the UI infers (and may store) by itself.
+REPLACED_KINDS = (
+    "",
+    "genai_development",
+    "genai_development_inferred",
+    "custom_model_development_inferred",
+    "no_inferred_type",
+)
+RUN_NAME_TAG = "mlflow.runName"
+NOTE_TAG = "mlflow.note.content"
+SOURCE_NAME_TAG = "mlflow.source.name"
+SOURCE_TYPE_TAG = "mlflow.source.type"
+SOURCE_TYPE = "LOCAL"  # mlflow.entities.SourceType for a local script (PROJECT is `mlflow run`)
+GIT_COMMIT_TAG = "mlflow.source.git.commit"
+USER_TAG = "mlflow.user"
+DATASET_CONTEXT_TAG = "mlflow.data.context"
+MAX_DATASET_DIGEST = 12  # of the split fingerprint (MLflow stores at most 36 characters)
 # MLflow's limits per log_batch call.
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
@@ -104,21 +131,28 @@ def client(uri: str) -> MlflowClient:
 
 
 def ensure_experiment(mlflow_client: MlflowClient, name: str) -> str:
-    """The id of experiment `name`, created if needed (safe when several processes race)."""
+    """The id of experiment `name`, created if needed (safe when several processes race), marked
+    as model training (`mlflow.experimentKind`) also when it was created before the tag existed."""
     from mlflow.exceptions import MlflowException
 
     found = mlflow_client.get_experiment_by_name(name)
-    if found is not None:
-        if found.lifecycle_stage == "deleted":
-            mlflow_client.restore_experiment(found.experiment_id)
-        return found.experiment_id
-    try:
-        return mlflow_client.create_experiment(name)
-    except MlflowException:  # another process created it between the two calls
-        found = mlflow_client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
+    if found is None:
+        try:
+            return mlflow_client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        except MlflowException:  # another process created it between the two calls
+            found = mlflow_client.get_experiment_by_name(name)
+            if found is None:
+                raise
+    if found.lifecycle_stage == "deleted":
+        mlflow_client.restore_experiment(found.experiment_id)
+    if found.tags.get(EXPERIMENT_KIND_TAG, "") in REPLACED_KINDS:
+        with_retry(
+            lambda: mlflow_client.set_experiment_tag(
+                found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+            ),
+            "mark experiment kind",
+        )
+    return found.experiment_id
 
 
 # --------------------------------------------------------------------------- what is in the store
@@ -257,11 +291,36 @@ def environment_tags() -> dict[str, str]:
     tags["device"] = gpu if gpu != "none visible" else f"cpu ({os.cpu_count()} cores)"
     tags["host"] = socket.gethostname()
     tags.update(git_state(Path(__file__).resolve().parent))
+    if tags["git_commit"] != "unknown":
+        tags[GIT_COMMIT_TAG] = tags["git_commit"]
+    tags[USER_TAG] = user()
     return tags
 
 
+def user() -> str:
+    """Who runs this process, as MLflow's fluent API would record it (`mlflow.user`)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (ImportError, KeyError, OSError):  # no such user in the password database (containers)
+        return os.environ.get("USER") or "unknown"
+
+
+def source_tags(suite_name: str, profile: str) -> dict[str, str]:
+    """MLflow's source tags: what ran, as the command that runs it (`suites/<suite>.yaml` is found by
+    name). The UI's Source column shows the text after the last '/': so the name has none."""
+    command = f"shapeprop-bench run {suite_name}" + (f" --profile {profile}" if profile != "full" else "")
+    return {SOURCE_NAME_TAG: command.replace("/", "_"), SOURCE_TYPE_TAG: SOURCE_TYPE}
+
+
 def spec_tags(spec: RunSpec) -> dict[str, str]:
-    """The contract's identifying tags of a child run."""
+    """The contract's identifying tags of a child run, with its name, description and source."""
+    reproduces = f" (reproduces {spec.reproduces})" if spec.reproduces else ""
+    note = (
+        f"Run of suite {spec.suite}{reproduces}: row {spec.row!r}, method {spec.method}, "
+        f"profile {spec.profile}, seed {spec.seed} (run key {spec.key})."
+    )
     return {
         "kind": "run",
         "suite": spec.suite,
@@ -271,19 +330,58 @@ def spec_tags(spec: RunSpec) -> dict[str, str]:
         "seed": str(spec.seed),
         "run_key": spec.key,
         "profile": spec.profile,
-        "mlflow.runName": f"{spec.row} | seed {spec.seed} | {spec.key[:8]}",
+        RUN_NAME_TAG: f"{spec.row} | seed {spec.seed} | {spec.key[:8]}",
+        NOTE_TAG: note,
+        **source_tags(spec.suite, spec.profile),
     }
 
 
 # --------------------------------------------------------------------------- invocation (parent) runs
 
 
+def command_line(argv: list[str] | None = None) -> str:
+    """This process's command line, as typed (`shapeprop-bench run ...` for the CLI)."""
+    import shlex
+
+    argv = list(sys.argv if argv is None else argv)
+    if not argv:
+        return "<unknown>"
+    if Path(argv[0]).name == "shapeprop-bench":
+        argv[0] = "shapeprop-bench"
+    return shlex.join(argv)
+
+
+def invocation_note(suite_name: str, tags: Mapping[str, str], command: str) -> str:
+    """The one-line description of a parent run: suite, profile, what it runs, the command."""
+    profile = tags.get("profile", "full")
+    parts = [f"Invocation of suite {suite_name}, profile {profile}"]
+    if tags.get("runs_planned"):
+        parts.append(f"{tags['runs_planned']} run(s) to do, {tags.get('runs_skipped') or 0} already finished")
+    for key, label in (("only", "only"), ("overrides", "--set"), ("executor", "executor")):
+        if tags.get(key):
+            parts.append(f"{label} {tags[key]}")
+    return ", ".join(parts) + f"; command: {command}"
+
+
 def start_invocation(uri: str, suite_name: str, tags: Mapping[str, str]) -> str:
-    """Create the parent run of one `shapeprop-bench run` invocation; returns its run id."""
+    """Create the parent run of one `shapeprop-bench run` invocation; returns its run id.
+
+    Named `<suite> [<profile>] <date time>`, described in one line (`invocation_note`), with
+    MLflow's source tags and the command line (tag `command`)."""
     c = client(uri)
     exp_id = ensure_experiment(c, experiment_name(suite_name))
-    all_tags = {"kind": "invocation", "suite": suite_name, **environment_tags(), **tags}
-    all_tags.setdefault("mlflow.runName", f"invocation {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    profile = tags.get("profile", "full")
+    command = command_line()
+    all_tags = {
+        "kind": "invocation",
+        "suite": suite_name,
+        "command": command,
+        **environment_tags(),
+        **source_tags(suite_name, profile),
+        **tags,
+    }
+    all_tags.setdefault(RUN_NAME_TAG, f"{suite_name} [{profile}] {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    all_tags.setdefault(NOTE_TAG, invocation_note(suite_name, all_tags, command))
     run = with_retry(lambda: c.create_run(exp_id, tags=all_tags), "create invocation run")
     return run.info.run_id
 
@@ -294,6 +392,90 @@ def end_run(uri: str, run_id: str, status: str, metrics: Mapping[str, float] | N
     if metrics:
         log_metrics(c, run_id, metrics, step=0)
     with_retry(lambda: c.set_terminated(run_id, status=status), f"terminate run {run_id}")
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def data_source(data_cfg: Any) -> tuple[str, str]:
+    """(MLflow source type, source JSON) of a run's data: its root directory, or for a dataset
+    read from its default place (the synthetic generator's cache) the dataset and its options."""
+    if data_cfg.root is not None:
+        return "local", json.dumps({"uri": str(Path(data_cfg.root).expanduser())})
+    return "code", json.dumps(
+        {"dataset": data_cfg.dataset, "options": dict(data_cfg.options)}, sort_keys=True
+    )
+
+
+def run_datasets(config: ExperimentConfig, train_fingerprint: str, test_fingerprint: str) -> list[Any]:
+    """The training and test sets of a run as MLflow `DatasetInput`s: name `<dataset>/<split>`,
+    digest the first characters of the split's fingerprint (the whole one is in the profile),
+    context `training` / `evaluation`. A set without a fingerprint is left out."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    data = config.data
+    source_type, source = data_source(data)
+    sets = [
+        (
+            data.train_split,
+            train_fingerprint,
+            "training",
+            {
+                "masks": data.masks.model_dump(mode="json", exclude_none=True),
+                "data_fraction": data.data_fraction,
+                "split_seed": data.split_seed,
+            },
+        ),
+        (data.test_split, test_fingerprint, "evaluation", {"max_images": config.eval.max_images}),
+    ]
+    inputs = []
+    for split, fingerprint, context, profile in sets:
+        if not fingerprint:
+            continue
+        dataset = Dataset(
+            name=f"{data.dataset}/{split}",
+            digest=fingerprint[:MAX_DATASET_DIGEST],
+            source_type=source_type,
+            source=source,
+            profile=json.dumps({"fingerprint": fingerprint, **profile}, sort_keys=True),
+        )
+        inputs.append(DatasetInput(dataset, tags=[InputTag(DATASET_CONTEXT_TAG, context)]))
+    return inputs
+
+
+def log_datasets(
+    mlflow_client: MlflowClient,
+    run_id: str,
+    config: ExperimentConfig,
+    train_fingerprint: str,
+    test_fingerprint: str = "",
+) -> None:
+    """Log the run's training and test sets (`run_datasets`) as its MLflow dataset inputs."""
+    inputs = run_datasets(config, train_fingerprint, test_fingerprint)
+    if inputs:
+        with_retry(lambda: mlflow_client.log_inputs(run_id, datasets=inputs), "log datasets")
+
+
+def log_table(
+    mlflow_client: MlflowClient, run_id: str, table: Any, artifact_file: str, workdir: Path
+) -> None:
+    """A DataFrame as an MLflow table (`MlflowClient.log_table`, JSON: the UI's artifact view shows
+    it as a table, `mlflow.load_table` reads it). log_table appends to a table already in the run,
+    so for a resumed run whose earlier attempt logged it the file is replaced instead (written in
+    log_table's format under `workdir`)."""
+    directory = posixpath.dirname(artifact_file) or None
+    existing = with_retry(
+        lambda: [a.path for a in mlflow_client.list_artifacts(run_id, directory)], "list artifacts"
+    )
+    if artifact_file not in existing:
+        with_retry(
+            lambda: mlflow_client.log_table(run_id, table, artifact_file), f"log table {artifact_file}"
+        )
+        return
+    local = Path(workdir) / artifact_file
+    local.parent.mkdir(parents=True, exist_ok=True)
+    table.to_json(local, orient="split", index=False, date_format="iso")
+    with_retry(lambda: mlflow_client.log_artifact(run_id, str(local), directory), f"upload {artifact_file}")
 
 
 # --------------------------------------------------------------------------- batched logging

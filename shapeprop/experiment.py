@@ -7,6 +7,7 @@ here knows about MLflow.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 
 from shapeprop.config import ExperimentConfig
 from shapeprop.data import catalog
+from shapeprop.data.records import DatasetMetadata
 from shapeprop.data.splits import prepare_training_records
 from shapeprop.engine.hooks import ExperimentCallbacks
 from shapeprop.engine.module import NonFiniteLossError
@@ -35,13 +37,30 @@ __all__ = ["ExperimentCallbacks", "ExperimentResult", "NonFiniteLossError", "run
 
 @dataclass
 class ExperimentResult:
-    """Final metrics (percent for AP), tables, artifact paths, data lineage and parameter counts."""
+    """Final metrics (percent for AP), tables, artifact paths, data lineage and parameter counts.
+
+    Data lineage: `fingerprint` is the training split's (`split_fingerprint`: annotations, mask
+    supervision, data fraction, split seed), `test_fingerprint` the evaluated images' (`evaluation_fingerprint`).
+    """
 
     metrics: dict[str, float]
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     artifacts: dict[str, Path] = field(default_factory=dict)
     fingerprint: str = ""
     param_counts: dict[str, int] = field(default_factory=dict)
+    test_fingerprint: str = ""
+
+
+def evaluation_fingerprint(metadata: DatasetMetadata, cfg: ExperimentConfig) -> str:
+    """sha256 of what the evaluation reads, as `split_fingerprint` is of what training reads:
+    (dataset, annotation fingerprint, test split, the first `eval.max_images` images)."""
+    spec = {
+        "dataset": metadata.name,
+        "annotations": metadata.fingerprint,
+        "split": cfg.data.test_split,
+        "max_images": cfg.eval.max_images,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
 def _write_json_atomic(path: Path, obj: Any) -> Path:
@@ -87,6 +106,7 @@ def run_experiment(
     records, metadata, fingerprint = prepare_training_records(cfg.data)
     test = catalog.load(cfg.data.dataset, cfg.data.root, cfg.data.test_split, **cfg.data.options)
     test_records = test.records[: cfg.eval.max_images] if cfg.eval.max_images else test.records
+    test_print = evaluation_fingerprint(test.metadata, cfg)
     category_ids = resolve_categories(cfg.eval.categories, metadata.classes, metadata.class_groups)
 
     def build():
@@ -126,7 +146,9 @@ def run_experiment(
         identity=_identity(cfg),
     )
     if not outcome.is_global_zero:
-        return ExperimentResult(metrics={}, fingerprint=fingerprint, param_counts=counts)
+        return ExperimentResult(
+            metrics={}, fingerprint=fingerprint, param_counts=counts, test_fingerprint=test_print
+        )
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     preds = predict(
@@ -158,6 +180,7 @@ def run_experiment(
             "metrics": metrics,
             "param_counts": counts,
             "fingerprint": fingerprint,
+            "test_fingerprint": test_print,
             "step": outcome.step,
             "test_split": cfg.data.test_split,
             "num_test_images": len(test_records),
@@ -166,4 +189,4 @@ def run_experiment(
         },
     )
     callbacks.on_eval(metrics)
-    return ExperimentResult(metrics, tables, artifacts, fingerprint, counts)
+    return ExperimentResult(metrics, tables, artifacts, fingerprint, counts, test_print)
