@@ -529,3 +529,19 @@ def test_reference_file_errors_name_file_and_line(tmp_path):
         load_reference("table4", tmp_path)
     with pytest.raises(FileNotFoundError, match="table3"):
         load_reference("table3", tmp_path)
+
+
+def test_piped_report_prints_the_markdown_table_uncut(store, tmp_path, monkeypatch):
+    """Not a terminal (a file, a pager, a pipe): the Markdown table, every cell whole, at any width."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "80")
+    out = tmp_path / "out"
+    args = ["--table", "2", "--profile", "mini", "--tracking-uri", store.uri, "--out", str(out), "--no-log"]
+    result = CliRunner().invoke(report, args, terminal_width=80)
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    written = (out / "table2-mini.md").read_text()
+    table_lines = [line for line in written.splitlines() if line.startswith("|")]
+    assert len(table_lines) > 3 and max(map(len, table_lines)) > 80  # wider than the terminal ...
+    for line in table_lines:  # ... and printed whole
+        assert line in result.output.splitlines()

@@ -137,13 +137,25 @@ def _print_frame(data: pandas.DataFrame, title: str, notes: list[str], console=N
     from rich.table import Table
 
     console = console or Console()
+    rows = [
+        ["missing" if _isnan(v) else f"{v:.2f}" if isinstance(v, float) else str(v) for v in values]
+        for values in data.itertuples(index=False)
+    ]
+    if not console.is_terminal:  # a file or a pipe: Markdown, whatever its width
+        lines = [
+            f"# {title}",
+            "",
+            "| " + " | ".join(map(str, data.columns)) + " |",
+            "|" + "---|" * data.shape[1],
+        ]
+        lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+        console.file.write("\n".join(lines + [""] + [f"- {note}" for note in notes]) + "\n")
+        return
     table = Table(title=title)
     for column in data.columns:
-        table.add_column(str(column), justify="right")
-    for values in data.itertuples(index=False):
-        table.add_row(
-            *("missing" if _isnan(v) else f"{v:.2f}" if isinstance(v, float) else str(v) for v in values)
-        )
+        table.add_column(str(column), justify="right", overflow="fold")
+    for cells in rows:
+        table.add_row(*cells)
     console.print(table)
     for note in notes:
         console.print(f"[yellow]note:[/yellow] {note}")

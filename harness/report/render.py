@@ -161,21 +161,25 @@ def to_csv(table: pandas.DataFrame, extra: dict[str, str]) -> str:
 def print_terminal(
     table: pandas.DataFrame, layout: TableLayout, title: str, notes: list[str], console=None
 ) -> None:
-    """Print with rich: one table per column group so that wide tables stay readable."""
+    """Print with rich on a terminal: one table per column group so that wide tables stay readable,
+    cells wrapped, never cut. To a file or a pipe: the Markdown table, whatever its width."""
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
+    if not console.is_terminal:
+        console.file.write(to_markdown(table, layout, title, notes))
+        return
     grid = wide(table, layout)
     groups = list(dict.fromkeys(g for g, _ in grid.columns))
     for group in groups:
         heading = f"{title} — {group}" if group else title
         out = Table(title=heading, caption=layout.caption, show_lines=False)
         if layout.section_title:
-            out.add_column(layout.section_title)
-        out.add_column(layout.row_title)
+            out.add_column(layout.section_title, overflow="fold")
+        out.add_column(layout.row_title, overflow="fold")
         for column in [*layout.metrics, "n"]:
-            out.add_column(column, justify="right")
+            out.add_column(column, justify="right", overflow="fold")
         previous = None
         for (section, row), values in grid.iterrows():
             cells = [values[(group, column)] for column in [*layout.metrics, "n"]]
