@@ -463,3 +463,42 @@ def test_report_renders_from_real_runs(inline_store, tmp_path):
     assert cells.loc[("baseline", "AP"), "paper"] == 21.6  # Table 4, first row
     assert cells.loc[("baseline + ShapeProp", "AP"), "n"] == 0  # no run: missing, not zero
     assert pd.isna(cells.loc[("baseline + ShapeProp", "AP"), "mean"])
+
+
+def test_real_run_is_described_for_the_mlflow_ui(inline_store):
+    """What MLflow's UI shows of a real run (tests/test_mlflow_ui_metadata.py covers the cases): the
+    experiment kind, the parent's name, the datasets with the fingerprints of evaluation.json, the
+    per-object table as an MLflow table equal to its CSV, MLflow's source tags."""
+    import pandas as pd
+
+    root, uri, _ = inline_store
+    c = tracking.client(uri)
+    exp = c.get_experiment_by_name(tracking.experiment_name(SUITE_NAME))
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    (baseline,) = [r for r in child_runs(uri) if r.data.tags["row"] == "baseline"]
+    parent = c.get_run(baseline.data.tags["mlflow.parentRunId"])
+    assert parent.info.run_name.startswith(f"{SUITE_NAME} [full] ")
+    assert parent.data.tags["command"].startswith("shapeprop-bench run ")
+    for run in (baseline, parent):
+        assert run.data.tags["mlflow.source.name"] == f"shapeprop-bench run {SUITE_NAME}"
+        assert run.data.tags["mlflow.source.type"] == "LOCAL"
+        assert run.data.tags["mlflow.source.git.commit"] == run.data.tags["git_commit"]
+        assert run.data.tags["mlflow.note.content"]
+
+    evaluation = json.loads(
+        (root / "runs" / SUITE_NAME / baseline.data.tags["run_key"] / "evaluation.json").read_text()
+    )
+    assert evaluation["test_fingerprint"] and evaluation["test_fingerprint"] != evaluation["fingerprint"]
+    datasets = {
+        [t.value for t in i.tags if t.key == "mlflow.data.context"][0]: i.dataset
+        for i in c.get_run(baseline.info.run_id).inputs.dataset_inputs
+    }
+    assert (datasets["training"].name, datasets["evaluation"].name) == ("synthetic/train", "synthetic/val")
+    assert datasets["training"].digest == evaluation["fingerprint"][:12]
+    assert datasets["evaluation"].digest == evaluation["test_fingerprint"][:12]
+
+    artifacts = {a.path for a in c.list_artifacts(baseline.info.run_id, "tables")}
+    assert artifacts == {"tables/gt_box_masks.json"}
+    table = Path(c.download_artifacts(baseline.info.run_id, "tables/gt_box_masks.json", str(root)))
+    csv = Path(c.download_artifacts(baseline.info.run_id, "gt_box_masks.csv", str(root)))
+    pd.testing.assert_frame_equal(pd.read_json(table, orient="split"), pd.read_csv(csv), check_dtype=False)
