@@ -69,13 +69,20 @@ class SuiteProgress:
         )
         self.suite = self.progress.add_task(title, total=total_runs, info="")
         self.run: Any = None
+        self.started = False
+
+    def start(self, total_runs: int) -> None:
+        """Show the bars (not before: checks that fail first print their message alone)."""
+        self.progress.update(self.suite, total=total_runs)
+        self.progress.start()
+        self.started = True
 
     def __enter__(self) -> SuiteProgress:
-        self.progress.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.progress.__exit__(*exc)
+        if self.started:
+            self.progress.stop()
 
     def run_started(self, row: str, max_steps: int, start_step: int) -> None:
         from rich.markup import escape

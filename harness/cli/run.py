@@ -207,7 +207,7 @@ def _run_with_progress(
         display = stack.enter_context(SuiteProgress(console, f"[bold]{title}[/]", total_runs=0))
 
         def start(planned: Any) -> None:
-            display.progress.update(display.suite, total=sum(p.action != "skip" for p in planned))
+            display.start(total_runs=sum(p.action != "skip" for p in planned))
 
         return run_suite(
             suite,
