@@ -316,10 +316,10 @@ def source_tags(suite_name: str, profile: str) -> dict[str, str]:
 
 def spec_tags(spec: RunSpec) -> dict[str, str]:
     """The contract's identifying tags of a child run, with its name, description and source."""
-    reproduces = f" (reproduces {spec.reproduces})" if spec.reproduces else ""
-    note = (
-        f"Run of suite {spec.suite}{reproduces}: row {spec.row!r}, method {spec.method}, "
-        f"profile {spec.profile}, seed {spec.seed} (run key {spec.key})."
+    reproduces = f", reproduces {spec.reproduces}" if spec.reproduces else ""
+    note = (  # what tells the runs of a suite apart first: the UI cuts the column short
+        f"Row {spec.row!r}, seed {spec.seed} ({spec.method}) of suite {spec.suite}, profile "
+        f"{spec.profile}{reproduces}; run key {spec.key}."
     )
     return {
         "kind": "run",
@@ -354,7 +354,7 @@ def command_line(argv: list[str] | None = None) -> str:
 def invocation_note(suite_name: str, tags: Mapping[str, str], command: str) -> str:
     """The one-line description of a parent run: suite, profile, what it runs, the command."""
     profile = tags.get("profile", "full")
-    parts = [f"Invocation of suite {suite_name}, profile {profile}"]
+    parts = [f"Suite {suite_name}, profile {profile} (one invocation)"]
     if tags.get("runs_planned"):
         parts.append(f"{tags['runs_planned']} run(s) to do, {tags.get('runs_skipped') or 0} already finished")
     for key, label in (("only", "only"), ("overrides", "--set"), ("executor", "executor")):
