@@ -89,6 +89,7 @@ def run_one(
     progress: bool = True,
     flush_every_s: float = 15.0,
     log_every: int | None = None,
+    display: Any | None = None,
 ) -> RunOutcome:
     """Run one spec into one MLflow child run and return how it ended.
 
@@ -112,7 +113,7 @@ def run_one(
     config_path = workdir / CONFIG_FILE
     write_atomic(config_path, yaml.safe_dump(spec.config.model_dump(mode="json"), sort_keys=False))
     skip = tracking.last_logged_step(c, run_id) if resumed else -1
-    callbacks = tracking_callbacks(c, run_id, skip_until_step=skip, flush_every_s=flush_every_s)
+    callbacks = tracking_callbacks(c, run_id, skip, flush_every_s, display, spec.row)
 
     handler = logging.FileHandler(workdir / LOG_FILE)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -318,6 +319,7 @@ def run_suite(
     slurm: dict[str, Any] | None = None,
     overrides: Mapping[str, Any] | None = None,
     check: bool = True,
+    display: Any | None = None,
 ) -> SuiteSummary:
     """Run every selected spec of `suite` that has not FINISHED (all with `force`) and summarise.
 
@@ -327,7 +329,8 @@ def run_suite(
 
     One parent MLflow run per call (tag kind=invocation); each spec logs into its own nested
     run. A failing run is recorded and the suite goes on. `on_outcome(outcome, i, n)` is called
-    as runs end (progress display).
+    as runs end (progress display). An inline run shows its steps on `display` (a
+    `harness.console.SuiteProgress`) when given, else on Lightning's progress bar.
     """
     uri = tracking.resolve_tracking_uri(tracking_uri)
     runs_root = Path(runs_root).resolve()
@@ -364,7 +367,8 @@ def run_suite(
         experiment_fn=experiment_fn,
         fresh=force,
         log_checkpoint=log_checkpoint,
-        progress=is_inline,
+        progress=is_inline and display is None,
+        display=display if is_inline else None,
         log_every=log_every,
     )
     runner = make_executor(
