@@ -389,6 +389,7 @@ def test_ui_serves_the_store(inline_store):
         line = process.stdout.readline()
         url = f"http://127.0.0.1:{port}"
         assert url in line and uri in line
+        assert "workflowType=machine_learning" in line  # MLflow 3 opens on the runs, not GenAI pages
         deadline = time.monotonic() + 180
         while True:
             try:

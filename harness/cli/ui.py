@@ -52,7 +52,9 @@ def ui(tracking_uri: str | None, host: str, port: int, workers: int) -> None:
         str(port),
     ]
     process = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    click.echo(f"MLflow UI for {uri} at http://{host}:{port}  (Ctrl-C to stop)", err=False)
+    # MLflow 3's UI opens experiments on its GenAI pages unless told the workflow is model training
+    url = f"http://{host}:{port}/#/experiments?workflowType=machine_learning"
+    click.echo(f"MLflow UI for {uri} at {url}  (Ctrl-C to stop)", err=False)
     sys.stdout.flush()
     try:
         sys.exit(process.wait())
