@@ -1,11 +1,11 @@
 """Executors: where the runs of one invocation execute.
 
 - `InlineExecutor`: one after another in this process.
-- `LocalExecutor`: up to N at once, each in a fresh worker process (one GPU each when GPUs
-  are present, CPU threads split between workers otherwise). A worker that dies (SIGKILL,
-  segfault, out of memory) yields a crashed outcome instead of stopping the suite; workers die
-  with the invoking process (Linux).
-- `SlurmExecutor`: one submitit array job per invocation; a preempted or timed-out task is
+- `LocalExecutor`: up to N at once, each in a fresh worker process; with GPUs, each run on its
+  own `schedule.devices` of them (CPU threads split between runs otherwise). A worker that dies
+  (SIGKILL, segfault, out of memory) yields a crashed outcome instead of stopping the suite;
+  workers die with the invoking process (Linux).
+- `SlurmExecutor`: one submitit array job per run shape (nodes x GPUs); a preempted or timed-out task is
   requeued by submitit and resumes from its run's checkpoint (the job is `Checkpointable`).
   `cluster="local"` runs the same jobs as local processes (tests, laptops).
 
@@ -103,33 +103,46 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+def _shape(spec: RunSpec) -> tuple[int, int]:
+    """(num_nodes, devices) of a run: the machines and the GPUs (processes) per machine it takes."""
+    schedule = spec.config.schedule
+    return schedule.num_nodes, schedule.devices
+
+
 def _local_worker(
-    job: Job, env: dict[str, str], log_path: Callable[[RunSpec], Path], conn: Any, parent_pid: int
+    job: Job,
+    env: dict[str, str],
+    log_path: Callable[[RunSpec], Path],
+    conn: Any,
+    parent_pid: int,
+    spec: RunSpec,
 ) -> None:
-    """Body of a local worker process: take specs from `conn` until None, send back outcomes."""
+    """Body of a local worker process: run `spec`, send back its outcome through `conn`."""
     _die_with_parent(parent_pid)
     os.environ.update(env)  # before the job imports torch
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 (lives as long as the process)
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
-    while True:
-        spec = conn.recv()
-        if spec is None:
-            break
-        _redirect_output(str(log_path(spec)))
-        try:
-            outcome = job(spec)
-        except BaseException as err:  # report instead of dying silently
-            outcome = _failed(spec, f"{type(err).__name__}: {err}", crashed=False)
-        conn.send(outcome)
+    _redirect_output(str(log_path(spec)))
+    try:
+        outcome = job(spec)
+    except BaseException as err:  # report instead of dying silently
+        outcome = _failed(spec, f"{type(err).__name__}: {err}", crashed=False)
+    conn.send(outcome)
     conn.close()
 
 
 class LocalExecutor:
-    """Up to `workers` runs at once, in worker processes started fresh for each invocation.
+    """Up to `workers` runs at once on this machine, each in a worker process of its own.
 
-    With GPUs, worker i sees only GPU i % n (CUDA_VISIBLE_DEVICES); without, the CPU threads
-    are split evenly so that N workers do not oversubscribe the cores. Each run's stdout and
-    stderr go to its log file. A worker that dies is replaced, and its run is reported crashed.
+    With GPUs, a run takes `schedule.devices` of them: it starts only when that many are free
+    (and fewer than `workers` runs are going), and sees just those (CUDA_VISIBLE_DEVICES="a,b"),
+    disjoint from every other run's; Lightning starts its DDP processes on them. Runs start in
+    suite order, except that a run waiting for GPUs lets later, smaller runs that fit go first.
+    A run needing more GPUs than the machine has, or more than one node (`schedule.num_nodes`),
+    fails at once (use --executor slurm). Without GPUs, `devices` is the number of CPU processes
+    of the run: the CPU threads are split evenly between the `workers` runs, and a run's share
+    between its processes, so that nothing oversubscribes the cores.
+    Each run's stdout and stderr go to its log file. A worker that dies yields a crashed outcome.
     """
 
     name = "local"
@@ -141,53 +154,66 @@ class LocalExecutor:
         self.log_path = log_path
         self.gpus = _gpu_count()
 
-    def _env(self, slot: int) -> dict[str, str]:
+    def _env(self, devices: int, gpu_ids: Sequence[int]) -> dict[str, str]:
         if self.gpus:
-            return {"CUDA_VISIBLE_DEVICES": str(slot % self.gpus)}
-        threads = str(max(1, (os.cpu_count() or 1) // self.workers))
+            return {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in gpu_ids)}
+        threads = str(max(1, (os.cpu_count() or 1) // self.workers // devices))
         return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "CUDA_VISIBLE_DEVICES": ""}
+
+    def _problem(self, spec: RunSpec) -> str | None:
+        """Why `spec` cannot run on this machine, if it cannot."""
+        num_nodes, devices = _shape(spec)
+        if num_nodes > 1:
+            return (
+                f"run {spec.row} [{spec.key}] asks for schedule.num_nodes={num_nodes} (x {devices} "
+                "devices): the local executor has this one machine; use --executor slurm"
+            )
+        if self.gpus and devices > self.gpus:
+            return (
+                f"run {spec.row} [{spec.key}] needs schedule.devices={devices} GPUs but this machine "
+                f"has {self.gpus}; lower schedule.devices or use --executor slurm"
+            )
+        return None
 
     def run(self, specs: Sequence[RunSpec], job: Job) -> Iterator[RunOutcome]:
         ctx = mp.get_context("spawn")  # no forked torch/MLflow state in the workers
-        queue = list(specs)
-        workers: dict[int, tuple[Any, Any]] = {}  # slot -> (process, connection)
-        busy: dict[int, RunSpec] = {}  # slot -> the spec it runs
+        queue: list[RunSpec] = []
+        for spec in specs:
+            problem = self._problem(spec)
+            if problem is not None:
+                yield _failed(spec, problem, crashed=False)
+            else:
+                queue.append(spec)
+        free = list(range(self.gpus))  # GPU ids no run holds
+        running: dict[Any, tuple[Any, RunSpec, list[int]]] = {}  # connection -> (process, spec, GPU ids)
 
-        def start(slot: int) -> None:
+        def start(spec: RunSpec, gpu_ids: list[int]) -> None:
             parent_end, child_end = ctx.Pipe()
+            env = self._env(_shape(spec)[1], gpu_ids)
             process = ctx.Process(
                 target=_local_worker,
-                args=(job, self._env(slot), self.log_path, child_end, os.getpid()),
-                name=f"shapeprop-bench-worker-{slot}",
-                daemon=False,  # a run may start its own processes (DataLoader workers)
+                args=(job, env, self.log_path, child_end, os.getpid(), spec),
+                name=f"shapeprop-bench-worker-{spec.row}",
+                daemon=False,  # a run may start its own processes (DataLoader workers, DDP ranks)
             )
             process.start()
             child_end.close()
-            workers[slot] = (process, parent_end)
-
-        def stop(slot: int) -> None:
-            process, conn = workers.pop(slot)
-            try:
-                conn.send(None)
-            except OSError:
-                pass
-            process.join(10)
-            if process.is_alive():
-                process.terminate()
-            conn.close()
+            running[parent_end] = (process, spec, gpu_ids)
 
         try:
-            for slot in range(min(self.workers, len(queue))):
-                start(slot)
-            while queue or busy:
-                for slot in list(workers):
-                    if slot not in busy and queue:
-                        busy[slot] = queue.pop(0)
-                        workers[slot][1].send(busy[slot])
-                    elif slot not in busy:
-                        stop(slot)
-                ready = wait([w[1] for w in workers.values()] + [w[0].sentinel for w in workers.values()])
-                for slot, (process, conn) in list(workers.items()):
+            while queue or running:
+                for spec in list(queue):  # suite order; a run that does not fit lets the next try
+                    if len(running) >= self.workers:
+                        break
+                    devices = _shape(spec)[1]
+                    if self.gpus and devices > len(free):
+                        continue
+                    gpu_ids = free[:devices] if self.gpus else []
+                    del free[: len(gpu_ids)]
+                    queue.remove(spec)
+                    start(spec, gpu_ids)
+                ready = wait(list(running) + [p.sentinel for p, _, _ in running.values()])
+                for conn, (process, spec, gpu_ids) in list(running.items()):
                     if conn not in ready and process.sentinel not in ready:
                         continue
                     outcome = None
@@ -196,30 +222,22 @@ class LocalExecutor:
                             outcome = conn.recv()
                     except (EOFError, OSError):
                         outcome = None  # the worker died (mid-message or before sending)
-                    if outcome is not None:
-                        busy.pop(slot)
-                        yield outcome
-                        continue
-                    process.join(1)
+                    if outcome is None:
+                        process.join(1)
+                        if process.is_alive():
+                            continue  # a spurious wake-up
+                        outcome = _failed(spec, f"worker process died with exit code {process.exitcode}")
+                    process.join(60)  # its GPUs are free once it has exited
                     if process.is_alive():
-                        continue  # a spurious wake-up
-                    workers.pop(slot)
+                        process.terminate()
+                        process.join(10)
+                    del running[conn]
                     conn.close()
-                    spec = busy.pop(slot, None)
-                    if spec is not None:
-                        yield _failed(spec, f"worker process died with exit code {process.exitcode}")
-                    if queue:
-                        start(slot)
+                    free = sorted(free + gpu_ids)
+                    yield outcome
         finally:
-            for slot in list(workers):
-                process, conn = workers.pop(slot)
-                if slot in busy:  # interrupted: stop what still runs
-                    process.terminate()
-                else:
-                    try:
-                        conn.send(None)
-                    except OSError:
-                        pass
+            for conn, (process, _spec, _ids) in running.items():  # interrupted: stop what still runs
+                process.terminate()
                 process.join(10)
                 conn.close()
 
@@ -241,7 +259,20 @@ class _Requeueable:
 
 
 class SlurmExecutor:
-    """One submitit array job for all specs of the invocation; waits for the tasks and yields outcomes."""
+    """The specs of an invocation as submitit array jobs, one per run shape; waits and yields outcomes.
+
+    A run of `schedule.num_nodes` nodes x `schedule.devices` GPUs asks Slurm for `nodes=num_nodes`,
+    `gpus_per_node=devices` and one task per GPU (`tasks_per_node=devices`), which is what
+    Lightning's SLURM environment expects: every task runs the job as one DDP rank (SLURM_PROCID),
+    and the run's outcome is global rank 0's. An array job has one set of sbatch parameters, so
+    the specs are grouped by (num_nodes, devices), one array job per group (`workers` is the array
+    parallelism of each). `max_gpus_per_node`: the most GPUs a node has (runs needing more fail
+    before submission), 0 for a partition without GPUs (no GPUs asked for; `devices` are then
+    tasks). `parameters` are submitit's (cpus_per_task, timeout_min, slurm_partition, ...).
+
+    On submitit's local cluster (`cluster="local"`, tests and laptops) a run is one local task
+    that starts its own DDP processes, like `LocalExecutor`, and cannot take more than one node.
+    """
 
     name = "slurm"
 
@@ -251,26 +282,66 @@ class SlurmExecutor:
         workers: int,
         cluster: str | None = None,
         poll_s: float = 5.0,
+        max_gpus_per_node: int | None = None,
         **parameters: Any,
     ):
         self.folder = Path(folder)
         self.workers = workers
         self.cluster = cluster
         self.poll_s = poll_s
+        self.max_gpus_per_node = max_gpus_per_node
         self.parameters = parameters
 
-    def run(self, specs: Sequence[RunSpec], job: Job) -> Iterator[RunOutcome]:
+    def _problem(self, spec: RunSpec, cluster: str) -> str | None:
+        num_nodes, devices = _shape(spec)
+        if cluster != "slurm" and num_nodes > 1:
+            return (
+                f"run {spec.row} [{spec.key}] asks for schedule.num_nodes={num_nodes}: submitit's "
+                f"'{cluster}' cluster has this one machine; use --slurm-cluster slurm"
+            )
+        if cluster == "slurm" and self.max_gpus_per_node and devices > self.max_gpus_per_node:
+            return (
+                f"run {spec.row} [{spec.key}] needs schedule.devices={devices} GPUs per node, more "
+                f"than the {self.max_gpus_per_node} of --slurm-gpus"
+            )
+        return None
+
+    def submitit_executor(self, suite: str, num_nodes: int, devices: int) -> Any:
+        """The submitit executor, parameters set, for the array job of the runs of one shape."""
         import submitit
 
-        if not specs:
-            return
         executor = submitit.AutoExecutor(folder=self.folder / "%j", cluster=self.cluster)
-        params = {"slurm_array_parallelism": self.workers, "name": f"shapeprop-bench-{specs[0].suite}"}
+        params: dict[str, Any] = {"slurm_array_parallelism": self.workers, "name": f"shapeprop-bench-{suite}"}
+        if executor.cluster == "slurm":
+            params.update(nodes=num_nodes, tasks_per_node=devices)
+            if self.max_gpus_per_node != 0:
+                params["gpus_per_node"] = devices
+        else:
+            params.update(nodes=1, tasks_per_node=1)
         params.update(self.parameters)
         executor.update_parameters(**params)
-        jobs = executor.map_array(_Requeueable(job), list(specs))
-        pending = dict(zip(jobs, specs, strict=True))
+        return executor
+
+    def run(self, specs: Sequence[RunSpec], job: Job) -> Iterator[RunOutcome]:
+        if not specs:
+            return
+        groups: dict[tuple[int, int], list[RunSpec]] = {}
+        for spec in specs:
+            groups.setdefault(_shape(spec), []).append(spec)
+        pending: dict[Any, RunSpec] = {}
         try:
+            for (num_nodes, devices), group in groups.items():
+                executor = self.submitit_executor(specs[0].suite, num_nodes, devices)
+                todo = []
+                for spec in group:
+                    problem = self._problem(spec, executor.cluster)
+                    if problem is not None:
+                        yield _failed(spec, problem, crashed=False)
+                    else:
+                        todo.append(spec)
+                if todo:
+                    jobs = executor.map_array(_Requeueable(job), todo)
+                    pending.update(zip(jobs, todo, strict=True))
             while pending:
                 finished = [j for j in pending if j.done()]
                 if not finished:
@@ -278,13 +349,19 @@ class SlurmExecutor:
                     continue
                 for j in finished:
                     spec = pending.pop(j)
-                    try:
-                        yield j.result()
-                    except Exception as err:  # the task died before returning (node failure, OOM, cancel)
-                        yield _failed(spec, f"slurm job {j.job_id} failed: {str(err).strip()[-2000:]}")
+                    yield _rank_zero_outcome(j, spec)
         finally:
             for j in pending:
                 j.cancel(check=False)
+
+
+def _rank_zero_outcome(job: Any, spec: RunSpec) -> RunOutcome:
+    """The outcome of a finished submitit job: its global rank 0's (task 0), the other ranks' are
+    not the run's (`job.result()` refuses a job of several tasks)."""
+    try:
+        return job.task(0).result()
+    except Exception as err:  # the task died before returning (node failure, OOM, cancel)
+        return _failed(spec, f"slurm job {job.job_id} failed: {str(err).strip()[-2000:]}")
 
 
 def make_executor(

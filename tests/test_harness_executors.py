@@ -6,6 +6,8 @@ real experiment runs through these executors in tests/test_harness_e2e.py.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import signal
 import subprocess
@@ -16,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.executors import InlineExecutor, LocalExecutor, RunOutcome, make_executor
+from harness import executors
+from harness.executors import InlineExecutor, LocalExecutor, RunOutcome, SlurmExecutor, make_executor
 from harness.suite import expand, parse_suite
 
 SUITE = parse_suite(
@@ -154,3 +157,192 @@ def test_a_worker_killed_mid_run_is_recorded_failed_and_the_suite_goes_on(tmp_pa
     assert [(m.step, m.value) for m in c.get_metric_history(run.info.run_id, "loss")] == [(1, 1.5)]
     assert "traceback.txt" in {a.path for a in c.list_artifacts(run.info.run_id)}
     assert c.get_run(summary.parent_run_id).info.status == "FAILED"
+
+
+def shaped_suite(*shapes: tuple[int, int]):
+    """One run per (num_nodes, devices), rows g0, g1, ..."""
+    rows = "".join(
+        f"  - {{label: g{i}, method: mask_rcnn, overrides: {{seed: {i}, schedule.num_nodes: {n}, "
+        f"schedule.devices: {d}}}}}\n"
+        for i, (n, d) in enumerate(shapes)
+    )
+    return expand(parse_suite(f"name: shaped\nrows:\n{rows}", "shaped.yaml"))
+
+
+def hold_gpus(spec, root: str) -> RunOutcome:
+    """Holds the GPUs of CUDA_VISIBLE_DEVICES for a while, one lock file each: a GPU that another
+    run holds at the same time is a clash. Records what it saw in <root>/<row>.json."""
+    ids = [int(i) for i in os.environ["CUDA_VISIBLE_DEVICES"].split(",")]
+    held, clashes = [], []
+    for i in ids:
+        try:
+            Path(root, f"gpu{i}").open("x").close()
+            held.append(i)
+        except FileExistsError:
+            clashes.append(i)
+    start = time.time()
+    time.sleep(1.5)
+    end = time.time()
+    for i in held:
+        Path(root, f"gpu{i}").unlink()
+    record = {"ids": ids, "clashes": clashes, "start": start, "end": end}
+    Path(root, f"{spec.row}.json").write_text(json.dumps(record))
+    return RunOutcome(spec.key, spec.row, "FINISHED")
+
+
+def test_local_executor_gives_each_run_its_own_gpus_and_never_more_than_the_machine_has(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(executors, "_gpu_count", lambda: 4)
+    specs = shaped_suite((1, 2), (1, 2), (1, 1), (1, 1), (1, 8), (2, 1))
+    executor = LocalExecutor(4, functools.partial(log_path, root=str(tmp_path)))
+    outcomes = {o.row: o for o in executor.run(specs, functools.partial(hold_gpus, root=str(tmp_path)))}
+    assert set(outcomes) == {f"g{i}" for i in range(6)}
+    assert all(outcomes[f"g{i}"].ok for i in range(4))
+    too_big, multi_node = outcomes["g4"], outcomes["g5"]  # refused at once, nothing started
+    assert too_big.status == "FAILED" and not too_big.crashed
+    assert "g4" in too_big.error and "schedule.devices=8" in too_big.error and "has 4" in too_big.error
+    assert multi_node.status == "FAILED" and "num_nodes=2" in multi_node.error
+    assert "--executor slurm" in multi_node.error
+    assert not (tmp_path / "g4.json").exists() and not (tmp_path / "g5.json").exists()
+
+    seen = {f"g{i}": json.loads((tmp_path / f"g{i}.json").read_text()) for i in range(4)}
+    for row, want in {"g0": 2, "g1": 2, "g2": 1, "g3": 1}.items():
+        ids = seen[row]["ids"]  # exactly its count, distinct, of the machine's
+        assert len(ids) == want and len(set(ids)) == want and set(ids) <= {0, 1, 2, 3}, (row, ids)
+        assert not seen[row]["clashes"], f"{row} shared GPUs {seen[row]['clashes']} with another run"
+    events = sorted(
+        [(r["start"], len(r["ids"])) for r in seen.values()]
+        + [(r["end"], -len(r["ids"])) for r in seen.values()],
+        key=lambda e: (e[0], e[1]),  # an end before a start at the same instant
+    )
+    in_use = [sum(n for _, n in events[: k + 1]) for k in range(len(events))]
+    assert max(in_use) <= 4
+    for a in seen:  # runs that overlapped in time held disjoint GPUs
+        for b in seen:
+            if a < b and seen[a]["start"] < seen[b]["end"] and seen[b]["start"] < seen[a]["end"]:
+                assert not set(seen[a]["ids"]) & set(seen[b]["ids"]), (a, b, seen[a], seen[b])
+
+
+def report_threads(spec) -> RunOutcome:
+    threads = float(os.environ["OMP_NUM_THREADS"])
+    return RunOutcome(spec.key, spec.row, "FINISHED", metrics={"threads": threads})
+
+
+def test_local_executor_on_the_cpu_splits_threads_between_runs_and_their_processes(tmp_path, monkeypatch):
+    monkeypatch.setattr(executors, "_gpu_count", lambda: 0)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    executor = LocalExecutor(2, functools.partial(log_path, root=str(tmp_path)))
+    outcomes = {o.row: o for o in executor.run(shaped_suite((1, 1), (1, 4)), report_threads)}
+    assert outcomes["g0"].metrics["threads"] == 8.0  # 16 cores / 2 workers
+    assert outcomes["g1"].metrics["threads"] == 2.0  # ... / 4 processes of its own
+
+
+def fake_slurm_bin(tmp_path: Path) -> str:
+    """A folder with `sbatch` and `srun` that do nothing: enough for submitit to render, not to submit."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("sbatch", "srun"):
+        (bin_dir / name).write_text("#!/bin/sh\nexit 1\n")
+        (bin_dir / name).chmod(0o755)
+    return str(bin_dir)
+
+
+def test_sbatch_of_a_two_node_eight_gpu_run(tmp_path, monkeypatch):
+    """The sbatch script submitit would submit for a 2 x 8 GPU run, through the CLI's parameters."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    from harness.cli.run import _slurm_parameters
+
+    monkeypatch.setenv("PATH", fake_slurm_bin(tmp_path) + os.pathsep + os.environ["PATH"])
+    params = _slurm_parameters("slurm", "gpu", 600, None, 10, 400, ("constraint=h100",))
+    slurm = SlurmExecutor(tmp_path / "submitit", workers=3, **params)
+    submitit_executor = slurm.submitit_executor("big", num_nodes=2, devices=8)
+    inner = submitit_executor._executor  # submitit's SlurmExecutor
+    assert inner._num_tasks() == 16  # one task per GPU: DDP ranks 0..15, task 0 is global rank 0
+    text = _make_sbatch_string(
+        command="python -m submitit.core._submit x", folder=inner.folder, map_count=5, **inner.parameters
+    )
+    lines = set(text.splitlines())
+    for line in [
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=8",
+        "#SBATCH --gpus-per-node=8",
+        "#SBATCH --cpus-per-task=10",
+        "#SBATCH --mem=400GB",
+        "#SBATCH --time=600",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --constraint=h100",
+        "#SBATCH --signal=USR2@120",
+        "#SBATCH --job-name=shapeprop-bench-big",
+        "#SBATCH --array=0-4%3",
+        "#SBATCH --open-mode=append",
+    ]:
+        assert line in lines, f"{line} not in\n{text}"
+    assert any(line.startswith("srun ") for line in lines)  # srun starts the 16 tasks
+
+    cpu = SlurmExecutor(tmp_path / "cpu", workers=1, **{**params, "max_gpus_per_node": 0})
+    cpu_params = cpu.submitit_executor("big", num_nodes=2, devices=8)._executor.parameters
+    assert "gpus_per_node" not in cpu_params and cpu_params["ntasks_per_node"] == 8
+
+
+def test_slurm_executor_refuses_runs_wider_than_a_node_before_submitting(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", fake_slurm_bin(tmp_path) + os.pathsep + os.environ["PATH"])
+    slurm = SlurmExecutor(tmp_path / "submitit", workers=1, cluster="slurm", max_gpus_per_node=4)
+    (outcome,) = slurm.run(shaped_suite((1, 8)), report_rank)  # the fake sbatch would fail
+    assert (
+        outcome.status == "FAILED"
+        and "schedule.devices=8" in outcome.error
+        and "--slurm-gpus" in outcome.error
+    )
+
+
+def report_rank(spec) -> RunOutcome:
+    """Each task of a submitit job says its global rank; rank 1 fails."""
+    import submitit
+
+    rank = submitit.JobEnvironment().global_rank
+    if rank == 1:
+        raise RuntimeError("rank 1 has nothing to report")
+    return RunOutcome(spec.key, spec.row, "FINISHED", metrics={"rank": float(rank)})
+
+
+def test_the_outcome_of_a_job_of_several_tasks_is_global_rank_zeros(tmp_path, monkeypatch):
+    """Under Slurm each GPU is one task running the job (one DDP rank); rank 0's return is the run's."""
+    import submitit
+
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
+    )
+    (spec,) = shaped_suite((1, 3))
+    executor = submitit.AutoExecutor(folder=tmp_path / "%j", cluster="local")
+    executor.update_parameters(tasks_per_node=3, timeout_min=5)
+    job = executor.submit(report_rank, spec)
+    job.wait()
+    outcome = executors._rank_zero_outcome(job, spec)
+    assert outcome.ok and outcome.metrics == {"rank": 0.0}
+
+
+def test_slurm_executor_submits_one_array_job_per_run_shape(tmp_path, monkeypatch):
+    """Through submitit's local cluster: runs of two shapes, two array jobs; more than one node is
+    refused there (one machine)."""
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
+    )
+    import submitit
+
+    arrays = []
+    map_array = submitit.AutoExecutor.map_array
+
+    def recording_map_array(self, fn, specs):
+        arrays.append(sorted(s.row for s in specs))
+        return map_array(self, fn, specs)
+
+    monkeypatch.setattr(submitit.AutoExecutor, "map_array", recording_map_array)
+    specs = shaped_suite((1, 1), (1, 2), (1, 1), (2, 1))
+    slurm = SlurmExecutor(tmp_path / "submitit", workers=2, cluster="local", poll_s=0.2, timeout_min=5)
+    outcomes = {o.row: o for o in slurm.run(specs, report_process)}
+    assert set(outcomes) == {"g0", "g1", "g2", "g3"}
+    assert all(outcomes[r].ok for r in ("g0", "g1", "g2"))
+    assert outcomes["g3"].status == "FAILED" and "num_nodes=2" in outcomes["g3"].error
+    assert sorted(arrays) == [["g0", "g2"], ["g1"]]  # (1 node, 1 device) and (1 node, 2 devices)

@@ -47,9 +47,15 @@ from harness.cli.options import console as make_console
 @click.option(
     "--slurm-timeout-min", type=int, default=24 * 60, show_default=True, help="Time limit per task."
 )
-@click.option("--slurm-gpus", type=int, default=1, show_default=True, help="GPUs per task.")
-@click.option("--slurm-cpus", type=int, default=8, show_default=True, help="CPUs per task.")
-@click.option("--slurm-mem-gb", type=int, help="Memory per task.")
+@click.option(
+    "--slurm-gpus",
+    type=click.IntRange(min=0),
+    help="GPUs per node of the partition, at most. Each run asks for its own schedule.num_nodes nodes "
+    "x schedule.devices GPUs (one task per GPU); a run needing more GPUs per node than this fails "
+    "before submission. 0: a partition without GPUs (devices are then CPU tasks). Default: no limit.",
+)
+@click.option("--slurm-cpus", type=int, default=8, show_default=True, help="CPUs per task (per GPU).")
+@click.option("--slurm-mem-gb", type=int, help="Memory per node.")
 @click.option("--slurm-param", multiple=True, metavar="KEY=VALUE", help="Extra sbatch parameter. Repeatable.")
 @click.option(
     "--slurm-cluster",
@@ -144,11 +150,13 @@ def _slurm_parameters(
     cluster: str,
     partition: str | None,
     timeout_min: int,
-    gpus: int,
+    gpus: int | None,
     cpus: int,
     mem_gb: int | None,
     extra: tuple[str, ...],
 ) -> dict[str, Any]:
+    """The `harness.executors.SlurmExecutor` parameters of the --slurm-* options. Nodes, tasks and
+    GPUs per node are not among them: each run's schedule.num_nodes and schedule.devices decide."""
     import shutil
 
     if cluster == "slurm" and shutil.which("sbatch") is None:
@@ -157,7 +165,7 @@ def _slurm_parameters(
         )
     params: dict[str, Any] = {"cluster": cluster, "timeout_min": timeout_min, "cpus_per_task": cpus}
     if cluster == "slurm":
-        params["gpus_per_node"] = gpus
+        params["max_gpus_per_node"] = gpus
         params["slurm_signal_delay_s"] = 120  # time to flush metrics before the preemption kill
     if partition:
         params["slurm_partition"] = partition
