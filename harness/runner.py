@@ -24,12 +24,12 @@ from typing import Any
 
 import yaml
 
-from harness import tracking
+from harness import run_inputs, run_tags, tracking
 from harness.callbacks import TrackingHooks, tracking_callbacks
 from harness.executors import RunOutcome, make_executor
 from harness.preflight import preflight
+from harness.run_tags import flatten_config
 from harness.suite import RunSpec, Suite, expand
-from harness.tracking import flatten_config
 from harness.workdir import CONFIG_FILE, DEFAULT_RUNS_ROOT, LOG_FILE, STATE_FILE, log_path_of, workdir_of
 from shapeprop.files import write_atomic
 
@@ -58,16 +58,16 @@ def _open_run(spec: RunSpec, uri: str, workdir: Path, parent_run_id: str | None)
                 tracking.with_retry(lambda: c.update_run(run.info.run_id, status="RUNNING"), "reopen run")
                 if "error" in run.data.tags:  # an earlier attempt failed; its traceback.txt stays as history
                     tracking.with_retry(lambda: c.delete_tag(run.info.run_id, "error"), "clear error tag")
-                tags = {**tracking.environment_tags(), "pid": str(os.getpid())}
+                tags = {**run_tags.environment_tags(), "pid": str(os.getpid())}
                 # MLflow's source tags and the description, for a run made before the harness wrote them
-                described = tracking.spec_tags(spec)
+                described = run_tags.spec_tags(spec)
                 tags.update({k: v for k, v in described.items() if k.startswith("mlflow.source.")})
-                if tracking.NOTE_TAG not in run.data.tags:
-                    tags[tracking.NOTE_TAG] = described[tracking.NOTE_TAG]
+                if run_tags.NOTE_TAG not in run.data.tags:
+                    tags[run_tags.NOTE_TAG] = described[run_tags.NOTE_TAG]
                 tracking.set_tags(c, run.info.run_id, tags)
                 return run.info.run_id, True
     exp_id = tracking.ensure_experiment(c, tracking.experiment_name(spec.suite))
-    tags = {**tracking.spec_tags(spec), **tracking.environment_tags(), "pid": str(os.getpid())}
+    tags = {**run_tags.spec_tags(spec), **run_tags.environment_tags(), "pid": str(os.getpid())}
     if parent_run_id:
         tags[tracking.PARENT_TAG] = parent_run_id
     run = tracking.with_retry(lambda: c.create_run(exp_id, tags=tags), "create run")
@@ -137,7 +137,7 @@ def run_one(
         metrics.update({f"params_{k}": float(v) for k, v in (result.param_counts or {}).items()})
         tracking.log_metrics(c, run_id, metrics, step=final_step)
         tracking.set_tags(c, run_id, {"dataset_fingerprint": result.fingerprint})
-        tracking.log_datasets(
+        run_inputs.log_datasets(
             c, run_id, spec.config, result.fingerprint, getattr(result, "test_fingerprint", "")
         )
         _log_artifacts(c, run_id, workdir, result, log_checkpoint)
@@ -178,7 +178,7 @@ def _log_artifacts(c: Any, run_id: str, workdir: Path, result: Any, log_checkpoi
         target = workdir / f"{name}.csv"
         table.to_csv(target, index=False)
         upload(target)  # the report reads the CSV
-        tracking.log_table(c, run_id, table, f"tables/{name}.json", workdir)
+        run_inputs.log_table(c, run_id, table, f"tables/{name}.json", workdir)
     checkpoint = artifacts.pop("checkpoint", None)
     if log_checkpoint and checkpoint is not None:
         upload(Path(checkpoint), "checkpoints")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from harness import tracking
-from harness.tracking import param_value
+from harness.run_tags import param_value
 from harness.workdir import CONFIG_FILE, LAST_CHECKPOINT, STATE_FILE, run_workdir
 
 if TYPE_CHECKING:

@@ -15,13 +15,8 @@ test sets of every child run as MLflow dataset inputs (the Dataset column).
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
 import logging
 import os
-import platform
-import posixpath
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -30,12 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
+from harness.run_tags import NOTE_TAG, RUN_NAME_TAG, environment_tags, source_tags
+
 if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
-    from harness.suite import RunSpec
-    from shapeprop.config import ExperimentConfig
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +48,6 @@ REPLACED_KINDS = (
     "custom_model_development_inferred",
     "no_inferred_type",
 )
-RUN_NAME_TAG = "mlflow.runName"
-NOTE_TAG = "mlflow.note.content"
-SOURCE_NAME_TAG = "mlflow.source.name"
-SOURCE_TYPE_TAG = "mlflow.source.type"
-SOURCE_TYPE = "LOCAL"  # mlflow.entities.SourceType for a local script (PROJECT is `mlflow run`)
-GIT_COMMIT_TAG = "mlflow.source.git.commit"
-USER_TAG = "mlflow.user"
-DATASET_CONTEXT_TAG = "mlflow.data.context"
-MAX_DATASET_DIGEST = 12  # of the split fingerprint (MLflow stores at most 36 characters)
 # MLflow's limits per log_batch call.
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
@@ -250,92 +236,6 @@ def _child_runs_sqlite(uri: str, experiment: str) -> list[tuple[str, str, str]] 
         return None
 
 
-# --------------------------------------------------------------------------- tags
-
-
-def param_value(value: Any) -> str:
-    """A config value as `flatten_config` writes it (MLflow params): lists and dicts as JSON."""
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True)
-    return "None" if value is None else str(value)
-
-
-def flatten_config(config: ExperimentConfig) -> dict[str, str]:
-    """The resolved config as dotted keys -> strings (MLflow params; lists/dicts as JSON)."""
-    from harness.suite.config_keys import is_model, unwrap
-    from shapeprop.config import ExperimentConfig
-
-    out: dict[str, str] = {}
-
-    def walk(node: Any, prefix: str, annotation: Any) -> None:
-        if isinstance(node, dict) and is_model(annotation):
-            model = unwrap(annotation)
-            for key, value in node.items():
-                walk(value, f"{prefix}.{key}" if prefix else key, model.model_fields[key].annotation)
-        else:
-            out[prefix] = param_value(node)
-
-    walk(config.model_dump(mode="json"), "", ExperimentConfig)
-    return out
-
-
-@functools.cache
-def environment_tags() -> dict[str, str]:
-    """Versions, device and git state of this process (computed once per process)."""
-    from harness.environment import collect, git_state
-
-    info = collect()
-    tags = {f"version.{k.replace(' ', '_')}": v for k, v in info.items() if k not in ("gpu", "platform")}
-    tags["platform"] = info.get("platform", platform.platform())
-    gpu = info.get("gpu", "none visible")
-    tags["device"] = gpu if gpu != "none visible" else f"cpu ({os.cpu_count()} cores)"
-    tags["host"] = socket.gethostname()
-    tags.update(git_state(Path(__file__).resolve().parent))
-    if tags["git_commit"] != "unknown":
-        tags[GIT_COMMIT_TAG] = tags["git_commit"]
-    tags[USER_TAG] = user()
-    return tags
-
-
-def user() -> str:
-    """Who runs this process, as MLflow's fluent API would record it (`mlflow.user`)."""
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except (ImportError, KeyError, OSError):  # no such user in the password database (containers)
-        return os.environ.get("USER") or "unknown"
-
-
-def source_tags(suite_name: str, profile: str) -> dict[str, str]:
-    """MLflow's source tags: what ran, as the command that runs it (`suites/<suite>.yaml` is found by
-    name). The UI's Source column shows the text after the last '/': so the name has none."""
-    command = f"shapeprop-bench run {suite_name}" + (f" --profile {profile}" if profile != "full" else "")
-    return {SOURCE_NAME_TAG: command.replace("/", "_"), SOURCE_TYPE_TAG: SOURCE_TYPE}
-
-
-def spec_tags(spec: RunSpec) -> dict[str, str]:
-    """The contract's identifying tags of a child run, with its name, description and source."""
-    reproduces = f", reproduces {spec.reproduces}" if spec.reproduces else ""
-    note = (  # what tells the runs of a suite apart first: the UI cuts the column short
-        f"Row {spec.row!r}, seed {spec.seed} ({spec.method}) of suite {spec.suite}, profile "
-        f"{spec.profile}{reproduces}; run key {spec.key}."
-    )
-    return {
-        "kind": "run",
-        "suite": spec.suite,
-        "reproduces": spec.reproduces or "",
-        "row": spec.row,
-        "method": spec.method,
-        "seed": str(spec.seed),
-        "run_key": spec.key,
-        "profile": spec.profile,
-        RUN_NAME_TAG: f"{spec.row} | seed {spec.seed} | {spec.key[:8]}",
-        NOTE_TAG: note,
-        **source_tags(spec.suite, spec.profile),
-    }
-
-
 # --------------------------------------------------------------------------- invocation (parent) runs
 
 
@@ -392,90 +292,6 @@ def end_run(uri: str, run_id: str, status: str, metrics: Mapping[str, float] | N
     if metrics:
         log_metrics(c, run_id, metrics, step=0)
     with_retry(lambda: c.set_terminated(run_id, status=status), f"terminate run {run_id}")
-
-
-# --------------------------------------------------------------------------- datasets
-
-
-def data_source(data_cfg: Any) -> tuple[str, str]:
-    """(MLflow source type, source JSON) of a run's data: its root directory, or for a dataset
-    read from its default place (the synthetic generator's cache) the dataset and its options."""
-    if data_cfg.root is not None:
-        return "local", json.dumps({"uri": str(Path(data_cfg.root).expanduser())})
-    return "code", json.dumps(
-        {"dataset": data_cfg.dataset, "options": dict(data_cfg.options)}, sort_keys=True
-    )
-
-
-def run_datasets(config: ExperimentConfig, train_fingerprint: str, test_fingerprint: str) -> list[Any]:
-    """The training and test sets of a run as MLflow `DatasetInput`s: name `<dataset>/<split>`,
-    digest the first characters of the split's fingerprint (the whole one is in the profile),
-    context `training` / `evaluation`. A set without a fingerprint is left out."""
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-
-    data = config.data
-    source_type, source = data_source(data)
-    sets = [
-        (
-            data.train_split,
-            train_fingerprint,
-            "training",
-            {
-                "masks": data.masks.model_dump(mode="json", exclude_none=True),
-                "data_fraction": data.data_fraction,
-                "split_seed": data.split_seed,
-            },
-        ),
-        (data.test_split, test_fingerprint, "evaluation", {"max_images": config.eval.max_images}),
-    ]
-    inputs = []
-    for split, fingerprint, context, profile in sets:
-        if not fingerprint:
-            continue
-        dataset = Dataset(
-            name=f"{data.dataset}/{split}",
-            digest=fingerprint[:MAX_DATASET_DIGEST],
-            source_type=source_type,
-            source=source,
-            profile=json.dumps({"fingerprint": fingerprint, **profile}, sort_keys=True),
-        )
-        inputs.append(DatasetInput(dataset, tags=[InputTag(DATASET_CONTEXT_TAG, context)]))
-    return inputs
-
-
-def log_datasets(
-    mlflow_client: MlflowClient,
-    run_id: str,
-    config: ExperimentConfig,
-    train_fingerprint: str,
-    test_fingerprint: str = "",
-) -> None:
-    """Log the run's training and test sets (`run_datasets`) as its MLflow dataset inputs."""
-    inputs = run_datasets(config, train_fingerprint, test_fingerprint)
-    if inputs:
-        with_retry(lambda: mlflow_client.log_inputs(run_id, datasets=inputs), "log datasets")
-
-
-def log_table(
-    mlflow_client: MlflowClient, run_id: str, table: Any, artifact_file: str, workdir: Path
-) -> None:
-    """A DataFrame as an MLflow table (`MlflowClient.log_table`, JSON: the UI's artifact view shows
-    it as a table, `mlflow.load_table` reads it). log_table appends to a table already in the run,
-    so for a resumed run whose earlier attempt logged it the file is replaced instead (written in
-    log_table's format under `workdir`)."""
-    directory = posixpath.dirname(artifact_file) or None
-    existing = with_retry(
-        lambda: [a.path for a in mlflow_client.list_artifacts(run_id, directory)], "list artifacts"
-    )
-    if artifact_file not in existing:
-        with_retry(
-            lambda: mlflow_client.log_table(run_id, table, artifact_file), f"log table {artifact_file}"
-        )
-        return
-    local = Path(workdir) / artifact_file
-    local.parent.mkdir(parents=True, exist_ok=True)
-    table.to_json(local, orient="split", index=False, date_format="iso")
-    with_retry(lambda: mlflow_client.log_artifact(run_id, str(local), directory), f"upload {artifact_file}")
 
 
 # --------------------------------------------------------------------------- batched logging

@@ -48,7 +48,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--shapeprop", action="store_true")
-    p.add_argument("--exit-after", type=int, default=0, help="die (os._exit) during the step after this one: a killed run")
+    p.add_argument(
+        "--exit-after",
+        type=int,
+        default=0,
+        help="die (os._exit) during the step after this one: a killed run",
+    )
     p.add_argument(
         "--halves",
         action="store_true",

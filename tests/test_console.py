@@ -16,7 +16,17 @@ BANNERS = ("GPU available", "TPU available", "Tip:", "LeafSpec", "Creating initi
 
 def _run(tmp_path: Path, *extra: str) -> tuple[str, Path]:
     runs = tmp_path / "runs"
-    command = [sys.executable, "-m", "harness.cli", "run", str(SUITE), "--profile", "mini", "--only", "baseline"]
+    command = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "run",
+        str(SUITE),
+        "--profile",
+        "mini",
+        "--only",
+        "baseline",
+    ]
     command += ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--runs-dir", str(runs), *extra]
     env = {**os.environ, "COLUMNS": "200", "PYTHONWARNINGS": "default"}  # warnings on, as for a user
     out = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
@@ -32,4 +42,3 @@ def test_a_run_shows_no_library_banner_and_logs_them_to_its_file(tmp_path):
     logged = log.read_text()
     assert "GPU available" in logged  # Lightning's banner, kept in the run's log
     assert "py.warnings" in logged  # and the deprecation warnings: so they were emitted, not lost
-

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from harness import tracking
+from harness.run_tags import flatten_config
 from harness.suite import expand, load_suite
-from harness.tracking import flatten_config
 
 SUITE = Path(__file__).parent / "suites" / "tiny.yaml"
 SUITE_NAME = "test-tiny"

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from mlflow.utils import mlflow_tags
 
-from harness import runner, tracking
+from harness import run_inputs, run_tags, runner, tracking
 from harness.suite import expand, parse_suite
 from shapeprop.experiment import ExperimentResult
 
@@ -86,17 +86,17 @@ def suite_run(uri, tmp_path):
 
 
 def test_constants_are_mlflows():
-    assert tracking.RUN_NAME_TAG == mlflow_tags.MLFLOW_RUN_NAME
-    assert tracking.NOTE_TAG == mlflow_tags.MLFLOW_RUN_NOTE
-    assert tracking.SOURCE_NAME_TAG == mlflow_tags.MLFLOW_SOURCE_NAME
-    assert tracking.SOURCE_TYPE_TAG == mlflow_tags.MLFLOW_SOURCE_TYPE
-    assert tracking.GIT_COMMIT_TAG == mlflow_tags.MLFLOW_GIT_COMMIT
-    assert tracking.USER_TAG == mlflow_tags.MLFLOW_USER
-    assert tracking.DATASET_CONTEXT_TAG == mlflow_tags.MLFLOW_DATASET_CONTEXT
+    assert run_tags.RUN_NAME_TAG == mlflow_tags.MLFLOW_RUN_NAME
+    assert run_tags.NOTE_TAG == mlflow_tags.MLFLOW_RUN_NOTE
+    assert run_tags.SOURCE_NAME_TAG == mlflow_tags.MLFLOW_SOURCE_NAME
+    assert run_tags.SOURCE_TYPE_TAG == mlflow_tags.MLFLOW_SOURCE_TYPE
+    assert run_tags.GIT_COMMIT_TAG == mlflow_tags.MLFLOW_GIT_COMMIT
+    assert run_tags.USER_TAG == mlflow_tags.MLFLOW_USER
+    assert run_inputs.DATASET_CONTEXT_TAG == mlflow_tags.MLFLOW_DATASET_CONTEXT
     assert tracking.PARENT_TAG == mlflow_tags.MLFLOW_PARENT_RUN_ID
     from mlflow.entities import SourceType
 
-    assert SourceType.from_string(tracking.SOURCE_TYPE) == SourceType.LOCAL
+    assert SourceType.from_string(run_tags.SOURCE_TYPE) == SourceType.LOCAL
 
 
 def test_new_experiment_is_marked_model_training(suite_run):
@@ -125,13 +125,13 @@ def test_a_kind_chosen_in_the_ui_is_kept(uri):
 
 
 def check_system_tags(tags: dict[str, str]) -> None:
-    environment = tracking.environment_tags()
+    environment = run_tags.environment_tags()
     assert tags["mlflow.source.git.commit"] == environment["git_commit"] == tags["git_commit"]
     assert len(tags["mlflow.source.git.commit"]) == 40
     assert tags["mlflow.source.type"] == "LOCAL"
     # the UI's Source column shows what follows the last '/': the whole command, here
     assert tags["mlflow.source.name"] == "shapeprop-bench run ui-meta --profile mini"
-    assert tags["mlflow.user"] and tags["mlflow.user"] == tracking.user()
+    assert tags["mlflow.user"] and tags["mlflow.user"] == run_tags.user()
 
 
 def test_child_runs_carry_system_tags_and_a_description(suite_run):
@@ -199,7 +199,7 @@ def test_child_runs_log_training_and_test_sets_as_datasets(suite_run):
 
 def test_dataset_source_is_the_data_root(tmp_path):
     (spec,) = [s for s in expand(SUITE, "mini", {"data.root": str(tmp_path)}) if s.row == "baseline"]
-    (train,) = tracking.run_datasets(spec.config, TRAIN_PRINT, "")  # no test fingerprint: left out
+    (train,) = run_inputs.run_datasets(spec.config, TRAIN_PRINT, "")  # no test fingerprint: left out
     assert train.dataset.source_type == "local"
     assert json.loads(train.dataset.source) == {"uri": str(tmp_path)}
 

@@ -121,7 +121,9 @@ def test_every_problem_in_one_message(tmp_path, monkeypatch):
 
 def test_the_mini_profile_passes_and_a_good_root_passes(tmp_path):
     suite = load_suite(_suite(tmp_path, _coco_root(tmp_path)))
-    preflight(expand(suite, "mini"), tmp_path / "runs", f"sqlite:///{tmp_path / 'm.db'}")  # synthetic: generated
+    preflight(
+        expand(suite, "mini"), tmp_path / "runs", f"sqlite:///{tmp_path / 'm.db'}"
+    )  # synthetic: generated
     assert data_problems(expand(suite, "full")) == []
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from harness import methods
+from harness.run_tags import flatten_config
 from harness.runner import select
 from harness.suite import SuiteError, expand, load_suite, parse_suite, run_key
-from harness.tracking import flatten_config
 
 SUITES = Path(__file__).parent / "suites"
 ABLATIONS = SUITES / "ablations_like.yaml"

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from harness import tracking
+from harness import run_tags, tracking
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_key_states_finished_wins_else_the_newest_run(store):
 
 
 def test_environment_tags_name_versions_device_and_git():
-    tags = tracking.environment_tags()
+    tags = run_tags.environment_tags()
     for key in ("version.torch", "version.mlflow", "version.python", "device", "git_commit", "git_dirty"):
         assert tags[key], key
     assert tags["git_dirty"] in ("true", "false", "unknown")

@@ -54,4 +54,3 @@ def main() -> None:
     Suites (YAML) expand into runs that train and evaluate detectors with and without
     ShapeProp; every run is logged to MLflow, and reports render the paper's tables.
     """
-

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas
 
-from harness.tracking import EXPERIMENT_PREFIX, param_value, search_runs
+from harness.run_tags import param_value
+from harness.tracking import EXPERIMENT_PREFIX, search_runs
 
 REPORTS_EXPERIMENT = EXPERIMENT_PREFIX + "reports"
 TAGS = ("suite", "reproduces", "row", "method", "seed", "run_key", "profile")
