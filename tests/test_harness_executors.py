@@ -190,6 +190,7 @@ def hold_gpus(spec, root: str) -> RunOutcome:
     return RunOutcome(spec.key, spec.row, "FINISHED")
 
 
+@pytest.mark.timeout(120)  # a run that can never get its GPUs must not hang the suite
 def test_local_executor_gives_each_run_its_own_gpus_and_never_more_than_the_machine_has(
     tmp_path, monkeypatch
 ):
