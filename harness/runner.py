@@ -1,5 +1,5 @@
-"""Running suites: one run spec into one MLflow run (`run_one`), a whole suite (`run_suite`),
-and what a `run` would do (`plan`).
+"""Running suites: one run spec into one MLflow run (`run_one`), a whole suite (`run_suite`).
+What a `run` would do is `harness.plan`.
 
 `run_one` wraps the library's `run_experiment` (injectable for tests). Each run owns a work
 directory `<runs root>/<suite>/<run key>/` holding its checkpoints, its resolved config, its
@@ -9,7 +9,6 @@ finds that file, resumes from its last checkpoint and logs into the same MLflow 
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import json
 import logging
@@ -26,10 +25,11 @@ import yaml
 
 from harness import run_inputs, run_tags, tracking
 from harness.callbacks import TrackingHooks, tracking_callbacks
-from harness.executors import RunOutcome, make_executor
+from harness.executors import RunOutcome, make_executor, run_shape
+from harness.plan import PlannedRun, plan
 from harness.preflight import preflight
 from harness.run_tags import flatten_config
-from harness.suite import RunSpec, Suite, expand
+from harness.suite import RunSpec, Suite
 from harness.workdir import CONFIG_FILE, DEFAULT_RUNS_ROOT, LOG_FILE, STATE_FILE, log_path_of, workdir_of
 from shapeprop.files import write_atomic
 
@@ -84,7 +84,6 @@ def run_one(
     parent_run_id: str | None = None,
     experiment_fn: Callable[..., Any] | None = None,
     *,
-    fresh: bool = False,
     log_checkpoint: bool = False,
     progress: bool = True,
     flush_every_s: float = 15.0,
@@ -95,17 +94,22 @@ def run_one(
 
     A failure inside the experiment is recorded (status FAILED, `traceback.txt` artifact, tag
     `error`) and returned, never raised; Ctrl-C marks the run KILLED and is re-raised.
-    `fresh` discards the work directory first (no resume). `experiment_fn` defaults to
-    `shapeprop.experiment.run_experiment` and is called as `fn(cfg, workdir, callbacks, progress)`,
-    plus `log_every=` (training steps per metrics window) when `log_every` is given.
+    `experiment_fn` defaults to `shapeprop.experiment.run_experiment` and is called as
+    `fn(cfg, workdir, callbacks, progress)`, plus `log_every=` (training steps per metrics window)
+    when `log_every` is given.
+
+    A run of several processes (DDP) calls this in every process; only global rank 0 (`RANK`, set
+    by the executors) opens and logs the MLflow run, the others train their share silently.
     """
     if experiment_fn is None:
         from shapeprop.experiment import run_experiment as experiment_fn
+    from shapeprop.engine.train import launched_rank
+
     started = time.monotonic()
     workdir = workdir_of(spec, runs_root)
-    if fresh and workdir.exists():
-        shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    if launched_rank() != 0:
+        return _run_other_rank(spec, workdir, experiment_fn, log_every)
     uri = tracking.resolve_tracking_uri(tracking_uri)
     run_id, resumed = _open_run(spec, uri, workdir, parent_run_id)
     c = tracking.client(uri)
@@ -160,6 +164,21 @@ def run_one(
         root.removeHandler(handler)
         root.setLevel(previous_level)
         handler.close()
+
+
+def _run_other_rank(
+    spec: RunSpec, workdir: Path, experiment_fn: Callable[..., Any], log_every: int | None
+) -> RunOutcome:
+    """A DDP process other than global rank 0: it trains its part of every batch and records nothing
+    (rank 0 owns the MLflow run, the checkpoints and the evaluation). Its outcome is not the run's."""
+    started = time.monotonic()
+    extra = {"log_every": log_every} if log_every else {}
+    try:
+        experiment_fn(spec.config, workdir, None, False, **extra)
+    except Exception as err:
+        message = f"{type(err).__name__}: {err}"
+        return RunOutcome(spec.key, spec.row, "FAILED", error=message, seconds=time.monotonic() - started)
+    return RunOutcome(spec.key, spec.row, "FINISHED", seconds=time.monotonic() - started)
 
 
 def _log_artifacts(c: Any, run_id: str, workdir: Path, result: Any, log_checkpoint: bool) -> None:
@@ -240,55 +259,6 @@ def record_crash(
 # --------------------------------------------------------------------------- a suite
 
 
-def select(specs: Iterable[RunSpec], only: Iterable[str] | str | None) -> list[RunSpec]:
-    """Runs matching any filter: a glob (with * ? [) or a case-insensitive substring of row label, method or key."""
-    filters = [only] if isinstance(only, str) else list(only or [])
-    if not filters:
-        return list(specs)
-
-    def matches(spec: RunSpec, pattern: str) -> bool:
-        fields = (spec.row, spec.method, spec.key)
-        if any(ch in pattern for ch in "*?["):
-            return any(fnmatch.fnmatchcase(f.lower(), pattern.lower()) for f in fields)
-        return any(pattern.lower() in f.lower() for f in fields)
-
-    return [s for s in specs if any(matches(s, f) for f in filters)]
-
-
-@dataclass
-class PlannedRun:
-    spec: RunSpec
-    state: str  # finished | running | failed | missing (what the store holds for its key)
-    action: str  # run | resume | skip
-
-
-def plan(
-    suite: Suite,
-    profile: str,
-    tracking_uri: str | None,
-    only: Iterable[str] | str | None = None,
-    force: bool = False,
-    runs_root: str | Path = DEFAULT_RUNS_ROOT,
-    overrides: Mapping[str, Any] | None = None,
-) -> list[PlannedRun]:
-    """What `run` would do with each selected spec: skip (finished), resume (has a work dir) or run.
-    `overrides`: `--set` values (`harness.suite.expand`)."""
-    specs = select(expand(suite, profile, overrides), only)
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    states = tracking.key_states(uri, suite.name, [s.key for s in specs])
-    planned = []
-    for spec in specs:
-        state = states.get(spec.key, tracking.KeyState("missing")).state
-        if state == "finished" and not force:
-            action = "skip"
-        elif not force and (workdir_of(spec, runs_root) / STATE_FILE).exists():
-            action = "resume"
-        else:
-            action = "run"
-        planned.append(PlannedRun(spec, state, action))
-    return planned
-
-
 @dataclass
 class SuiteSummary:
     done: list[RunOutcome] = field(default_factory=list)
@@ -339,6 +309,11 @@ def run_suite(
     todo = [p.spec for p in planned if p.action != "skip"]
     if todo and check:
         preflight(todo, runs_root, uri, profile)  # before anything is recorded or submitted
+    if force:  # here, not in each run's processes: a DDP rank must never see its files vanish
+        for spec in todo:
+            shutil.rmtree(workdir_of(spec, runs_root), ignore_errors=True)
+    if executor == "inline" and any(run_shape(spec) != (1, 1) for spec in todo):
+        executor = "local"  # a run of several processes needs them started (one run at a time)
     if on_start is not None:
         on_start(planned)
     if not todo:
@@ -365,7 +340,6 @@ def run_suite(
         runs_root=runs_root,
         parent_run_id=parent,
         experiment_fn=experiment_fn,
-        fresh=force,
         log_checkpoint=log_checkpoint,
         progress=is_inline and display is None,
         display=display if is_inline else None,

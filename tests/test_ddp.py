@@ -16,6 +16,7 @@ subset), so no random draw differs between the runs.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -95,3 +96,40 @@ def test_killed_run_resumes_to_the_same_result(data, tmp_path):
     assert codes == [0, 0], logs
     assert [s["step"] for s in resumed["steps"]] == list(range(2, STEPS + 1))  # from the checkpoint on
     assert torch.equal(resumed["final"], whole["final"])
+
+
+@pytest.mark.parametrize("executor", ["inline", "slurm"], ids=["local", "submitit"])
+def test_a_suite_row_on_two_processes_is_one_mlflow_run(tmp_path, executor):
+    """Through the CLI, a row of `schedule.devices=2` on the CPU: started as two ranks by the local
+    executor (the default inline executor hands it over) or as a two-task job on submitit's local
+    cluster; rank 0 alone opens, logs and finishes the MLflow run and evaluates."""
+    from harness import tracking
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = ["run", str(Path(__file__).parent / "suites" / "tiny.yaml"), "--only", "baseline"]
+    args += ["--set", "schedule.devices=2", "--tracking-uri", uri, "--runs-dir", str(tmp_path / "runs")]
+    args += ["--log-every", "1", "--executor", executor]
+    if executor == "slurm":
+        args += ["--slurm-cluster", "local"]
+    exe = Path(sys.executable).with_name("shapeprop-bench")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run(
+        [str(exe), *args], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    c = tracking.client(uri)
+    experiment = c.get_experiment_by_name(tracking.experiment_name("test-tiny"))
+    runs = c.search_runs([experiment.experiment_id], filter_string="tags.kind = 'run'")
+    assert len(runs) == 1, [r.info.run_id for r in runs]  # one MLflow run, not one per rank
+    (run,) = runs
+    assert run.info.status == "FINISHED" and "segm_AP" in run.data.metrics
+    for name in ("loss", "lr"):  # each step logged once: no second rank logging into the same run
+        assert sorted(m.step for m in c.get_metric_history(run.info.run_id, name)) == [1, 2, 3, 4]
+    workdir = next((tmp_path / "runs" / "test-tiny").glob("????????????????"))
+    # really DDP: Lightning's rank-0 banner, in the run's log (local) or the task's (submitit)
+    logs = [workdir / "run.log"] + list((tmp_path / "runs").rglob("*_0_log.*"))
+    banner = "".join(p.read_text() for p in logs)
+    assert "Starting with 2 processes" in banner and "GLOBAL_RANK: 0, MEMBER: 1/2" in banner
+    names = sorted(p.name for p in (workdir / "checkpoints").iterdir())
+    assert names == ["last.ckpt", "step_0000002.ckpt", "step_0000004.ckpt"]  # one set

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import executors
 from harness.executors import InlineExecutor, LocalExecutor, RunOutcome, SlurmExecutor, make_executor
+from harness.executors import local as local_executor
+from harness.executors import slurm as slurm_executor
 from harness.suite import expand, parse_suite
 
 SUITE = parse_suite(
@@ -171,7 +172,10 @@ def shaped_suite(*shapes: tuple[int, int]):
 
 def hold_gpus(spec, root: str) -> RunOutcome:
     """Holds the GPUs of CUDA_VISIBLE_DEVICES for a while, one lock file each: a GPU that another
-    run holds at the same time is a clash. Records what it saw in <root>/<row>.json."""
+    run holds at the same time is a clash. Records what it saw in <root>/<row>.json. The other
+    ranks of a run of several processes share their rank 0's GPUs and hold nothing."""
+    if os.environ.get("RANK", "0") != "0":
+        return RunOutcome(spec.key, spec.row, "FINISHED")
     ids = [int(i) for i in os.environ["CUDA_VISIBLE_DEVICES"].split(",")]
     held, clashes = [], []
     for i in ids:
@@ -194,7 +198,7 @@ def hold_gpus(spec, root: str) -> RunOutcome:
 def test_local_executor_gives_each_run_its_own_gpus_and_never_more_than_the_machine_has(
     tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(executors, "_gpu_count", lambda: 4)
+    monkeypatch.setattr(local_executor, "_gpu_count", lambda: 4)
     specs = shaped_suite((1, 2), (1, 2), (1, 1), (1, 1), (1, 8), (2, 1))
     executor = LocalExecutor(4, functools.partial(log_path, root=str(tmp_path)))
     outcomes = {o.row: o for o in executor.run(specs, functools.partial(hold_gpus, root=str(tmp_path)))}
@@ -231,7 +235,7 @@ def report_threads(spec) -> RunOutcome:
 
 
 def test_local_executor_on_the_cpu_splits_threads_between_runs_and_their_processes(tmp_path, monkeypatch):
-    monkeypatch.setattr(executors, "_gpu_count", lambda: 0)
+    monkeypatch.setattr(local_executor, "_gpu_count", lambda: 0)
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     executor = LocalExecutor(2, functools.partial(log_path, root=str(tmp_path)))
     outcomes = {o.row: o for o in executor.run(shaped_suite((1, 1), (1, 4)), report_threads)}
@@ -320,7 +324,7 @@ def test_the_outcome_of_a_job_of_several_tasks_is_global_rank_zeros(tmp_path, mo
     executor.update_parameters(tasks_per_node=3, timeout_min=5)
     job = executor.submit(report_rank, spec)
     job.wait()
-    outcome = executors._rank_zero_outcome(job, spec)
+    outcome = slurm_executor._rank_zero_outcome(job, spec)
     assert outcome.ok and outcome.metrics == {"rank": 0.0}
 
 
@@ -347,3 +351,55 @@ def test_slurm_executor_submits_one_array_job_per_run_shape(tmp_path, monkeypatc
     assert all(outcomes[r].ok for r in ("g0", "g1", "g2"))
     assert outcomes["g3"].status == "FAILED" and "num_nodes=2" in outcomes["g3"].error
     assert sorted(arrays) == [["g0", "g2"], ["g1"]]  # (1 node, 1 device) and (1 node, 2 devices)
+
+
+def record_rank_variables(spec, root: str) -> RunOutcome:
+    """Records the rank variables this process was started with in <root>/<row>.rank<R>.json."""
+    names = ("RANK", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "OMP_NUM_THREADS")
+    seen = {n: os.environ.get(n) for n in names}
+    print(f"rank {seen['RANK']} of {spec.row}")
+    Path(root, f"{spec.row}.rank{seen['RANK']}.json").write_text(json.dumps(seen))
+    return RunOutcome(spec.key, spec.row, "FINISHED", metrics={"rank": float(seen["RANK"] or -1)})
+
+
+def test_a_run_of_several_processes_is_that_many_ranks_and_reports_rank_zeros_outcome(tmp_path, monkeypatch):
+    monkeypatch.setattr(local_executor, "_gpu_count", lambda: 0)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    executor = LocalExecutor(1, functools.partial(log_path, root=str(tmp_path)))
+    job = functools.partial(record_rank_variables, root=str(tmp_path))
+    outcomes = {o.row: o for o in executor.run(shaped_suite((1, 1), (1, 3)), job)}
+    assert outcomes["g0"].ok and outcomes["g1"].ok
+    assert outcomes["g1"].metrics == {"rank": 0.0}  # the run's outcome is global rank 0's
+    alone = json.loads((tmp_path / "g0.rankNone.json").read_text())
+    assert alone["RANK"] is None and alone["WORLD_SIZE"] is None  # one process: no DDP variables
+    ranks = [json.loads((tmp_path / f"g1.rank{r}.json").read_text()) for r in range(3)]
+    assert [(r["RANK"], r["LOCAL_RANK"], r["NODE_RANK"], r["WORLD_SIZE"]) for r in ranks] == [
+        (str(r), str(r), "0", "3") for r in range(3)
+    ]
+    assert len({(r["MASTER_ADDR"], r["MASTER_PORT"]) for r in ranks}) == 1  # they meet at one address
+    assert {r["OMP_NUM_THREADS"] for r in ranks} == {"1"}  # 4 cores / 1 worker / 3 processes
+    assert "rank 0 of g1" in (tmp_path / "g1.log").read_text()  # each rank its own log
+    assert "rank 2 of g1" in (tmp_path / "g1.rank2.log").read_text()
+
+
+def die_on_rank_one(spec, root: str) -> RunOutcome:
+    """Rank 1 dies at once; rank 0 waits (as it would, in a collective, for a rank that is gone)."""
+    if os.environ["RANK"] == "1":
+        os._exit(7)
+    Path(root, "rank0.pid").write_text(str(os.getpid()))
+    time.sleep(120)
+    return RunOutcome(spec.key, spec.row, "FINISHED")
+
+
+@pytest.mark.timeout(60)
+def test_a_rank_that_dies_fails_its_run_and_its_other_ranks_are_stopped(tmp_path, monkeypatch):
+    monkeypatch.setattr(local_executor, "_gpu_count", lambda: 0)
+    executor = LocalExecutor(1, functools.partial(log_path, root=str(tmp_path)))
+    job = functools.partial(die_on_rank_one, root=str(tmp_path))
+    (outcome,) = executor.run(shaped_suite((1, 2)), job)
+    assert outcome.status == "FAILED" and outcome.crashed
+    assert outcome.error == "rank 1 of 2 died with exit code 7"
+    pid = int((tmp_path / "rank0.pid").read_text()) if (tmp_path / "rank0.pid").exists() else None
+    if pid is not None:  # rank 0 had started: it is gone, not left waiting
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from harness import methods
+from harness.plan import select
 from harness.run_tags import flatten_config
-from harness.runner import select
 from harness.suite import SuiteError, expand, load_suite, parse_suite, run_key
 
 SUITES = Path(__file__).parent / "suites"

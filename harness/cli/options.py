@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from harness.runner import PlannedRun
+    from harness.plan import PlannedRun
     from harness.suite import Suite
 
 tracking_uri_option = click.option(
@@ -55,8 +55,8 @@ class SuiteArgs:
     overrides: dict[str, Any]
 
     def plan(self, force: bool = False) -> list[PlannedRun]:
-        """What `run` would do with each selected run (`harness.runner.plan`)."""
-        from harness.runner import plan
+        """What `run` would do with each selected run (`harness.plan.plan`)."""
+        from harness.plan import plan
         from harness.suite import SuiteError
 
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,13 @@ class TrainOutcome:
     seconds_per_step: float | None
     last_checkpoint: Path
     is_global_zero: bool = True  # under DDP only global rank 0 evaluates
+
+
+def launched_rank() -> int:
+    """The global rank of this process in its run, as its launcher set it before Lightning starts:
+    `RANK` (torch.distributed's variable, which the harness's executors set for every process of a
+    run of several), 0 for a process started alone."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def checkpoint_step(path: Path) -> int:
@@ -125,9 +133,8 @@ def train_detector(
             state = next((v for k, v in ckpt.get("callbacks", {}).items() if "ProgressBridge" in k), {})
             bridge.load_state_dict(state)
             callbacks.on_start(schedule.max_steps, int(ckpt["global_step"]))
-            return TrainOutcome(
-                int(ckpt["global_step"]), int(ckpt["global_step"]), bridge.seconds_per_step, resume
-            )
+            step = int(ckpt["global_step"])
+            return TrainOutcome(step, step, bridge.seconds_per_step, resume, launched_rank() == 0)
         del ckpt
 
     def make_loader(start_step: int, rank: int, world_size: int) -> DataLoader:
