@@ -127,6 +127,8 @@ def test_a_suite_row_on_two_processes_is_one_mlflow_run(tmp_path, executor):
     for name in ("loss", "lr"):  # each step logged once: no second rank logging into the same run
         assert sorted(m.step for m in c.get_metric_history(run.info.run_id, name)) == [1, 2, 3, 4]
     workdir = next((tmp_path / "runs" / "test-tiny").glob("????????????????"))
+    run_log = (workdir / "run.log").read_text()
+    assert run_log.count("into MLflow run") == 1, run_log  # one process opened an MLflow run
     # really DDP: Lightning's rank-0 banner, in the run's log (local) or the task's (submitit)
     logs = [workdir / "run.log"] + list((tmp_path / "runs").rglob("*_0_log.*"))
     banner = "".join(p.read_text() for p in logs)
