@@ -26,12 +26,12 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.roi_heads import project_masks_on_boxes
-from torchvision.ops import MultiScaleRoIAlign
 
 from shapeprop.config import ShapePropConfig
 from shapeprop.head import ShapePropHead
 from shapeprop.mil import assign_bags_batched
 from shapeprop.models.labels import BACKGROUND, head_classes, label_to_class
+from shapeprop.ops.roi_align import MultiScaleRoIAlign
 
 Pool = Callable[[list[torch.Tensor]], torch.Tensor]  # per-image XYXY boxes -> [R, C, S, S]
 MaskLogits = Callable[[torch.Tensor], torch.Tensor]  # [R, C', S, S] -> [R, K or 1, 2S, 2S]

@@ -14,11 +14,11 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
-from torchvision.ops import MultiScaleRoIAlign
 
 from shapeprop.models.mask_branch import MaskBranch, MasksOnBoxes
 from shapeprop.models.recipes import ANCHOR_ASPECT_RATIOS, BackboneRecipe, mask_rcnn_anchor_sizes
 from shapeprop.models.transform import PreResizedTransform
+from shapeprop.ops.roi_align import MultiScaleRoIAlign
 
 
 class SemiRoIHeads(RoIHeads):
