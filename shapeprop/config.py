@@ -155,6 +155,17 @@ class DataConfig(_Strict):
     num_workers: int = Field(2, ge=0)
 
 
+class DetectorSizes(_Strict):
+    """Sizes of a detector that trade training cost for what each step sees; a field left None
+    keeps the backbone recipe's value (`shapeprop.models.recipes.BackboneRecipe`, same names)."""
+
+    rpn_pre_nms_top_n: tuple[int, int] | None = Field(None, description="(training, testing) per level")
+    rpn_post_nms_top_n: tuple[int, int] | None = Field(None, description="(training, testing) proposals")
+    rpn_batch_size_per_image: int | None = Field(None, ge=1, description="sampled anchors per image")
+    box_batch_size_per_image: int | None = Field(None, ge=1, description="sampled RoIs per image")
+    box_head_channels: int | None = Field(None, ge=1, description="box head MLP width")
+
+
 class ModelConfig(_Strict):
     framework: Literal["torchvision", "detectron2"] = "torchvision"
     arch: Literal["mask_rcnn", "retinamask"] = "mask_rcnn"
@@ -176,6 +187,11 @@ class ModelConfig(_Strict):
         ge=1,
         description="training RoIs per image through the ShapeProp head: every positive, then sampled "
         "negatives up to this many; None = all sampled RoIs (the paper)",
+    )
+    sizes: DetectorSizes | None = Field(
+        None,
+        description="proposal and sampling sizes that replace the backbone recipe's "
+        "(shapeprop.models.recipes); None = the recipe's",
     )
     pseudo_masks: Literal["none", "grabcut", "progressive"] = Field(
         "none", description="baselines: masks for box-only instances"

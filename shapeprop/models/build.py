@@ -14,7 +14,7 @@ from shapeprop.models.backbones import mask_rcnn_backbone, retinanet_backbone
 from shapeprop.models.mask_branch import MaskBranch
 from shapeprop.models.mask_rcnn import build_mask_rcnn
 from shapeprop.models.mask_transfer import enable_mask_transfer
-from shapeprop.models.recipes import default_mask_head_channels, recipe
+from shapeprop.models.recipes import default_mask_head_channels, recipe_of
 from shapeprop.models.retinamask import build_retinamask
 
 # per architecture: the FPN backbone, the feature maps the mask branch pools, the detector builder
@@ -65,7 +65,7 @@ def build_detector(
         branch,
         min_size,
         max_size,
-        recipe(model_cfg.backbone),
+        recipe_of(model_cfg),
         score_thresh,
         detections_per_img,
     )

@@ -2,7 +2,7 @@
 
 The tiny backbone (`shapeprop.models.tiny`) runs the CPU miniatures, so its detectors use fewer
 proposals and sampled RoIs and narrower heads; the ResNets use the Detectron / torchvision sizes.
-`recipe(name)` is read by every builder: the backbones (FPN width), torchvision's Mask R-CNN and
+`recipe(name)` (with `model.sizes` applied: `recipe_of(model_cfg)`) is read by every builder: the backbones (FPN width), torchvision's Mask R-CNN and
 RetinaMask (RPN, box head, RetinaNet candidates), the mask branch (mask head width), the closed-form
 parameter counts (`shapeprop.models.params`) and the detectron2 config (`shapeprop.models.d2.config`).
 
@@ -12,7 +12,7 @@ frameworks take them from one place. This module imports no torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -68,6 +68,14 @@ def recipe(backbone: str) -> BackboneRecipe:
     if backbone not in RECIPES:
         raise ValueError(f"model.backbone: unknown backbone {backbone!r}")
     return RECIPES[backbone]
+
+
+def recipe_of(model_cfg: ModelConfig) -> BackboneRecipe:
+    """The recipe of the model's backbone with the sizes `model.sizes` sets in place of its own."""
+    base = recipe(model_cfg.backbone)
+    if model_cfg.sizes is None:
+        return base
+    return replace(base, **model_cfg.sizes.model_dump(exclude_none=True))
 
 
 def default_mask_head_channels(model_cfg: ModelConfig) -> int:

@@ -25,7 +25,7 @@ from shapeprop.models.recipes import (
     ANCHOR_ASPECT_RATIOS,
     default_mask_head_channels,
     mask_rcnn_anchor_sizes,
-    recipe,
+    recipe_of,
     retinanet_anchor_sizes,
 )
 from shapeprop.models.transform import IMAGE_MEAN, IMAGE_STD
@@ -135,7 +135,7 @@ def config_from_model_config(
         raise ValueError(
             "model.pseudo_masks 'progressive' is only available with model.framework 'torchvision'"
         )
-    sizes = recipe(model_cfg.backbone)
+    sizes = recipe_of(model_cfg)
     cfg = get_cfg()
     cfg.MODEL.DEVICE = "cpu"  # the engine moves the model
     cfg.MODEL.WEIGHTS = ""
