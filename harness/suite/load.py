@@ -70,6 +70,7 @@ def parse_suite(text: str, source: str = "<string>") -> Suite:
         problems.raise_if_any()
     suite._source, suite._positions = source, positions
     _check_references(suite, problems)
+    _check_claims(suite, problems)
     problems.raise_if_any()
     for profile in suite.profile_names():  # every run of every profile resolves to a valid config
         expand(suite, profile)
@@ -164,3 +165,37 @@ def _check_references(suite: Suite, problems: Problems) -> None:
             else:
                 check_dataset(stand_in, base_path)
         check_overrides(profile.overrides, ("profiles", pname, "overrides"))
+
+
+def _check_claims(suite: Suite, problems: Problems) -> None:
+    """Claims name rows of this suite, agree with their own direction, and pair by a config key."""
+    # Without rows, a run's label is its method (expand.py).
+    labels = [row.label for row in suite.rows] or [str(m) for m in suite.axes.get("method", [])]
+    available = ", ".join(repr(label) for label in labels)
+    texts: list[str] = []
+    for i, claim in enumerate(suite.claims):
+        path: YamlPath = ("claims", i)
+        for side in ("ours", "baseline"):
+            label = getattr(claim, side)
+            if label not in labels:
+                problems.add(
+                    path + (side,),
+                    f"no row '{label}' in this suite{suggest(label, labels)}; rows: {available}",
+                )
+        same_metric = claim.metric is None or claim.metric.ours == claim.metric.baseline
+        if claim.ours == claim.baseline and same_metric:
+            problems.add(path + ("baseline",), "compares a row with itself: give two metrics in 'metric'")
+        if claim.paper and (claim.paper > 0) != (claim.direction == "higher"):
+            problems.add(
+                path + ("paper",),
+                f"the paper's difference {claim.paper:+g} contradicts direction '{claim.direction}'",
+            )
+        if claim.by is not None:
+            problem = (
+                "runs are paired by seed already" if claim.by == "seed" else config_key_problem(claim.by)
+            )
+            if problem:
+                problems.add(path + ("by",), problem)
+        if claim.claim in texts:
+            problems.add(path + ("claim",), f"duplicate claim '{claim.claim}'")
+        texts.append(claim.claim)

@@ -1,4 +1,4 @@
-"""The suite file's schema: a suite, its rows and profiles, and one resolved run (`RunSpec`)."""
+"""The suite file's schema: a suite, its rows, profiles and claims, and one resolved run (`RunSpec`)."""
 
 from __future__ import annotations
 
@@ -52,6 +52,33 @@ class Row(_Strict):
     overrides: dict[str, Any] = Field(default_factory=dict)
 
 
+class ClaimMetric(_Strict):
+    """The metric compared on each side, when it is not mask AP, IoU@GT and box AP.
+
+    A logged metric's name (e.g. `segm_AP50`), or `<file>.csv:<column>`: 100 x the mean of that
+    column of the run's CSV artifact (e.g. `best_overlap.csv:shape_iou`, IoUs in percent like the
+    logged metrics). Two metrics of one row compare two measurements of the same runs.
+    """
+
+    ours: str = Field(min_length=1)
+    baseline: str = Field(min_length=1)
+
+
+class Claim(_Strict):
+    """A comparison the paper makes: the runs of row `ours` against those of row `baseline`, paired
+    by seed (and by the value of config key `by`). It changes no run: `report --claims` reads it."""
+
+    claim: str = Field(min_length=1, description="the paper's claim, e.g. 'Table 4: + ShapeProp'")
+    ours: str = Field(min_length=1, description="a row label")
+    baseline: str = Field(min_length=1, description="a row label (the same as `ours` with `metric`)")
+    direction: Literal["higher", "lower"] = Field(description="what the paper says ours is")
+    paper: float | None = Field(
+        None, description="the paper's difference ours - baseline in mask AP (or `metric`), if it gives one"
+    )
+    by: str | None = Field(None, description="a config key: one paired comparison per value")
+    metric: ClaimMetric | None = None
+
+
 class Suite(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
@@ -60,6 +87,7 @@ class Suite(_Strict):
     rows: list[Row] = Field(default_factory=list)
     axes: dict[str, list[Any]] = Field(default_factory=dict)
     profiles: dict[str, Profile] = Field(default_factory=dict)
+    claims: list[Claim] = Field(default_factory=list)
 
     # Where the suite came from (set by `parse_suite`, not part of the YAML).
     _source: str = PrivateAttr("<string>")
