@@ -164,6 +164,9 @@ class DetectorSizes(_Strict):
     rpn_batch_size_per_image: int | None = Field(None, ge=1, description="sampled anchors per image")
     box_batch_size_per_image: int | None = Field(None, ge=1, description="sampled RoIs per image")
     box_head_channels: int | None = Field(None, ge=1, description="box head MLP width")
+    mask_head_channels: int | None = Field(
+        None, ge=1, description="the default mask head width (model.mask_head_channels still wins)"
+    )
 
 
 class ModelConfig(_Strict):

@@ -173,6 +173,34 @@ def test_detectors_take_their_sizes_from_the_backbone_recipe(backbone):
         recipe("resnet34")
 
 
+def test_model_sizes_replace_the_recipes_and_the_more_head_params_width_follows():
+    from shapeprop.config import DetectorSizes
+
+    sizes = DetectorSizes(
+        rpn_pre_nms_top_n=(150, 300),
+        rpn_post_nms_top_n=(50, 100),
+        rpn_batch_size_per_image=64,
+        box_batch_size_per_image=32,
+        mask_head_channels=32,
+    )
+    cfg = ModelConfig(backbone="tiny", sizes=sizes)
+    rcnn = build_detector(cfg, NUM_CLASSES, SIZE, SIZE)
+    assert rcnn.rpn._pre_nms_top_n == {"training": 150, "testing": 300}
+    assert rcnn.rpn._post_nms_top_n == {"training": 50, "testing": 100}
+    assert rcnn.rpn.fg_bg_sampler.batch_size_per_image == 64
+    assert rcnn.roi_heads.fg_bg_sampler.batch_size_per_image == 32
+    assert rcnn.roi_heads.box_head.fc7.out_features == recipe("tiny").box_head_channels  # not set: kept
+    assert find_mask_branch(rcnn).predictor.conv5_mask.out_channels == 32
+    # an explicit model.mask_head_channels (Table 4's widened head) still wins over the sizes
+    wide = build_detector(cfg.model_copy(update={"mask_head_channels": 48}), NUM_CLASSES, SIZE, SIZE)
+    assert find_mask_branch(wide).predictor.conv5_mask.out_channels == 48
+    # ... and is computed from the sizes' default width, not the recipe's
+    with_sp = cfg.model_copy(update={"shapeprop": ShapePropConfig(preset="light")})
+    width = widened_mask_head_channels(with_sp, NUM_CLASSES)
+    assert width < widened_mask_head_channels(with_sp.model_copy(update={"sizes": None}), NUM_CLASSES)
+    assert mask_head_params(64, width, NUM_CLASSES) >= mask_head_params(64, 32, NUM_CLASSES)
+
+
 def test_backbone_weights_from_local_checkpoint(tmp_path):
     torch.manual_seed(1)
     tiny = TinyNet()

@@ -82,7 +82,7 @@ def default_mask_head_channels(model_cfg: ModelConfig) -> int:
     """The mask head width: `model.mask_head_channels`, else the backbone recipe's."""
     if model_cfg.mask_head_channels is not None:
         return model_cfg.mask_head_channels
-    return recipe(model_cfg.backbone).mask_head_channels
+    return recipe_of(model_cfg).mask_head_channels
 
 
 # Anchors (both frameworks): five FPN levels, three aspect ratios.
