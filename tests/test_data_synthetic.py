@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing as mp
 
@@ -11,9 +12,61 @@ from PIL import Image
 
 from shapeprop.data import DataError, catalog
 from shapeprop.data.masks import annotation_to_mask
-from shapeprop.data.synthetic import CLASS_GROUPS, CLASSES, file_digest, load_synthetic
+from shapeprop.data.synthetic import CLASS_GROUPS, CLASSES, file_digest, load_synthetic, render_image
 
 SMALL = {"num_images": 12, "image_size": 64, "seed": 3}
+# render_image(0, "train", i, 96, 6) for i < 6, version 1, as generated when version 2 was added
+VERSION_1_DIGEST = "3140caf28fe5d6ba0d3979fa64918aacd1cba1dccd6822f91f20496560767628"
+
+
+def _render_digest(version: int) -> str:
+    digest = hashlib.sha256()
+    for i in range(6):
+        image, annotations = render_image(0, "train", i, 96, 6, version)
+        digest.update(image.tobytes() + json.dumps(annotations, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def test_version_1_renders_what_it_always_rendered_and_version_2_differs():
+    assert _render_digest(1) == VERSION_1_DIGEST
+    assert _render_digest(2) != VERSION_1_DIGEST
+    assert _render_digest(2) == _render_digest(2)
+
+
+def _part_colors(version: int, images: int = 40) -> tuple[list[float], float]:
+    """For every object: the smallest distance (L1, RGB) between the mean colour of one of its parts
+    (its 4 x 4 blocks of pixels) and the background's mean colour; and the share of background pixels
+    far from that mean (clutter)."""
+    closest, far = [], []
+    for i in range(images):
+        image, annotations = render_image(5, "train", i, 96, 6, version)
+        image = image.astype(float)
+        objects = np.zeros(image.shape[:2], bool)
+        masks = [annotation_to_mask(a, 96, 96).astype(bool) for a in annotations]
+        for mask in masks:
+            objects |= mask
+        background = image[~objects].mean(0)
+        for mask in masks:
+            blocks = [
+                image[y : y + 4, x : x + 4][mask[y : y + 4, x : x + 4]].mean(0)
+                for y in range(0, 96, 4)
+                for x in range(0, 96, 4)
+                if mask[y : y + 4, x : x + 4].all()
+            ]
+            if blocks:
+                closest.append(min(np.abs(b - background).sum() for b in blocks))
+        far.append((np.abs(image[~objects] - background).sum(1) > 150).mean())
+    return closest, float(np.mean(far))
+
+
+def test_version_2_objects_are_not_given_away_by_colour_contrast():
+    closest_1, clutter_1 = _part_colors(1)
+    closest_2, clutter_2 = _part_colors(2)
+    near_1 = np.mean(np.array(closest_1) < 60)
+    near_2 = np.mean(np.array(closest_2) < 60)
+    assert near_1 < 0.1  # version 1: every object stands out from the background's colour
+    assert near_2 > 0.3  # version 2: many have a part in the background's colours
+    assert clutter_2 > clutter_1  # and the background carries object-coloured clutter
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
@@ -34,8 +87,9 @@ def test_train_and_val_differ_and_growing_keeps_images(tmp_path):
     assert open(small.records[0]["file_name"], "rb").read() != open(val.records[0]["file_name"], "rb").read()
 
 
-def test_masks_inside_boxes_and_box_is_mask_extent(tmp_path):
-    dataset = load_synthetic(tmp_path, "train", num_images=30, image_size=64, seed=0)
+@pytest.mark.parametrize("version", [1, 2])
+def test_masks_inside_boxes_and_box_is_mask_extent(tmp_path, version):
+    dataset = load_synthetic(tmp_path, "train", num_images=30, image_size=64, seed=0, version=version)
     seen = set()
     counts = []
     for record in dataset.records:
@@ -61,8 +115,9 @@ def test_masks_inside_boxes_and_box_is_mask_extent(tmp_path):
     assert not set(voc) & set(nonvoc) and sorted(voc + nonvoc) == sorted(CLASSES)
 
 
-def test_objects_are_partly_occluded_but_stay_visible(tmp_path):
-    dataset = load_synthetic(tmp_path, "train", num_images=30, image_size=64, seed=1)
+@pytest.mark.parametrize("version", [1, 2])
+def test_objects_are_partly_occluded_but_stay_visible(tmp_path, version):
+    dataset = load_synthetic(tmp_path, "train", num_images=30, image_size=64, seed=1, version=version)
     data = json.loads((tmp_path / "annotations" / "instances_train.json").read_text())
     visible = np.array([a["area"] / a["full_area"] for a in data["annotations"]])
     assert (visible < 0.95).sum() >= 3  # occlusion happens
@@ -94,6 +149,8 @@ def test_bad_options(tmp_path):
         catalog.load("synthetic", tmp_path, image_size=8)
     with pytest.raises(DataError, match="unknown split"):
         catalog.load("synthetic", tmp_path, split="holdout")
+    with pytest.raises(DataError, match=r"options.version.*unknown generator version 3.*\(1, 2\)"):
+        catalog.load("synthetic", tmp_path, version=3)
 
 
 def _generate(root):

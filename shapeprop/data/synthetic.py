@@ -14,8 +14,17 @@ the class (striped, checkered, noisy or graded fills on a textured background), 
 only class cue. Objects are painted in order and later ones may hide up to half of an earlier
 one; each annotation is the *visible* part (RLE), and its box is exactly that mask's extent.
 
-Image `i` of a split depends only on (seed, split, i, image_size, max_objects), so a larger
-`num_images` extends a set without changing the images it already had.
+Image `i` of a split depends only on (seed, split, i, image_size, max_objects, version), so a
+larger `num_images` extends a set without changing the images it already had.
+
+Version 2 (`options: {version: 2}`; version 1 stays the default and byte-for-byte the same) takes
+away the colour cue that lets a box-driven colour model (GrabCut) find an object's extent: an
+object is split into two or three parts by lines through it, each part with its own colours and
+texture; a part, or now and then a whole object, is painted in the background's colours (with
+another pattern, so its outline stays visible only as a change of texture); and the background
+carries unannotated clutter (strokes and irregular blobs in object-like colours), so that colour
+contrast with the background no longer marks an object. The extent is then given by shape:
+what a learned shape prior, and ShapeProp's propagation, are for.
 
 Layout (also the cache layout): `<root>/annotations/instances_{split}.json`, `<root>/{split}/*.png`.
 """
@@ -39,7 +48,8 @@ from shapeprop.data.coco import load_coco_json
 from shapeprop.data.masks import mask_to_rle, rle_area, rle_bbox
 from shapeprop.data.records import DataError, Dataset, read_json
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 1  # the default; 2 is the harder variant (module docstring)
+GENERATOR_VERSIONS = (1, 2)
 VOC_SHAPES = ["ellipse", "rectangle", "triangle", "hexagon", "half_disc"]
 NONVOC_SHAPES = ["ring", "star", "cross", "crescent", "dumbbell"]
 CLASSES = VOC_SHAPES + NONVOC_SHAPES
@@ -149,17 +159,63 @@ def _object_colors(rng: np.random.Generator, background_mean: np.ndarray) -> np.
     return np.stack([base, base + rng.uniform(-spread, spread, 3)]).clip(0, 255)
 
 
+def _clutter(rng: np.random.Generator, image: np.ndarray, background_mean: np.ndarray) -> np.ndarray:
+    """Version 2: unannotated strokes and irregular blobs in object-like colours on the background."""
+    size = image.shape[0]
+    canvas = image.copy()
+    for _ in range(int(rng.integers(2, 7))):
+        color = _object_colors(rng, background_mean)[0].tolist()
+        if rng.random() < 0.5:  # a stroke
+            p, q = rng.uniform(0, size, (2, 2)).round().astype(int)
+            cv2.line(
+                canvas, tuple(int(v) for v in p), tuple(int(v) for v in q), color, int(rng.integers(1, 4))
+            )
+        else:  # a blob: a random polygon around a point, like no class
+            k = int(rng.integers(5, 9))
+            angles = np.sort(rng.uniform(0, 2 * np.pi, k))
+            radii = size * rng.uniform(0.02, 0.08, k)
+            center = rng.uniform(0, size, 2)
+            points = center + np.stack([radii * np.cos(angles), radii * np.sin(angles)], 1)
+            cv2.fillPoly(canvas, [np.round(points).astype(np.int32)], color)
+    return canvas
+
+
+def _paint_in_parts(
+    rng: np.random.Generator, image: np.ndarray, full: np.ndarray, visible: np.ndarray, bg_colors: np.ndarray
+) -> np.ndarray:
+    """Version 2: paint an object's visible pixels in 2-3 parts cut by lines through it, each part its
+    own colours and texture; a part (or, now and then, the whole object) in the background's colours."""
+    hw = image.shape[:2]
+    ys, xs = np.nonzero(full)
+    yy, xx = np.mgrid[0 : hw[0], 0 : hw[1]]
+    part = np.zeros(hw, np.int64)
+    for bit in range(int(rng.integers(1, 3))):  # one or two cuts: two to four parts
+        cy, cx = rng.normal([ys.mean(), xs.mean()], [ys.std() / 2 + 1e-6, xs.std() / 2 + 1e-6])
+        theta = rng.uniform(0, np.pi)
+        part += ((xx - cx) * np.cos(theta) + (yy - cy) * np.sin(theta) > 0).astype(np.int64) << bit
+    camouflaged = rng.random() < 0.15
+    background_part = int(rng.integers(part.max() + 1)) if rng.random() < 0.5 else -1
+    for k in range(int(part.max()) + 1):
+        like_background = camouflaged or k == background_part
+        colors = bg_colors + rng.normal(0, 8, bg_colors.shape) if like_background else None
+        texture = _texture(rng, hw, colors if like_background else _object_colors(rng, bg_colors.mean(0)))
+        image = np.where((visible & (part == k))[..., None], texture, image)
+    return image
+
+
 def render_image(
-    seed: int, split: str, index: int, image_size: int, max_objects: int
+    seed: int, split: str, index: int, image_size: int, max_objects: int, version: int = 1
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Image `index` of `split`: (uint8 [s, s, 3] RGB, annotations with visible-mask RLEs)."""
     rng = np.random.default_rng([seed, zlib.crc32(split.encode()), index, image_size, max_objects])
     hw = (image_size, image_size)
     bg_colors = rng.uniform(30, 225, (2, 3))
     image = _texture(rng, hw, bg_colors)
+    if version >= 2:
+        image = _clutter(rng, image, bg_colors.mean(0))
 
     wanted = int(rng.integers(1, max_objects + 1))
-    objects: list[tuple[int, np.ndarray, int]] = []  # (class, visible mask, full area), painting order
+    objects: list[tuple[int, np.ndarray, int, np.ndarray]] = []  # (class, visible, full area, full mask)
     for _ in range(wanted * 8):
         if len(objects) == wanted:
             break
@@ -171,15 +227,18 @@ def render_image(
         area = int(full.sum())
         if area < MIN_AREA:
             continue
-        left = [int((visible & ~full).sum()) for _, visible, _ in objects]
-        if any(n < max(MIN_VISIBLE * a, MIN_AREA) for n, (_, _, a) in zip(left, objects, strict=True)):
+        left = [int((visible & ~full).sum()) for _, visible, _, _ in objects]
+        if any(n < max(MIN_VISIBLE * a, MIN_AREA) for n, (_, _, a, _) in zip(left, objects, strict=True)):
             continue  # would hide too much of an earlier object: try another placement
-        objects = [(c, visible & ~full, a) for c, visible, a in objects] + [(cls, full, area)]
+        objects = [(c, visible & ~full, a, f) for c, visible, a, f in objects] + [(cls, full, area, full)]
 
     annotations = []
-    for cls, visible, full_area in objects:
-        texture = _texture(rng, hw, _object_colors(rng, bg_colors.mean(0)))
-        image = np.where(visible[..., None], texture, image)
+    for cls, visible, full_area, full in objects:
+        if version >= 2:
+            image = _paint_in_parts(rng, image, full, visible, bg_colors)
+        else:
+            texture = _texture(rng, hw, _object_colors(rng, bg_colors.mean(0)))
+            image = np.where(visible[..., None], texture, image)
         rle = mask_to_rle(visible)
         annotations.append(
             {
@@ -198,9 +257,9 @@ def render_image(
 # --- generation and caching ---------------------------------------------------------------------
 
 
-def _options(num_images: int, image_size: int, seed: int, max_objects: int) -> dict[str, int]:
+def _options(num_images: int, image_size: int, seed: int, max_objects: int, version: int) -> dict[str, int]:
     return {
-        "version": GENERATOR_VERSION,
+        "version": version,
         "num_images": num_images,
         "image_size": image_size,
         "seed": seed,
@@ -229,7 +288,12 @@ def generate(root: Path, split: str, options: dict[str, int]) -> Path:
         images, annotations = [], []
         for index in range(options["num_images"]):
             image, anns = render_image(
-                options["seed"], split, index, options["image_size"], options["max_objects"]
+                options["seed"],
+                split,
+                index,
+                options["image_size"],
+                options["max_objects"],
+                options["version"],
             )
             image_id = index + 1
             file_name = f"{image_id:06d}.png"
@@ -269,10 +333,12 @@ def load_synthetic(
     image_size: int = 128,
     seed: int = 0,
     max_objects: int = 6,
+    version: int = GENERATOR_VERSION,
 ) -> Dataset:
     """The synthetic set for `split` (train / val / test), generated on first use.
 
-    `num_images` defaults to 400 for train and 100 otherwise. `root` None = the cache dir keyed
+    `num_images` defaults to 400 for train and 100 otherwise; `version` picks the generator (module
+    docstring). `root` None = the cache dir keyed
     by the options. A `root` that already holds this split made with other options is an error.
     """
     if split not in DEFAULT_NUM_IMAGES:
@@ -285,7 +351,12 @@ def load_synthetic(
     ):
         if int(value) < low:
             raise DataError(f"must be at least {low}, got {value}", key=f"options.{key}")
-    options = _options(num_images, int(image_size), int(seed), int(max_objects))
+    if version not in GENERATOR_VERSIONS:
+        raise DataError(
+            f"unknown generator version {version!r}; expected one of {GENERATOR_VERSIONS}",
+            key="options.version",
+        )
+    options = _options(num_images, int(image_size), int(seed), int(max_objects), int(version))
     root = Path(root) if root is not None else default_cache_dir() / cache_key(options)
     json_path = root / "annotations" / f"instances_{split}.json"
     if not json_path.is_file():
