@@ -1,4 +1,4 @@
-"""`shapeprop-bench report`: the paper's tables and figures from the runs MLflow holds."""
+"""`shapeprop-bench report`: the paper's tables, figures and claims from the runs MLflow holds."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ from harness.cli.options import parse_set, set_option, tracking_uri_option
     multiple=True,
     help="Paper figure 6 or 9; repeatable.",
 )
+@click.option(
+    "--claims",
+    is_flag=True,
+    help="Test the paper's claims declared in the suite files (claims.md, claims.csv).",
+)
 @click.option("--profile", default="full", show_default=True, help="Report the runs of this suite profile.")
 @tracking_uri_option
 @click.option(
@@ -29,7 +34,10 @@ from harness.cli.options import parse_set, set_option, tracking_uri_option
     help="Folder for the Markdown, LaTeX, HTML, CSV, PNG and SVG files.",
 )
 @click.option(
-    "--suite", default=None, help="Only the runs of this suite (experiment shapeprop-bench/<suite>)."
+    "--suite",
+    default=None,
+    help="Only the runs of this suite (experiment shapeprop-bench/<suite>); with --claims, only its "
+    "claims (a suite name under suites/ or a suite file).",
 )
 @click.option(
     "--reference-dir",
@@ -41,24 +49,35 @@ from harness.cli.options import parse_set, set_option, tracking_uri_option
     "--log/--no-log", default=True, show_default=True, help="Log each report to MLflow as artifacts."
 )
 @set_option
-def report(tables, figures, profile, tracking_uri, out_dir, suite, reference_dir, log, overrides) -> None:
-    """Render paper tables and figures from the FINISHED runs in MLflow.
+def report(
+    tables, figures, claims, profile, tracking_uri, out_dir, suite, reference_dir, log, overrides
+) -> None:
+    """Render paper tables, figures and claims from the FINISHED runs in MLflow.
 
     Seeds are aggregated (mean, std, n); each cell shows ours beside the paper's number and
     the difference. A cell without runs reads "missing". Example:
 
         shapeprop-bench report --table 4 --profile mini
 
+    A claim is a comparison the paper makes between two rows of a suite, e.g. "Table 4: +
+    ShapeProp" (row "baseline + ShapeProp" vs row "baseline", paper: +1.1 mask AP). Claims are
+    declared in the suite files' `claims:` section (suites/*.yaml); `--claims` pairs the two
+    rows' runs by seed (and by the claim's `by` key, e.g. the data fraction of Fig. 6) and
+    gives, per metric (mask AP, IoU@GT, box AP), the mean difference with its 95 % confidence
+    interval, a sign test and a verdict: supports, contradicts or cannot decide.
+
+        shapeprop-bench report --claims --profile mini
+
     With `--set KEY=VALUE`, only the runs whose config has that value (e.g. the runs of
     `run ... --set model.framework=detectron2`).
     """
-    if not tables and not figures:
-        raise click.UsageError("name at least one --table N or --figure 6|9")
+    if not tables and not figures and not claims:
+        raise click.UsageError("name at least one --table N or --figure 6|9, or --claims")
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
     from rich.console import Console
 
-    from harness.report.build import figure_report, log_report, table_report
+    from harness.report.build import claims_report, figure_report, log_report, table_report
     from harness.tracking import resolve_tracking_uri, store_exists
 
     sets = parse_set(overrides)
@@ -71,6 +90,8 @@ def report(tables, figures, profile, tracking_uri, out_dir, suite, reference_dir
         reports = [
             table_report(n, client, profile, out_dir, suite, reference_dir, console, sets) for n in tables
         ] + [figure_report(int(n), client, profile, out_dir, suite, console, sets) for n in figures]
+        if claims:
+            reports.append(claims_report(client, profile, out_dir, suite, console, sets))
         for done in reports:
             if log:
                 log_report(client, done)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.report import figures, render
+from harness.report import claims, figures, render
 from harness.report.layouts import FIGURES, TABLES
 from harness.report.reference import load_reference
 from harness.report.runs import REPORTS_EXPERIMENT, RunSelection, fetch_runs, select
@@ -107,6 +107,59 @@ def figure_report(
     files.append(write_atomic(Path(f"{base}.csv"), data.to_csv(index=False, float_format="%.4f")))
     _print_frame(data, title, notes, console)
     return Report(name, profile, files, data, notes)
+
+
+def claims_report(
+    client,
+    profile: str = "full",
+    out_dir: str | Path = "reports",
+    suite: str | None = None,
+    console=None,
+    overrides: dict | None = None,
+) -> Report:
+    """Test the claims of the suite files (`suite` only, when given) on the FINISHED runs of `profile`.
+
+    Writes `<out_dir>/claims.md` and `<out_dir>/claims.csv` and prints the comparisons.
+    """
+    import pandas
+
+    suites = claims.claim_suites(suite)
+    with tempfile.TemporaryDirectory() as tmp:
+        tables: dict[tuple[str, str], pandas.DataFrame | None] = {}
+
+        def read_table(run_id: str, file: str) -> pandas.DataFrame | None:
+            if (run_id, file) not in tables:
+                tables[run_id, file] = _artifact_table(client, run_id, file, tmp)
+            return tables[run_id, file]
+
+        def fetch(s) -> pandas.DataFrame:
+            return fetch_runs(client, s.reproduces or "", s.name, overrides)
+
+        data, notes = claims.evaluate(suites, fetch, profile, read_table)
+    title = f"The paper's claims, tested ({profile} profile)"
+    out = Path(out_dir)
+    files = [
+        write_atomic(out / "claims.md", claims.to_markdown(data, title, notes)),
+        write_atomic(
+            out / "claims.csv", data.assign(profile=profile).to_csv(index=False, float_format="%.4f")
+        ),
+    ]
+    text = pandas.DataFrame([claims.text_cells(line) for line in data.to_dict("records")])
+    _print_frame(
+        text.set_axis(list(claims.TEXT_COLUMNS), axis=1) if len(text) else text, title, notes, console
+    )
+    return Report("claims", profile, files, data, notes)
+
+
+def _artifact_table(client, run_id: str, file: str, tmp: str) -> pandas.DataFrame | None:
+    """A run's CSV artifact, or None if it has none."""
+    import pandas
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return pandas.read_csv(client.download_artifacts(run_id, file, tmp))
+    except (MlflowException, OSError):
+        return None
 
 
 def _best_overlaps(client, runs: pandas.DataFrame) -> tuple[pandas.DataFrame, list[str]]:
