@@ -215,8 +215,11 @@ def test_claims_without_runs_read_missing(tmp_path, monkeypatch):
     result = claims_cli(store, tmp_path / "s.yaml", tmp_path / "out", "--no-log")
     assert result.exit_code == 0, result.output
     md = (tmp_path / "out" / "claims.md").read_text()
+    assert "## claimsdemo\n\nAll 4 claims missing: no finished run of their rows.\n" in md
+    with (tmp_path / "out" / "claims.csv").open() as handle:
+        lines = list(csv.DictReader(handle))
     # every claim and metric: three each, one for the claim of two best-overlap columns
-    assert md.count("| missing | missing | missing |") == 3 + 3 + 3 + 1
+    assert len(lines) == 3 + 3 + 3 + 1 and {line["verdict"] for line in lines} == {"missing"}
 
 
 def test_a_claim_naming_an_unknown_row_fails_to_load(tmp_path):

@@ -254,6 +254,10 @@ def to_markdown(data: pandas.DataFrame, title: str, notes: Sequence[str]) -> str
     """claims.md: a section per suite, a line per claim x value of `by` x metric."""
     lines = [f"# {title}", "", *EXPLANATION, ""]
     for suite, part in data.groupby("suite", sort=False):
+        if not (part["ours_n"] + part["baseline_n"]).any():  # a suite not run: one line, not a table
+            count = part["claim"].nunique()
+            lines += [f"## {suite}", "", f"All {count} claims missing: no finished run of their rows.", ""]
+            continue
         lines += [
             f"## {suite}",
             "",
