@@ -38,4 +38,4 @@ step ablations
 step table1
 
 "$BIN/shapeprop-bench" report --table 1 --table 4 --figure 6 --figure 9 --profile mini --out "$OUT" --no-log
-"$BIN/python" "$OUT/claims.py" --tracking-uri "$MLFLOW_TRACKING_URI" --runs "$RUNS"
+"$BIN/shapeprop-bench" report --claims --profile mini --out "$OUT" --no-log  # the suites' claims: claims.md, claims.csv
