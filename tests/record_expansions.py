@@ -1,10 +1,11 @@
 """Record every suite x profile expansion (run identity and resolved config) as JSON.
 
-`tests/data/expansions.json` was written by this script before the architecture change of issue 18
+`tests/data/expansions.json` is written by this script at each intentional suite edit (first before issue 18)
 and is what `test_suite_expansions.py` compares every later expansion with: a refactor must leave
-every run and every resolved config as it was. Re-record only on purpose (a suite edit):
+every run and every resolved config as it was. Re-record only on purpose (a suite edit); this
+writes `tests/data/expansions.json` and the identity key map `tests/data/expansion-keys.json`:
 
-    python tests/record_expansions.py > tests/data/expansions.json
+    python tests/record_expansions.py
 """
 
 from __future__ import annotations
@@ -41,5 +42,8 @@ def record() -> list[dict]:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    json.dump(record(), sys.stdout, indent=1, sort_keys=True)
-    sys.stdout.write("\n")
+    runs = record()
+    data = ROOT / "tests" / "data"
+    (data / "expansions.json").write_text(json.dumps(runs, indent=1, sort_keys=True) + "\n")
+    keys = {run["key"]: run["key"] for run in runs}  # each recorded key must stay what it is
+    (data / "expansion-keys.json").write_text(json.dumps(keys, indent=1, sort_keys=True) + "\n")

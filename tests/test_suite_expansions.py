@@ -1,9 +1,11 @@
-"""The architecture change of issue 18 changed no run, and run keys survive new config fields.
+"""No refactor changes a run, and run keys survive new config fields.
 
 `tests/data/expansions.json` holds every run of every suite and profile, with its resolved config
-and its key, as `tests/record_expansions.py` wrote them before the change. The keys changed once
-then, to the scheme of `harness/suite/keys.py`; `tests/data/expansion-keys.json` maps each old
-key to its new one, recorded at that change, so that a later accidental change of any key fails.
+and its key, as `tests/record_expansions.py` wrote them at the last intentional suite edit (issue
+21's faster mini recipe; before that, issue 18's architecture change, which also moved the keys to
+the scheme of `harness/suite/keys.py`). `tests/data/expansion-keys.json` maps each recorded key to
+the key it must have now (at issue 18: old scheme -> new; since: itself), so that an accidental
+change of any key fails. After an intentional suite edit, re-record both (README "Run keys").
 """
 
 from __future__ import annotations
