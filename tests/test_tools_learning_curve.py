@@ -1,0 +1,35 @@
+"""tools/learning_curve.py: points on the test split, appended as they end; a rerun resumes."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _curve(tmp_path: Path) -> subprocess.CompletedProcess:
+    args = [
+        sys.executable,
+        str(ROOT / "tools" / "learning_curve.py"),
+        str(ROOT / "tests" / "suites" / "tiny.yaml"),
+    ]
+    args += ["--only", "baseline", "--profile", "full", "--steps", "4", "--every", "2", "--threads", "1"]
+    args += ["--out", str(tmp_path / "curves"), "--name", "tiny", "--workdir", str(tmp_path / "work")]
+    return subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+
+
+def test_learning_curve_points_resume_and_are_on_the_test_split(tmp_path):
+    done = _curve(tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = list(csv.DictReader((tmp_path / "curves" / "tiny.csv").open()))
+    assert [int(r["step"]) for r in rows] == [2, 4]
+    assert all(0 <= float(r["bbox_AP"]) <= 100 and 0 <= float(r["gtbox_mask_iou"]) <= 100 for r in rows)
+    assert (tmp_path / "curves" / "tiny.png").stat().st_size > 0
+    evaluation = (tmp_path / "work" / "evaluation.json").read_text()
+    assert '"test_split": "test"' in evaluation and '"step": 4' in evaluation  # never val
+    again = _curve(tmp_path)  # every point is there: nothing trains, no line is added
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(list(csv.DictReader((tmp_path / "curves" / "tiny.csv").open()))) == 2
