@@ -31,11 +31,14 @@ $(STAMP): pyproject.toml setup.py $(wildcard shapeprop/ops/csrc/*)
 	touch $@
 
 # The demo: Table 4's baseline vs + ShapeProp on the synthetic set (mini profile, a few
-# minutes on 2 CPU cores), logged to ./mlflow.db, then the report beside the paper's numbers.
+# minutes on 2 CPU cores), logged to ./mlflow.db, then the report beside the paper's numbers and
+# the two models' masks side by side (`show` prints the figure's path).
 demo: install
 	$(BIN)/shapeprop-bench env
 	$(BIN)/shapeprop-bench run suites/demo.yaml --profile mini
 	$(BIN)/shapeprop-bench report --table 4 --profile mini --suite demo --out reports/demo
+	$(BIN)/shapeprop-bench show --suite demo --profile mini --row baseline --row "baseline + ShapeProp" \
+		--out reports/demo --no-log
 	@echo "Browse the runs: $(BIN)/shapeprop-bench ui   (MLflow UI on ./mlflow.db)"
 
 # detectron2's Python code, for the detectron2-marked tests only (tools/install_detectron2.py says

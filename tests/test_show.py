@@ -146,6 +146,7 @@ def test_show_two_runs_by_suite_row_and_seed(store, tmp_path):
 
     compare = list((tmp_path / "qualitative").glob("compare-*.png"))
     assert len(compare) == 1
+    assert f"Side by side: {compare[0]}" in result.output  # the line `make demo` ends with
     pixels = _load(compare[0])
     layout = comparison_layout(2, 2)
     assert pixels.shape[1::-1] == layout.size

@@ -148,4 +148,6 @@ def show(
         click.echo(f"{s.label}{where}:")
         for path in drawn.written[s.run_id]:
             click.echo(f"  {path}")
+    if drawn.comparison is not None:
+        click.echo(f"Side by side: {drawn.comparison}")
     click.echo(f"Browse the runs: mlflow ui --backend-store-uri {uri}")
