@@ -24,6 +24,7 @@ from detectron2.utils.events import EventStorage  # noqa: E402
 
 from shapeprop.config import (  # noqa: E402
     DataConfig,
+    DetectorSizes,
     MaskSupervision,
     ModelConfig,
     ScheduleConfig,
@@ -206,6 +207,7 @@ FIELD_HANDLING = {
     "mask_head_channels": (32, "MODEL.ROI_MASK_HEAD.CONV_DIM"),
     "shapeprop": (ShapePropConfig(preset="light"), "MODEL.SHAPEPROP.LATENT_CHANNELS"),
     "shapeprop_rois_per_image": (16, "MODEL.SHAPEPROP.ROIS_PER_IMAGE"),
+    "sizes": (DetectorSizes(box_batch_size_per_image=16), "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE"),
     "mask_transfer": (True, ValueError),
     "pseudo_masks": ("progressive", ValueError),
 }
@@ -230,6 +232,31 @@ def test_every_model_field_reaches_detectron2_or_is_refused():
         for part in expect.split("."):
             node_default, node = node_default[part], node[part]
         assert node != node_default, f"model.{field} does not reach {expect}"
+
+
+SIZE_KEYS = {  # model.sizes field -> the detectron2 key it sets (the training value of a pair)
+    "rpn_pre_nms_top_n": ((150, 300), "MODEL.RPN.PRE_NMS_TOPK_TRAIN"),
+    "rpn_post_nms_top_n": ((50, 100), "MODEL.RPN.POST_NMS_TOPK_TRAIN"),
+    "rpn_batch_size_per_image": (64, "MODEL.RPN.BATCH_SIZE_PER_IMAGE"),
+    "box_batch_size_per_image": (32, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE"),
+    "box_head_channels": (96, "MODEL.ROI_BOX_HEAD.FC_DIM"),
+    "mask_head_channels": (24, "MODEL.ROI_MASK_HEAD.CONV_DIM"),
+}
+
+
+def test_every_detector_size_reaches_detectron2():
+    from shapeprop.config import ModelConfig
+
+    assert set(DetectorSizes.model_fields) == set(SIZE_KEYS)
+    base = ModelConfig(framework="detectron2", backbone="tiny")
+    for field, (value, key) in SIZE_KEYS.items():
+        cfg = d2.config_from_model_config(
+            base.model_copy(update={"sizes": DetectorSizes(**{field: value})}), 10, SIZE, SIZE
+        )
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        assert node == (value[0] if isinstance(value, tuple) else value), f"model.sizes.{field} -> {key}"
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -82,7 +82,9 @@ def roi_align(
     """torchvision.ops.roi_align for `rois` [K, 5] (image index, x1, y1, x2, y2), separable on small
     CPU maps with a fixed `sampling_ratio` (see the module docstring), torchvision's otherwise."""
     height, width = features.shape[-2:]
-    if features.device.type == "cpu" and sampling_ratio > 0 and height * width <= SEPARABLE_MAX_PIXELS:
+    small = height * width <= SEPARABLE_MAX_PIXELS
+    # no RoIs: torchvision's, whose empty output still has `features` in its graph (a zero gradient)
+    if features.device.type == "cpu" and sampling_ratio > 0 and small and len(rois):
         return _separable_roi_align(features, rois, output_size, spatial_scale, sampling_ratio, aligned)
     return _torchvision_roi_align(features, rois, output_size, spatial_scale, sampling_ratio, aligned)
 
