@@ -31,6 +31,7 @@ from harness.preflight import preflight
 from harness.run_tags import flatten_config
 from harness.suite import RunSpec, Suite
 from harness.workdir import CONFIG_FILE, DEFAULT_RUNS_ROOT, LOG_FILE, STATE_FILE, log_path_of, workdir_of
+from shapeprop.engine.launch import launched_rank
 from shapeprop.files import write_atomic
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,6 @@ def run_one(
     """
     if experiment_fn is None:
         from shapeprop.experiment import run_experiment as experiment_fn
-    from shapeprop.engine.train import launched_rank
-
     started = time.monotonic()
     workdir = workdir_of(spec, runs_root)
     workdir.mkdir(parents=True, exist_ok=True)

@@ -56,7 +56,7 @@ def run_shape(spec: RunSpec) -> tuple[int, int]:
 def rank_env(rank: int, world: int, port: int) -> dict[str, str]:
     """What makes a process rank `rank` of a DDP job of `world` processes on this machine
     (torch.distributed's variables: Lightning then takes the processes as started outside it, and
-    `shapeprop.engine.train.launched_rank` tells the harness which one is rank 0)."""
+    `shapeprop.engine.launch.launched_rank` tells the harness which one is rank 0)."""
     return {
         "RANK": str(rank),
         "LOCAL_RANK": str(rank),

@@ -87,7 +87,7 @@ def _local_worker(
         conn.close()
 
 
-@dataclass
+@dataclass(eq=False)
 class _Running:
     """The worker processes of one run, by rank; rank 0 sends the run's outcome through `conn`."""
 

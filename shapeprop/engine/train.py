@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from shapeprop.engine.hooks import (
     NotifyingCheckpoint,
     ProgressBridge,
 )
+from shapeprop.engine.launch import launched_rank
 from shapeprop.engine.module import DetectorModule
 from shapeprop.engine.sampler import StepBatchSampler
 
@@ -36,13 +36,6 @@ class TrainOutcome:
     seconds_per_step: float | None
     last_checkpoint: Path
     is_global_zero: bool = True  # under DDP only global rank 0 evaluates
-
-
-def launched_rank() -> int:
-    """The global rank of this process in its run, as its launcher set it before Lightning starts:
-    `RANK` (torch.distributed's variable, which the harness's executors set for every process of a
-    run of several), 0 for a process started alone."""
-    return int(os.environ.get("RANK", "0"))
 
 
 def checkpoint_step(path: Path) -> int:
