@@ -335,6 +335,7 @@ def mlflow_server(tmp_path, migrated_db):
         log.close()
 
 
+@pytest.mark.slow  # 100 s: three runs at once on 2 cores beside an MLflow server
 def test_three_workers_against_a_tracking_server_lose_no_metric(mlflow_server, tmp_path):
     out = cli(
         "run", str(SUITE), "--profile", "mini", "--only", "baseline", "--only", "second", "--only", "third",

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -21,6 +23,7 @@ def _curve(tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=tmp_path)
 
 
+@pytest.mark.slow  # 35 s: two trainings and three evaluations through the tool
 def test_learning_curve_points_resume_and_are_on_the_test_split(tmp_path):
     done = _curve(tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
