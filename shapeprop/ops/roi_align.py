@@ -1,7 +1,8 @@
 """RoIAlign on small CPU feature maps as two matrix products (the miniatures' hot spot).
 
 On the CPU, torchvision's RoIAlign backward recomputes the bilinear weights of every sample for
-every channel, one scalar at a time: on the tiny detector it took a quarter of a training step.
+every channel, one scalar at a time: on the tiny detector it took 12-30 % of a training step
+(`python -m shapeprop.models.bench --profile`; the most with the ShapeProp head and small RPN).
 RoIAlign of an axis-aligned box is separable: the sample grid is a product of rows and columns,
 a bilinear weight is a row weight times a column weight, and a sample outside the map has a zero
 row or column weight. So with `Ay[r]` (pooled rows x H: the mean over a bin's samples of their
