@@ -86,6 +86,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = config_of(args.suite, args.only, args.profile, args.seed, args.sets)
+    cfg["schedule"]["checkpoint_every"] = args.every  # only where the curve has points
     workdir = args.workdir or ROOT / "runs-curves" / args.name
     args.out.mkdir(parents=True, exist_ok=True)
     table = args.out / f"{args.name}.csv"
