@@ -36,3 +36,15 @@ def test_learning_curve_points_resume_and_are_on_the_test_split(tmp_path):
     again = _curve(tmp_path)  # every point is there: nothing trains, no line is added
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(list(csv.DictReader((tmp_path / "curves" / "tiny.csv").open()))) == 2
+
+
+def test_plateau_step_is_the_first_point_near_the_late_mean():
+    sys.path.insert(0, str(ROOT / "tools"))
+    from learning_curve import plateau_step
+
+    aps = [5, 10, 15, 17.5, 17, 21, 19, 20, 21, 20, 19, 21, 20, 19]  # last 6: mean 20; 90 %: 18
+    rows = [{"step": str(300 * (i + 1)), "bbox_AP": str(ap)} for i, ap in enumerate(aps)]
+    assert plateau_step(rows) == 1800  # 17.5 at 1200 is just short; 21 at 1800 the first in reach
+    assert plateau_step(rows, within=0.15) == 1200  # 17 >= 0.85 * 20
+    assert plateau_step(list(reversed(rows))) == 1800  # sorted by step, not file order
+    assert plateau_step(rows[:11]) is None  # fewer than two late parts: no plateau to read

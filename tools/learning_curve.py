@@ -62,6 +62,18 @@ def plot(rows: list[dict], title: str, path: Path) -> None:
     plt.close(fig)
 
 
+def plateau_step(rows: list[dict], late_points: int = 6, within: float = 0.10) -> int | None:
+    """First step whose box AP is within `within` (relative) of the mean of the last `late_points`.
+
+    The rule behind the mini schedules (reports/mini/curves/README.md); None for a curve too short
+    to have a late part."""
+    rows = sorted(rows, key=lambda r: int(r["step"]))
+    if len(rows) < 2 * late_points:
+        return None
+    late = sum(float(r["bbox_AP"]) for r in rows[-late_points:]) / late_points
+    return next(int(r["step"]) for r in rows if float(r["bbox_AP"]) >= (1 - within) * late)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("suite")
@@ -108,6 +120,7 @@ def main() -> None:
         print(args.name, row, flush=True)
     title = f"{Path(args.suite).stem} / {args.only} ({args.profile}, seed {args.seed}) {' '.join(args.sets)}"
     plot(sorted(rows, key=lambda r: int(r["step"])), title, args.out / f"{args.name}.png")
+    print(f"{args.name}: box AP plateau (within 10 % of the last 6 points' mean) from step {plateau_step(rows)}")
 
 
 if __name__ == "__main__":
