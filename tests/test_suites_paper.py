@@ -199,7 +199,9 @@ def test_mini_is_cpu_sized(name):
         step = SECONDS_PER_TINY_STEP["plain" if cfg.model.shapeprop is None else "shapeprop"]
         seconds += trainings * cfg.schedule.max_steps * step * cfg.schedule.batch_size / 4
     seconds /= MINI_WORKERS
-    assert seconds * 1.25 < MINI_BUDGET_S.get(name, MINI_DEFAULT_BUDGET_S), f"{name}: ~{seconds / 60:.0f} min of training"
+    assert seconds * 1.25 < MINI_BUDGET_S.get(name, MINI_DEFAULT_BUDGET_S), (
+        f"{name}: ~{seconds / 60:.0f} min of training"
+    )
 
 
 def test_mini_keeps_the_semi_supervision_apart():
