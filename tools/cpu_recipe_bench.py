@@ -51,7 +51,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     specs = expand(load_suite(args.suite), "mini")
-    cfgs = {name: select(specs, only)[0].config for name, only in (("plain", args.plain), ("shapeprop", args.shapeprop))}
+    cfgs = {
+        name: select(specs, only)[0].config
+        for name, only in (("plain", args.plain), ("shapeprop", args.shapeprop))
+    }
     data = cfgs["plain"].data
     train = catalog.load(data.dataset, data.root, "train", **{**data.options, "num_images": 48})
 
@@ -70,7 +73,11 @@ def main() -> None:
         params = [q for q in model.parameters() if q.requires_grad]
         return model, torch.optim.SGD(params, lr=0.01, momentum=0.9)
 
-    models = {(when, name): build(cfg, when == "before") for when in ("before", "after") for name, cfg in cfgs.items()}
+    models = {
+        (when, name): build(cfg, when == "before")
+        for when in ("before", "after")
+        for name, cfg in cfgs.items()
+    }
     batch = cfgs["plain"].schedule.batch_size
     loader = make_loader(train.records, data.model_copy(update={"num_workers": 0}), True, batch, 0)
     batches = [b for _, b in zip(range(8), loader, strict=False)]

@@ -120,7 +120,9 @@ def main() -> None:
         print(args.name, row, flush=True)
     title = f"{Path(args.suite).stem} / {args.only} ({args.profile}, seed {args.seed}) {' '.join(args.sets)}"
     plot(sorted(rows, key=lambda r: int(r["step"])), title, args.out / f"{args.name}.png")
-    print(f"{args.name}: box AP plateau (within 10 % of the last 6 points' mean) from step {plateau_step(rows)}")
+    print(
+        f"{args.name}: box AP plateau (within 10 % of the last 6 points' mean) from step {plateau_step(rows)}"
+    )
 
 
 if __name__ == "__main__":
