@@ -1,6 +1,6 @@
 # shapeprop-bench: every target installs what it needs into .venv first.
 #   make demo   install, then run the demo
-#   make test   install (and detectron2's Python code, for its tests), then run the default test suite (what CI runs)
+#   make test   install (and detectron2's Python code, for its tests), then run the default test suite and the Slurm tests (what CI runs)
 #   make slow   the long tests (marked `slow`)
 #   make lint   ruff
 #   make bench  operator benchmark
@@ -50,6 +50,8 @@ $(D2_STAMP): tools/install_detectron2.py $(STAMP)
 # SHAPEPROP_REQUIRE_DETECTRON2: the detectron2 tests must run, not skip.
 test: install $(D2_STAMP)
 	SHAPEPROP_REQUIRE_DETECTRON2=1 $(BIN)/python -m pytest
+	# the Slurm tests (through submitit's local cluster): slow, so not in the default run, but in CI's
+	$(BIN)/python -m pytest -m "slow and slurm"
 
 slow: install
 	$(BIN)/python -m pytest -m slow

@@ -281,6 +281,7 @@ def test_local_executor_two_workers(tmp_path, migrated_db):
 
 
 @pytest.mark.slow
+@pytest.mark.slurm
 def test_slurm_executor_through_submitit_local(tmp_path, migrated_db):
     uri = fresh_store(migrated_db, tmp_path)
     out = cli(
@@ -407,6 +408,7 @@ def test_ui_serves_the_store(inline_store):
 
 
 @pytest.mark.slow
+@pytest.mark.slurm
 @pytest.mark.skipif(
     not Path("/proc/self/task").is_dir(), reason="finds the submitit task through /proc (Linux)"
 )
