@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from shapeprop.config import DataConfig, MaskSupervision
@@ -73,6 +75,82 @@ def test_image_split_keeps_exactly_the_named_images():
         assert all(a["has_mask"] == (record["image_id"] in (4, 7)) for a in record["annotations"])
 
 
+# A hand-made input in which some instances have no mask to begin with: (image id, [(class, has_mask)]).
+# Image 3 has none at all.
+HAND = {
+    1: [("cat", True), ("dog", False), ("bus", True)],
+    2: [("car", True), ("cat", False)],
+    3: [("dog", False), ("bus", False)],
+    4: [("cat", True), ("car", True)],
+}
+HAND_MASKED = {(1, 0), (1, 2), (2, 0), (4, 0), (4, 1)}
+
+
+def hand_records(has_mask: bool | None = None) -> list[dict]:
+    """`HAND` as records; `has_mask` True or False overrides every instance's flag."""
+    return [
+        {"file_name": f"{i}.png", "height": 10, "width": 10, "image_id": i,
+         "annotations": [
+             {"bbox": [1.0, 1.0, 4.0, 4.0], "bbox_mode": BOX_MODE_XYWH_ABS, "category_id": CLASSES.index(c),
+              "segmentation": [[1, 1, 5, 1, 5, 5]], "iscrowd": 0, "has_mask": m if has_mask is None else has_mask}
+             for c, m in anns
+         ]}
+        for i, anns in HAND.items()
+    ]  # fmt: skip
+
+
+def masked(records) -> set[tuple[int, int]]:
+    return {(r["image_id"], k) for r in records for k, a in enumerate(r["annotations"]) if a["has_mask"]}
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (MaskSupervision(kind="all"), HAND_MASKED),
+        # The dogs (1, 1) and (3, 0) and the cat (2, 1) have no mask and must not get one.
+        (MaskSupervision(kind="categories", classes="animals"), {(1, 0), (4, 0)}),
+        (MaskSupervision(kind="categories", classes=["bus"]), {(1, 2)}),  # not the mask-less bus (3, 1)
+        (MaskSupervision(kind="images", image_ids=[1, "3"]), {(1, 0), (1, 2)}),  # image 3 stays mask-less
+    ],
+)
+def test_splits_keep_exactly_the_allowed_existing_masks(spec, expected):
+    records = hand_records()
+    out = apply_mask_supervision(records, META, spec, seed=0)
+    assert masked(out) == expected
+    assert boxes(out) == boxes(records)
+    if spec.kind == "all":
+        assert out == records
+
+
+def test_image_fraction_keeps_the_existing_masks_of_the_chosen_images():
+    # Which images are chosen depends only on (seed, image id); read it off the same images with
+    # every mask present, then the split of the real input must keep exactly their existing masks.
+    for fraction in (0.3, 0.6, 1.0):
+        spec = MaskSupervision(kind="image_fraction", fraction=fraction)
+        for seed in range(6):
+            try:
+                chosen = {i for i, _ in masked(apply_mask_supervision(hand_records(True), META, spec, seed))}
+            except DataError:  # no image chosen
+                chosen = set()
+            expected = {(i, k) for i, k in HAND_MASKED if i in chosen}
+            if expected:
+                out = apply_mask_supervision(hand_records(), META, spec, seed)
+                assert masked(out) == expected, (fraction, seed)
+            else:
+                with pytest.raises(DataError, match="leaves no masks"):
+                    apply_mask_supervision(hand_records(), META, spec, seed)
+    assert chosen == set(HAND)  # fraction 1 chooses every image
+
+
+def test_data_fraction_keeps_whole_images_with_their_masks_as_they_were():
+    records = hand_records()
+    kept = apply_data_fraction(records, 0.5, seed=2)
+    ids = [r["image_id"] for r in kept]
+    assert 0 < len(ids) < 4 and ids == sorted(ids)  # for seed 2: images 1, 3, 4
+    assert kept == [r for r in records if r["image_id"] in ids]  # untouched, mask-less ones included
+    assert masked(kept) == {(i, k) for i, k in HAND_MASKED if i in ids}
+
+
 def test_image_fraction_is_close_seeded_and_per_image():
     records = make_records(2000)
     spec = MaskSupervision(kind="image_fraction", fraction=0.25)
@@ -91,7 +169,9 @@ def test_image_fraction_is_close_seeded_and_per_image():
 def test_data_fraction_size_determinism_and_growth(fraction):
     records = make_records(3000)
     kept = apply_data_fraction(records, fraction, seed=5)
-    assert abs(len(kept) / 3000 - fraction) < 0.25 * fraction + 0.01
+    # Each image is kept independently (a hash below `fraction`), so the count is binomial:
+    # sd = sqrt(3000 f (1 - f)) = 7.7, 16.4 and 27.4 images for f = 0.02, 0.1 and 0.5; allow 4 sd.
+    assert abs(len(kept) - 3000 * fraction) < 4 * math.sqrt(3000 * fraction * (1 - fraction))
     assert apply_data_fraction(records, fraction, seed=5) == kept
     assert [r["image_id"] for r in apply_data_fraction(records, fraction, seed=6)] != [
         r["image_id"] for r in kept
