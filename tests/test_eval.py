@@ -208,14 +208,13 @@ def test_best_overlap_table_hand_computed():
     # t = 0.35, rows/cols 4..12 without their 4 corner pixels (77 px): the GT (4..11) loses only its
     # corner (4, 4), so IoU = 63 / (77 + 1); every other threshold is lower (checked by hand).
     assert row.shape_iou == pytest.approx(63 / 78)
-    # Saliency: only the top-left quarter is hot; compare with the direct computation.
-    from shapeprop.eval.best_overlap import normalise_maps, paste_maps
-
-    pasted = paste_maps(normalise_maps(det["saliency"][:1]), det["boxes"][:1], 20, 20)[0].numpy()
-    gt = np.zeros((20, 20), bool)
-    gt[4:12, 4:12] = True
-    ref = max(((pasted >= t) & gt).sum() / ((pasted >= t) | gt).sum() for t in np.arange(0.05, 1.0, 0.05))
-    assert row.saliency_iou == pytest.approx(ref)
+    # Saliency: only the top-left cell is hot, so the pasted map is f(y) f(x): scaled to 1, padded
+    # to [0, 1, 0, 0] per axis, its box doubled to 0..16 and resized to 17 px (align_corners=False:
+    # pixel i samples (8i - 13) / 34), so f = (3, 11, 19, 27, 33, 25, 17, 9, 1) / 34 at i = 2..10,
+    # 0 elsewhere. At t = 0.1 (34 f(y) * 34 f(x) >= 115.6) row 3 keeps cols 3..8, rows 4..8 cols
+    # 3..9 and row 9 cols 4..8: 6 + 5 * 7 + 5 = 46 px, all but row 3 and col 3 (6 + 5 px) in the GT:
+    # IoU = 35 / (64 + 46 - 35) = 7 / 15. t = 0.05 gives 36 / 83, t >= 0.15 at most 31 / 74: lower.
+    assert row.saliency_iou == pytest.approx(7 / 15)
     assert row.saliency_iou < row.shape_iou
 
 
