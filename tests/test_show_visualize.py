@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from matplotlib.text import Text
 from PIL import Image
 
 from shapeprop import visualize as vis
@@ -122,10 +123,24 @@ def test_detection_figure_size_and_panels(tmp_path, with_maps):
         assert bar.std() > 0.1 and bar.min() < 0.2
 
 
+def _texts(fig) -> str:
+    return "\n".join(t.get_text() for t in fig.findobj(Text))
+
+
 def test_detection_figure_without_detections_says_so(tmp_path):
-    view = _view(True)
-    pixels = _png(vis.render_detections(view, "t", min_score=0.95, panel=96), tmp_path / "f.png")
-    assert pixels.shape[1::-1] == vis.detection_layout(0, True, panel=96).size
+    view = _view(True)  # detections with scores 0.9 and 0.8
+    fig = vis.render_detections(view, "t", min_score=0.95, panel=96)
+    text = _texts(fig)
+    assert "no detection with score >= 0.95" in text and "best score 0.90" in text
+    assert "detection 1" not in text  # no detection row
+    pixels = _png(fig, tmp_path / "f.png")
+    layout = vis.detection_layout(0, True, panel=96)
+    assert pixels.shape[1::-1] == layout.size
+    x0, y0, x1, _ = layout.panel_box(0, 1)
+    assert pixels[y0 : y0 + 40, x0:x1].min() < 0.3  # the message is drawn where the panels would be
+    # A model that returned nothing at all says that instead.
+    empty = vis.render_detections(_view(True, n=0), "t", panel=96)
+    assert "the model returned no detection" in _texts(empty) and "best score" not in _texts(empty)
 
 
 def test_comparison_figure(tmp_path):
