@@ -43,8 +43,13 @@ def test_grabcut_pseudo_masks_are_cached(tmp_path, monkeypatch):
     records = _box_only(
         catalog.load("synthetic", root=tmp_path / "d", split="train", num_images=3, image_size=64).records
     )
+    jobs = []
+    compute = grabcut._image_masks
+    monkeypatch.setattr(grabcut, "_image_masks", lambda job: jobs.append(job[0]) or compute(job))
     labelled = grabcut.grabcut_pseudo_masks(records, "fp", cache_dir=tmp_path / "cache", workers=1)
-    assert (tmp_path / "cache" / "fp.json").is_file()
+    cache = tmp_path / "cache" / "fp.json"
+    assert cache.is_file()
+    assert len(jobs) == 3  # each image has a box-only annotation
     for before, after in zip(records, labelled, strict=True):
         for a, b in zip(before["annotations"], after["annotations"], strict=True):
             assert b["has_mask"]
@@ -53,13 +58,22 @@ def test_grabcut_pseudo_masks_are_cached(tmp_path, monkeypatch):
             else:
                 assert b["pseudo_mask"]
                 mask = annotation_to_mask(b, after["height"], after["width"])
-                x, y, w, h = a["bbox"]
+                x, y, w, h = a["bbox"]  # whole pixels in the synthetic data
                 assert mask.sum() > 0
-                assert mask[: int(y)].sum() == 0 and mask[:, : int(x)].sum() == 0  # stays inside its box
-    # Second call: everything comes from the cache, GrabCut is not run.
-    monkeypatch.setattr(grabcut, "_image_masks", lambda job: pytest.fail("GrabCut ran despite the cache"))
+                # inside its box on all four sides
+                assert not mask[: int(y)].any() and not mask[int(y + h) :].any()
+                assert not mask[:, : int(x)].any() and not mask[:, int(x + w) :].any()
+    # Second call: everything comes from the cache; GrabCut does not run and the cache is not rewritten.
+    jobs.clear()
+    stamp = (cache.stat().st_ino, cache.stat().st_mtime_ns)  # a rewrite renames a new file into place
     again = grabcut.grabcut_pseudo_masks(records, "fp", cache_dir=tmp_path / "cache", workers=1)
-    assert again == labelled
+    assert again == labelled and jobs == [] and (cache.stat().st_ino, cache.stat().st_mtime_ns) == stamp
+    # One more box-only annotation: only its image is computed, the others keep their cached masks.
+    records[1]["annotations"][1] = dict(records[1]["annotations"][1], has_mask=False)
+    third = grabcut.grabcut_pseudo_masks(records, "fp", cache_dir=tmp_path / "cache", workers=1)
+    assert jobs == [records[1]["file_name"]]
+    assert third[0] == labelled[0] and third[2] == labelled[2]
+    assert third[1]["annotations"][1]["pseudo_mask"]
 
 
 def test_progressive_trains_stage1_and_labels_box_only_instances(tmp_path):
