@@ -1,4 +1,5 @@
-"""MLflow tracking on a real SQLite store: URI resolution, batched metrics, what counts as finished."""
+"""MLflow tracking on a real SQLite store: URI resolution, batched metrics, what counts as finished,
+which store errors are retried, and finding or making a suite's experiment (deleted, or raced)."""
 
 from __future__ import annotations
 
@@ -126,3 +127,125 @@ def test_environment_tags_name_versions_device_and_git():
     for key in ("version.torch", "version.mlflow", "version.python", "device", "git_commit", "git_dirty"):
         assert tags[key], key
     assert tags["git_dirty"] in ("true", "false", "unknown")
+
+
+def failing(errors, result="ok"):
+    """A call that raises `errors` one by one, then returns `result`; counts its calls."""
+    errors = list(errors)
+
+    def call():
+        call.count += 1
+        if errors:
+            raise errors.pop(0)
+        return result
+
+    call.count = 0
+    return call
+
+
+@pytest.fixture
+def sleeps(monkeypatch):
+    """The delays `with_retry` waits, recorded instead of slept."""
+    waited = []
+    monkeypatch.setattr(tracking.time, "sleep", waited.append)
+    return waited
+
+
+def mlflow_error(message, code):
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos import databricks_pb2
+
+    return MlflowException(message, error_code=getattr(databricks_pb2, code))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        # the message alone makes these two transient, whatever their code
+        lambda: mlflow_error("(sqlite3.OperationalError) database is locked", "BAD_REQUEST"),
+        lambda: mlflow_error("the store is busy", "BAD_REQUEST"),
+        # and the code alone these two
+        lambda: mlflow_error("503 from the tracking server", "TEMPORARILY_UNAVAILABLE"),
+        lambda: mlflow_error("API request failed: connection reset", "INTERNAL_ERROR"),
+        lambda: ConnectionResetError(104, "Connection reset by peer"),
+    ],
+    ids=["locked-message", "busy-message", "unavailable-code", "internal-code", "oserror"],
+)
+def test_with_retry_retries_transient_errors(error, sleeps):
+    call = failing([error(), error()])
+    assert tracking.with_retry(call, "log", attempts=3, delay_s=0.5) == "ok"
+    assert call.count == 3
+    assert sleeps == [0.5, 1.0]  # a longer wait after each failure
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        lambda: mlflow_error("Run 'abc' not found", "RESOURCE_DOES_NOT_EXIST"),
+        lambda: mlflow_error("Changing param values is not allowed", "INVALID_PARAMETER_VALUE"),
+        lambda: ValueError("not a store error"),
+    ],
+    ids=["missing-run", "invalid-param", "not-mlflow"],
+)
+def test_with_retry_raises_other_errors_at_once(error, sleeps):
+    raised = error()
+    call = failing([raised])
+    with pytest.raises(type(raised)) as info:
+        tracking.with_retry(call, "log", attempts=3)
+    assert info.value is raised
+    assert call.count == 1 and sleeps == []
+
+
+def test_with_retry_raises_the_last_error_after_the_last_attempt(sleeps):
+    errors = [mlflow_error(f"database is locked ({i})", "INTERNAL_ERROR") for i in range(4)]
+    call = failing(errors)
+    with pytest.raises(type(errors[0])) as info:
+        tracking.with_retry(call, "log", attempts=3, delay_s=0.5)
+    assert info.value is errors[2]  # the third attempt's error, as raised
+    assert call.count == 3 and sleeps == [0.5, 1.0]
+
+
+def test_ensure_experiment_restores_a_deleted_experiment(store):
+    uri, c, exp_id, suite = store
+    c.delete_experiment(exp_id)
+    assert c.get_experiment(exp_id).lifecycle_stage == "deleted"
+    assert tracking.ensure_experiment(c, tracking.experiment_name(suite)) == exp_id
+    assert c.get_experiment(exp_id).lifecycle_stage == "active"
+    c.create_run(exp_id)  # runs can be logged into it again
+
+
+class RacingClient:
+    """The real client, except that another process creates the experiment just before this one
+    does (between its lookup and its create); `create_raises` instead fails without creating."""
+
+    def __init__(self, uri, create_raises=None):
+        self.client, self.other = tracking.client(uri), tracking.client(uri)
+        self.create_raises, self.other_id, self.creates = create_raises, None, 0
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def create_experiment(self, name, **kwargs):
+        self.creates += 1
+        if self.create_raises is not None:
+            raise self.create_raises
+        self.other_id = self.other.create_experiment(name)  # an older harness: no kind tag
+        return self.client.create_experiment(name, **kwargs)
+
+
+def test_ensure_experiment_returns_the_one_another_process_created_meanwhile(db_uri):
+    racing = RacingClient(db_uri)
+    name = tracking.experiment_name("raced")
+    assert tracking.ensure_experiment(racing, name) == racing.other_id
+    assert racing.creates == 1  # our create failed: the name was taken
+    experiment = racing.client.get_experiment(racing.other_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_ensure_experiment_raises_when_create_fails_and_nobody_created_it(db_uri):
+    error = mlflow_error("Invalid experiment name", "INVALID_PARAMETER_VALUE")
+    racing = RacingClient(db_uri, create_raises=error)
+    with pytest.raises(type(error)) as info:
+        tracking.ensure_experiment(racing, tracking.experiment_name("never-created"))
+    assert info.value is error
+    assert racing.client.get_experiment_by_name(tracking.experiment_name("never-created")) is None
