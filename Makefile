@@ -5,6 +5,7 @@
 #   make lint   ruff
 #   make bench  operator benchmark
 #   make gpu-check  the GPU acceptance check, on a GPU machine (its own python3 and CUDA torch, no .venv)
+#   make mutation   mutation testing of issue 22's modules (hours of CPU; not in `make test`)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -18,7 +19,7 @@ export CUDA_HOME ?= /usr/local/cuda
 endif
 export MAX_JOBS ?= 2
 
-.PHONY: install demo test slow lint bench gpu-check clean
+.PHONY: install demo test slow lint bench gpu-check mutation clean
 
 install: $(STAMP)
 
@@ -69,6 +70,14 @@ bench: install
 GPU_PYTHON ?= python3
 gpu-check:
 	$(GPU_PYTHON) tools/gpu_check.py $(GPU_CHECK_ARGS)
+
+# Mutation testing (cosmic-ray; docs/mutation-testing.md): the targets and their tests are in
+# tools/mutation/run.py. It mutates a temporary git worktree of the commit MUTATION_REV (default HEAD:
+# commit first), never this checkout, and writes build/mutation/<commit>/report.md (scores per target,
+# surviving mutants). MUTATION_ARGS: e.g. `--only splits --only suite`, `--list` (count the mutants).
+MUTATION_REV ?= HEAD
+mutation: install
+	$(BIN)/python tools/mutation/run.py --rev $(MUTATION_REV) $(MUTATION_ARGS)
 
 clean:
 	rm -rf build $(VENV) shapeprop/_C*.so *.egg-info
