@@ -25,6 +25,17 @@ import traceback
 PRELOAD = ["torch", "torchvision", "numpy", "pandas", "scipy", "pydantic", "yaml", "mlflow", "pycocotools"]
 PRELOAD += ["pytest", "pytest_timeout"]
 TIMEOUT = "forkserver: TIMEOUT"
+_child: int | None = None  # the test run in progress
+
+
+def _stop(signum: int, frame: object) -> None:
+    """SIGTERM, SIGINT: end the test run in progress (its process group) with the server."""
+    if _child is not None:
+        try:
+            os.killpg(_child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    os._exit(1)
 
 
 def _receive(conn: socket.socket) -> bytes:
@@ -38,6 +49,8 @@ def _run_forked(args: list[str], timeout_s: float) -> tuple[int | None, str]:
     with tempfile.TemporaryFile() as out:
         pid = os.fork()
         if pid == 0:  # the child: its own process group (killed whole on timeout), output to `out`
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             os.setpgrp()
             os.dup2(out.fileno(), 1)
             os.dup2(out.fileno(), 2)
@@ -51,6 +64,8 @@ def _run_forked(args: list[str], timeout_s: float) -> tuple[int | None, str]:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
+        global _child
+        _child = pid
         deadline = time.monotonic() + timeout_s
         code = None
         while time.monotonic() < deadline:
@@ -65,6 +80,7 @@ def _run_forked(args: list[str], timeout_s: float) -> tuple[int | None, str]:
             pass
         if code is None:
             os.waitpid(pid, 0)
+        _child = None
         out.seek(0)
         return code, out.read()[-8000:].decode(errors="replace")
 
@@ -75,6 +91,8 @@ def serve(path: str) -> None:
             importlib.import_module(name)
         except ImportError:
             pass
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)  # Ctrl-C reaches the server too, not the run in its own group
     if threading.active_count() != 1:
         print(f"forkserver: {threading.active_count()} threads after the imports", file=sys.stderr)
     with socket.socket(socket.AF_UNIX) as server:
