@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import json
 import math
 import os
 import shutil
@@ -545,3 +546,22 @@ def test_piped_report_prints_the_markdown_table_uncut(store, tmp_path, monkeypat
     assert len(table_lines) > 3 and max(map(len, table_lines)) > 80  # wider than the terminal ...
     for line in table_lines:  # ... and printed whole
         assert line in result.output.splitlines()
+
+
+def test_set_picks_runs_by_a_key_inside_a_free_dict(store, tmp_path):
+    """`report --set data.options.version=2`: `data.options` is one JSON param, not a param per key."""
+    from harness.report.runs import fetch_runs
+
+    for version, ap in ((1, 30.0), (2, 20.0)):
+        params = {"data.options": json.dumps({"num_images": 8, "version": version}, sort_keys=True)}
+        store.log_run("ablations", "table4", "baseline", {"segm_AP": ap}, params=params)
+    store.log_run("ablations", "table4", "baseline", {"segm_AP": 10.0}, params={"data.options": "{}"})
+    picked = {
+        version: sorted(
+            fetch_runs(store.client, "table4", overrides={"data.options.version": version})["segm_AP"]
+        )
+        for version in (1, 2, 3)
+    }
+    assert picked == {1: [30.0], 2: [20.0], 3: []}
+    assert len(fetch_runs(store.client, "table4", overrides={"data.options.num_images": 8})) == 2
+    assert len(fetch_runs(store.client, "table4", overrides={"data.nothing.version": 1})) == 0

@@ -7,6 +7,8 @@ profile`; metrics in percent; params are the flattened resolved config.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -69,9 +71,38 @@ def fetch_runs(
     columns = ["run_id", "status", "start_time", *TAGS]
     runs = pandas.DataFrame.from_records(records, columns=None if records else columns)
     for key, value in (overrides or {}).items():
-        column = PARAM_PREFIX + key
-        runs = runs[runs[column] == param_value(value)] if column in runs else runs.iloc[0:0]
+        runs = runs[_param_column(runs, key) == param_value(value)]
     return runs
+
+
+def _param_column(runs: pandas.DataFrame, key: str) -> pandas.Series:
+    """The runs' value of config key `key` as `param_value` writes it; None where they have none.
+
+    A key inside a free dict (`data.options.version`) is not a param of its own: the dict is one
+    JSON param (`data.options`), read here."""
+    import pandas
+
+    if PARAM_PREFIX + key in runs:
+        return runs[PARAM_PREFIX + key]
+    parts = key.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        column = PARAM_PREFIX + ".".join(parts[:cut])
+        if column in runs:
+            inner = parts[cut:]
+            return runs[column].map(functools.partial(_nested, path=inner))
+    return pandas.Series(None, index=runs.index, dtype=object)
+
+
+def _nested(text: Any, path: list[str]) -> str | None:
+    try:
+        node = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return param_value(node)
 
 
 def select(runs: pandas.DataFrame, profile: str, cell: list[str]) -> RunSelection:
