@@ -1,14 +1,17 @@
 """The mask branch's training wiring with ShapeProp, on a hand-made batch of three images: which rows
-each loss term reads (per-image offsets, positives first, MIL bags), against hand-written indices."""
+each loss term reads (per-image offsets, positives first, MIL bags), against hand-written indices;
+then the core's edges: the RoI sample's order, one masked RoI, no or one detection, the pooler and
+head against torchvision's Mask R-CNN, per-image lists that disagree."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torchvision.ops import MultiScaleRoIAlign as TorchvisionMultiScaleRoIAlign
 
 from shapeprop.config import ShapePropConfig
-from shapeprop.models.mask_branch import MaskBranch
+from shapeprop.models.mask_branch import MaskBranch, shapeprop_rois
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -291,3 +294,130 @@ def test_predict_gives_each_detection_its_own_maps():
     )
     torch.testing.assert_close(got["masks"], masks, rtol=1e-12, atol=1e-12)
     assert got["masks"].shape == (5, 2 * S, 2 * S)
+
+
+def _plain_branch(seed=0):
+    """The branch without ShapeProp."""
+    torch.manual_seed(seed)
+    return MaskBranch(["0"], C, K, head_channels=8, resolution=S).double()
+
+
+def test_loss_mask_with_one_masked_roi_is_that_rois_loss():
+    # One image: a positive whose GT has no mask, one with a mask (value 0.1, class 1), a negative.
+    # The mean over the one weighted RoI is that RoI's own BCE (the normaliser is 1, not clamped up).
+    image = dict(
+        BATCH[2], rois=[[8, 8, 24, 23], [0, 0, 10, 11], [26, 0, 32, 8]], labels=[2, 1, 0], matched=[0, 1, 0]
+    )
+    branch = _plain_branch()
+    seen = {}
+    branch.predictor.register_forward_hook(lambda m, args, out: seen.update(logits=out))
+    losses = branch.losses(*_inputs([image]))
+    assert set(losses) == {"loss_mask"}
+    assert seen["logits"].shape == (2, K, 2 * S, 2 * S)  # the two positives
+    expected = _bce(seen["logits"][1:, 0], [0.1])[0]
+    torch.testing.assert_close(losses["loss_mask"], expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("with_shapeprop", [False, True])
+def test_predict_without_detections_gives_empty_maps(with_shapeprop):
+    # No detection in any image: per image an empty [0, 1, 2S, 2S] mask batch of the features' dtype,
+    # and with ShapeProp (only then) empty [0, 1, S, S] saliency and shape activation.
+    branch = (_branch(_cfg()) if with_shapeprop else _plain_branch()).eval()
+    features = _inputs()[0]
+    boxes = [torch.zeros(0, 4, dtype=torch.float64)] * 3
+    labels = [torch.zeros(0, dtype=torch.long)] * 3
+    with torch.no_grad():
+        results = branch.predict(features, boxes, labels, [(IMAGE, IMAGE)] * 3)
+    assert len(results) == 3
+    for result in results:
+        extra = {"saliency", "shape_activation"} if with_shapeprop else set()
+        assert set(result) == {"masks"} | extra
+        assert result["masks"].shape == (0, 1, 2 * S, 2 * S) and result["masks"].dtype == torch.float64
+        for key in extra:
+            assert result[key].shape == (0, 1, S, S) and result[key].dtype == torch.float64
+
+
+def test_predict_on_a_single_detection():
+    # One detection in the batch (the first image; the second has none): its mask is computed.
+    branch = _plain_branch().eval()
+    features = {"0": _inputs()[0]["0"][:2]}
+    boxes = [
+        torch.tensor([[2.0, 2.0, 14.0, 14.0]], dtype=torch.float64),
+        torch.zeros(0, 4, dtype=torch.float64),
+    ]
+    labels = [torch.tensor([2]), torch.zeros(0, dtype=torch.long)]
+    with torch.no_grad():
+        first, second = branch.predict(features, boxes, labels, [(IMAGE, IMAGE)] * 2)
+        logits = branch.mask_logits(branch.roi_pool(features, boxes, [(IMAGE, IMAGE)] * 2))
+    expected = logits[:, 1:2].sigmoid()  # label 2: channel 1
+    assert first["masks"].shape == (1, 1, 2 * S, 2 * S) and second["masks"].shape == (0, 1, 2 * S, 2 * S)
+    torch.testing.assert_close(first["masks"], expected, rtol=1e-12, atol=1e-12)
+
+
+def _labels(num, positives):
+    labels = torch.zeros(num, dtype=torch.long)
+    labels[positives] = torch.arange(len(positives)) % K + 1
+    return labels
+
+
+# 300 RoIs, 40 positives spread among them: long enough for torch's unstable CPU sort to reorder ties.
+MANY = 300
+MANY_POS = list(range(3, MANY, 7))[:40]
+
+
+@pytest.mark.parametrize("cap", [None, MANY, MANY + 5])
+def test_shapeprop_rois_uncapped_keep_the_given_order(cap):
+    # Without a cap (or one not below the RoI count) the head sees every RoI: the positives in their
+    # order (the loss's shape rows and targets assume it), then the negatives in theirs; no RNG drawn.
+    labels = _labels(MANY, MANY_POS)
+    negatives = [i for i in range(MANY) if i not in MANY_POS]
+    state = torch.get_rng_state()
+    order = shapeprop_rois(labels, len(MANY_POS), cap)
+    assert order.tolist() == MANY_POS + negatives
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+@pytest.mark.parametrize("cap", [20, 100])
+def test_shapeprop_rois_capped_keep_every_positive_in_order(cap):
+    # A cap below the RoI count keeps every positive, in order, then max(cap - positives, 0) negatives.
+    labels = _labels(MANY, MANY_POS)
+    torch.manual_seed(0)
+    order = shapeprop_rois(labels, len(MANY_POS), cap).tolist()
+    assert len(order) == max(cap, len(MANY_POS))
+    assert order[: len(MANY_POS)] == MANY_POS
+    rest = order[len(MANY_POS) :]
+    assert len(set(rest)) == len(rest) and not set(rest) & set(MANY_POS)
+
+
+def test_mask_rois_pooled_as_torchvisions_mask_rcnn():
+    # The RoI features are torchvision's Mask R-CNN mask pooling (RoIAlign, sampling ratio 2).
+    branch = _plain_branch()
+    features, rois = _inputs()[:2]
+    reference = TorchvisionMultiScaleRoIAlign(["0"], S, sampling_ratio=2)
+    shapes = [(IMAGE, IMAGE)] * 3
+    torch.testing.assert_close(
+        branch.roi_pool(features, rois, shapes), reference(features, rois, shapes), rtol=1e-10, atol=1e-10
+    )
+
+
+def test_mask_head_sees_a_9x9_window():
+    # Mask R-CNN's head: four 3x3 convs, dilation 1, so an output pixel depends on the 9x9 input
+    # window around it (and nothing further away).
+    branch = _plain_branch()
+    x = torch.randn(1, C, 15, 15, dtype=torch.float64, requires_grad=True)
+    branch.head(x)[0, :, 7, 7].sum().backward()
+    rows, cols = torch.where(x.grad.abs().sum(dim=(0, 1)) > 0)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (3, 11, 3, 11)
+
+
+@pytest.mark.parametrize("field", ["rois", "matched_idxs", "targets"])
+def test_per_image_lists_of_other_lengths_are_refused(field):
+    # An image more in the RoIs, the matches or the targets than in the labels is an error, not
+    # silently dropped (zip(strict=True) in the plain path, where nothing else would notice).
+    features, rois, shapes, labels, matched, targets = _inputs()
+    inputs = dict(rois=rois, matched_idxs=matched, targets=targets)
+    inputs[field] = [*inputs[field], inputs[field][0]]
+    with pytest.raises(ValueError, match=r"zip\(\) argument \d is (longer|shorter)"):
+        _plain_branch().losses(
+            features, inputs["rois"], shapes, labels, inputs["matched_idxs"], inputs["targets"]
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 
 import pytest
@@ -178,3 +179,75 @@ def test_fallback_warns_once_and_matches_reference(monkeypatch):
         propagate(x, weights)  # no second warning
     torch.testing.assert_close(out, propagate_reference(x, weights, norm="symmetric"), atol=0, rtol=0)
     assert out.grad_fn is not None
+
+
+def test_missing_extension_falls_back_to_the_reference(monkeypatch):
+    # An extension that fails to import (here: blocked in sys.modules) is not an error: the failure
+    # is kept, the extension reported unavailable, and propagate warns once with its reason and
+    # runs the reference.
+    monkeypatch.setitem(sys.modules, "shapeprop._C", None)  # `import shapeprop._C` raises ImportError
+    monkeypatch.setattr(prop_module, "_extension", None)
+    monkeypatch.setattr(prop_module, "_extension_error", None)
+    monkeypatch.setattr(prop_module, "_warned", set())
+    assert not prop_module.extension_available("cpu")
+    assert "shapeprop._C" in prop_module._extension_error
+    x, weights = _inputs(1, 2, 4, 4, False)
+    with pytest.warns(RuntimeWarning, match=r"shapeprop\._C") as record:
+        out = propagate(x, weights, steps=2)
+    # The warning points at propagate's caller, this file (stacklevel).
+    assert [r.filename for r in record] == [__file__]
+    torch.testing.assert_close(out, propagate_reference(x, weights, 2), atol=0, rtol=0)
+
+
+class _FakeExtension:
+    def __init__(self, cuda):
+        self.cuda = cuda
+
+    def has_cuda(self):
+        return self.cuda
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+def test_extension_serves_cuda_only_when_built_with_it(monkeypatch, cuda):
+    # The CPU kernel is always there; CUDA tensors only if the build has CUDA; other devices never.
+    monkeypatch.setattr(prop_module, "_extension", _FakeExtension(cuda))
+    assert prop_module.extension_available("cpu")
+    assert prop_module.extension_available("cuda") is cuda
+    assert prop_module.extension_available(torch.device("cuda", 0)) is cuda
+    assert not prop_module.extension_available("meta")
+
+
+def test_shared_kernel_weights_have_nine_channels():
+    # Channel-agnostic weights (9 channels, one kernel shared by the C channels) go through the public
+    # propagate: each channel propagated with the same kernel.
+    x, weights = _inputs(2, 3, 5, 4, True)
+    assert weights.shape[1] == 9
+    out = propagate(x, weights, steps=3)
+    per_channel = propagate_reference(x, weights.repeat(1, 3, 1, 1), 3)
+    torch.testing.assert_close(out, per_channel, atol=1e-10, rtol=0)
+    with pytest.raises(ValueError, match="got 6"):
+        propagate(x, weights[:, :6])
+
+
+@pytest.mark.parametrize("steps", [True, 1.0, 2.5, -1])
+def test_steps_must_be_a_non_negative_int(steps):
+    x, weights = _inputs(1, 2, 4, 4, False)
+    with pytest.raises(ValueError, match="steps must be a non-negative int"):
+        propagate(x, weights, steps=steps)
+
+
+def test_zero_steps_return_the_input():
+    x, weights = _inputs(2, 3, 4, 5, False)
+    out = propagate(x, weights, steps=0)
+    torch.testing.assert_close(out, x, atol=0, rtol=0)
+
+
+def test_second_order_gradients_are_refused(ext):
+    # The compiled backward is not differentiable: a double backward (e.g. a gradient penalty) must
+    # raise, not silently drop the second-order term.
+    x, weights = _inputs(1, 2, 4, 4, False)
+    out = propagate(x, weights, steps=2)
+    (grad_x,) = torch.autograd.grad((out**2).sum(), x, create_graph=True)
+    penalty = (grad_x**2).sum() + 0 * x.sum()
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        penalty.backward()
