@@ -34,12 +34,18 @@ rows:
 BASELINE, SECOND = expand(SUITE)
 
 
+_TEMPLATE: list[Path] = []  # shared with tests/test_runner_states_*.py, which import this fixture
+
+
 @pytest.fixture(scope="module")
 def migrated_db(tmp_path_factory):
-    """An empty store with MLflow's schema (its migrations take seconds: once per module)."""
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    tracking.client(f"sqlite:///{path}").search_experiments()
-    return path
+    """An empty store with MLflow's schema (its migrations take seconds: once per session)."""
+    if not _TEMPLATE or not _TEMPLATE[0].exists():
+        _TEMPLATE.clear()
+        path = tmp_path_factory.mktemp("template") / "mlflow.db"
+        tracking.client(f"sqlite:///{path}").search_experiments()
+        _TEMPLATE.append(path)
+    return _TEMPLATE[0]
 
 
 def new_store(migrated_db: Path, directory: Path) -> str:
