@@ -754,8 +754,7 @@ def test_a_misspelt_required_key_is_one_problem_not_two(tmp_path):
 
 
 def test_a_misspelt_key_in_a_dataset_stand_in_is_reported_at_its_line(tmp_path):
-    # at the stand-in's line, naming the key (not yet: a did-you-mean, and a path without pydantic's
-    # union tag 'DatasetMapping': a known bug of load.py, reported with issue 22)
+    # one problem, at the stand-in's line, with the key's path (no pydantic union tag) and the fix
     path = write(
         tmp_path,
         """
@@ -768,7 +767,19 @@ def test_a_misspelt_key_in_a_dataset_stand_in_is_reported_at_its_line(tmp_path):
         """,
     )
     message = error_of(path)
-    assert f"{path}:6: profiles.mini.datasets.synthetic" in message and "unknown key 'overides'" in message
+    assert message.startswith("invalid suite:\n"), message
+    assert (
+        f"{path}:6: profiles.mini.datasets.synthetic.overides: unknown key 'overides' "
+        "(did you mean 'overrides'?)" in message
+    ), message
+
+
+def test_a_section_given_a_value_in_the_base_is_reported_at_its_line(tmp_path):
+    # `model: tiny` where a section belongs: a suite error at the base's line, not a TypeError from
+    # the method's settings being written into the string
+    path = write(tmp_path, "name: x\nbase: {model: tiny}\nrows: [{label: a, method: mask_rcnn}]\n")
+    message = error_of(path)
+    assert f"{path}:2: base.model: " in message and "dictionary" in message, message
 
 
 def test_every_failing_run_and_every_duplicate_is_reported(tmp_path):

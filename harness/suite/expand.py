@@ -47,6 +47,8 @@ class _Resolving:
                     return
                 # An empty section: validation fills its defaults (and a ShapeProp preset its fields).
                 node[part] = {}
+            elif not isinstance(node[part], dict):
+                return  # a value where a section belongs: validation reports it where it was set
             node = node[part]
         node[parts[-1]] = _plain(value)
         self.origin = {k: v for k, v in self.origin.items() if not k.startswith(dotted + ".")}
@@ -80,7 +82,8 @@ def _profile_shapeprop(
     for dotted, value in (item for layer in layers for item in layer.items()):
         if dotted.startswith("model.shapeprop."):
             probe.set(dotted, value, (), enable_sections=False)
-    return probe.cfg["model"]["shapeprop"]
+    shapeprop = probe.get("model.shapeprop")
+    return {} if shapeprop is None else shapeprop  # None: `model` is not a section; validation says so
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
@@ -158,8 +161,6 @@ def expand(suite: Suite, profile: str = "full", overrides: Mapping[str, Any] | N
                     r.set(axis, value, where)
             dataset = r.get("data.dataset")
             stand_in = prof.datasets.get(dataset)
-            if isinstance(stand_in, str):
-                stand_in = DatasetMapping(dataset=stand_in)
             stand_in_path = ("profiles", profile, "datasets", dataset)
             if stand_in is not None:
                 r.set("data.dataset", stand_in.dataset, stand_in_path)

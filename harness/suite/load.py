@@ -15,7 +15,7 @@ from harness.suite.config_keys import config_key_problem, flatten_base, keys_at
 from harness.suite.expand import expand
 from harness.suite.positions import load_yaml
 from harness.suite.problems import Problems, suggest
-from harness.suite.schema import DatasetMapping, Suite, SuiteError, YamlPath
+from harness.suite.schema import Suite, SuiteError, YamlPath
 
 
 def dataset_names() -> list[str]:
@@ -159,11 +159,9 @@ def _check_references(suite: Suite, problems: Problems) -> None:
         for real, stand_in in profile.datasets.items():
             base_path = ("profiles", pname, "datasets", real)
             check_dataset(real, base_path)
-            if isinstance(stand_in, DatasetMapping):
-                check_dataset(stand_in.dataset, base_path + ("dataset",))
-                check_overrides(stand_in.overrides, base_path + ("overrides",))
-            else:
-                check_dataset(stand_in, base_path)
+            name_path = base_path + ("dataset",)  # absent where the stand-in is given by name alone
+            check_dataset(stand_in.dataset, name_path if name_path in problems.positions else base_path)
+            check_overrides(stand_in.overrides, base_path + ("overrides",))
         check_overrides(profile.overrides, ("profiles", pname, "overrides"))
 
 

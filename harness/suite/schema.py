@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from shapeprop.config import ExperimentConfig
 
@@ -31,6 +31,13 @@ class DatasetMapping(_Strict):
     dataset: str
     overrides: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        # `synthetic: synthetic` is short for `synthetic: {dataset: synthetic}`. A validator, not a
+        # `str | DatasetMapping` union: pydantic would report a misspelt key under both members.
+        return {"dataset": value} if isinstance(value, str) else value
+
 
 class Profile(_Strict):
     """How a profile changes every run: datasets mapped to stand-ins, then dotted overrides.
@@ -39,7 +46,7 @@ class Profile(_Strict):
     leaves runs without ShapeProp unchanged), so one profile can shrink every method.
     """
 
-    datasets: dict[str, str | DatasetMapping] = Field(default_factory=dict)
+    datasets: dict[str, DatasetMapping] = Field(default_factory=dict)
     overrides: dict[str, Any] = Field(default_factory=dict)
     seeds: list[int] | None = Field(
         None, min_length=1, description="replaces the suite's seed axis under this profile"
