@@ -28,8 +28,9 @@ for version in 1 2; do
   only=()
   for key in ${KEYS[$version]}; do only+=(--only "$key"); done
   "$BIN/shapeprop-bench" run suites/table1.yaml --profile mini --executor local --workers 2 --runs-dir "$RUNS" \
-    --set data.test_split=test --set data.options.version=$version "${only[@]}" || true
-  echo "version $version: $(( $(date +%s) - start )) s" >> "$OUT/wall_times.txt"
+    --set data.test_split=test --set data.options.version=$version "${only[@]}" 2>&1 | tee "$RUNS/v$version.log" || true
+  summary=$(grep -E '^done [0-9]+, skipped' "$RUNS/v$version.log" | tail -1 || true)
+  echo "version $version: $(( $(date +%s) - start )) s ($summary; $(date -u +%FT%TZ))" >> "$OUT/wall_times.txt"
 done
 for version in 1 2; do
   "$BIN/shapeprop-bench" report --table 1 --profile mini --out "$OUT/v$version" --no-log \
