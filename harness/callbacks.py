@@ -25,9 +25,11 @@ class TrackingHooks:
         skip_until_step: int = -1,
         flush_every_s: float = 15.0,
         display: Any | None = None,
+        key: str = "",
         label: str = "",
     ):
-        self.display, self.label = display, label  # a SuiteProgress (harness.console), or None
+        # a SuiteProgress (harness.console) or a worker's pipe to one, or None; the run's key and label
+        self.display, self.key, self.label = display, key, label
         self.client = mlflow_client
         self.run_id = run_id
         self.buffer = tracking.MetricBuffer(
@@ -43,11 +45,11 @@ class TrackingHooks:
             tags["resumed_from_step"] = str(start_step)
         tracking.set_tags(self.client, self.run_id, tags)
         if self.display is not None:
-            self.display.run_started(self.label, max_steps, start_step)
+            self.display.run_started(self.key, self.label, max_steps, start_step)
 
     def on_step(self, step: int, loss: float | None) -> None:
         if self.display is not None:
-            self.display.step(step, loss)
+            self.display.step(self.key, step, loss)
 
     def on_metrics(self, metrics: dict[str, float], step: int) -> None:
         self.buffer.add(metrics, step)
@@ -77,8 +79,11 @@ def tracking_callbacks(
     skip_until_step: int = -1,
     flush_every_s: float = 15.0,
     display: Any | None = None,
+    key: str = "",
     label: str = "",
 ) -> TrackingHooks:
     """An `ExperimentCallbacks` that logs to MLflow run `run_id` (see `TrackingHooks`) and, with a
-    `display`, shows the run's steps as `label`."""
-    return _tracking_callbacks_class()(mlflow_client, run_id, skip_until_step, flush_every_s, display, label)
+    `display`, shows the steps of run `key` as `label`."""
+    return _tracking_callbacks_class()(
+        mlflow_client, run_id, skip_until_step, flush_every_s, display, key, label
+    )

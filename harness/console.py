@@ -1,4 +1,4 @@
-"""What a `run` shows on the terminal: one bar for the suite, one for the run in progress, and
+"""What a `run` shows on the terminal: one bar for the suite, one for each run in progress, and
 nothing else unless asked (`--verbose`); each run's log file keeps everything.
 
 Lightning and MLflow attach their own console handlers to their loggers (and stop them from
@@ -53,8 +53,9 @@ def quiet_console() -> Iterator[None]:
 
 
 class SuiteProgress:
-    """A rich display of two bars: the suite's runs (done / to do, the current row) and the
-    training steps of the run in progress (loss, steps/s, time left)."""
+    """A rich display of the suite's runs (done / to do, the row last started) and a bar of training
+    steps for each run in progress (loss, steps/s, time left): one inline, up to `--workers` with
+    the local executor, whose workers report through `harness.executors.local`."""
 
     def __init__(self, console: Any, title: str, total_runs: int):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -68,7 +69,7 @@ class SuiteProgress:
             console=console,
         )
         self.suite = self.progress.add_task(title, total=total_runs, info="")
-        self.run: Any = None
+        self.runs: dict[str, Any] = {}  # run key -> its bar
         self.started = False
 
     def start(self, total_runs: int) -> None:
@@ -84,29 +85,30 @@ class SuiteProgress:
         if self.started:
             self.progress.stop()
 
-    def run_started(self, row: str, max_steps: int, start_step: int) -> None:
+    def run_started(self, key: str, label: str, max_steps: int, start_step: int) -> None:
         from rich.markup import escape
 
-        self.progress.update(self.suite, info=escape(row))
-        if self.run is not None:
-            self.progress.remove_task(self.run)
+        self.progress.update(self.suite, info=escape(label))
+        self._remove(key)  # a run that starts again (resumed in the same invocation)
         resumed = f" (resumed at {start_step})" if start_step else ""
-        self.run = self.progress.add_task(
-            f"  {escape(row)}{resumed}", total=max_steps, completed=start_step, info=""
+        self.runs[key] = self.progress.add_task(
+            f"  {escape(label)}{resumed}", total=max_steps, completed=start_step, info=""
         )
 
-    def step(self, step: int, loss: float | None) -> None:
-        if self.run is None:
+    def step(self, key: str, step: int, loss: float | None) -> None:
+        if key not in self.runs:
             return
-        task = next(t for t in self.progress.tasks if t.id == self.run)
+        task = next(t for t in self.progress.tasks if t.id == self.runs[key])
         speed = f"{task.speed:.2f} steps/s" if task.speed else ""
         info = "  ".join(x for x in (f"loss {loss:.3f}" if loss is not None else "", speed) if x)
-        self.progress.update(self.run, completed=step, info=info)
+        self.progress.update(self.runs[key], completed=step, info=info)
 
-    def run_ended(self, line: str) -> None:
-        """A run ended: print `line` above the bars and advance the suite's bar."""
-        if self.run is not None:
-            self.progress.remove_task(self.run)
-            self.run = None
+    def run_ended(self, key: str, line: str) -> None:
+        """Run `key` ended: print `line` above the bars and advance the suite's bar."""
+        self._remove(key)
         self.progress.console.print(line)
         self.progress.advance(self.suite)
+
+    def _remove(self, key: str) -> None:
+        if key in self.runs:
+            self.progress.remove_task(self.runs.pop(key))

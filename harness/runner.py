@@ -116,7 +116,7 @@ def run_one(
     config_path = workdir / CONFIG_FILE
     write_atomic(config_path, yaml.safe_dump(spec.config.model_dump(mode="json"), sort_keys=False))
     skip = tracking.last_logged_step(c, run_id) if resumed else -1
-    callbacks = tracking_callbacks(c, run_id, skip, flush_every_s, display, spec.row)
+    callbacks = tracking_callbacks(c, run_id, skip, flush_every_s, display, spec.key, spec.describe())
 
     handler = logging.FileHandler(workdir / LOG_FILE)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -298,8 +298,9 @@ def run_suite(
 
     One parent MLflow run per call (tag kind=invocation); each spec logs into its own nested
     run. A failing run is recorded and the suite goes on. `on_outcome(outcome, i, n)` is called
-    as runs end (progress display). An inline run shows its steps on `display` (a
-    `harness.console.SuiteProgress`) when given, else on Lightning's progress bar.
+    as runs end (progress display). Given a `display` (a `harness.console.SuiteProgress`), inline
+    and local runs show their steps on it (slurm runs only their ends); inline without one, on
+    Lightning's progress bar.
     """
     uri = tracking.resolve_tracking_uri(tracking_uri)
     runs_root = Path(runs_root).resolve()
@@ -350,6 +351,7 @@ def run_suite(
         runs_root,
         suite.name,
         log_path=functools.partial(log_path_of, runs_root=runs_root),
+        display=display,
         **(slurm or {}),
     )
     specs_by_key = {s.key: s for s in todo}

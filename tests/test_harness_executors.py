@@ -43,8 +43,41 @@ def raise_error(spec) -> RunOutcome:
     raise RuntimeError(f"store unreachable for {spec.row}")
 
 
+def train_with_progress(spec, display=None) -> RunOutcome:
+    """Reports its start and 3 steps (a second apart, so that none is thinned out) to `display`."""
+    display.run_started(spec.key, spec.row, 3, 0)
+    for step in range(1, 4):
+        time.sleep(0.6)
+        display.step(spec.key, step, 1.0 / step)
+    return RunOutcome(spec.key, spec.row, "FINISHED", run_id=f"run-{spec.row}")
+
+
+class RecordingDisplay:
+    def __init__(self):
+        self.calls = []
+
+    def run_started(self, key, label, max_steps, start_step):
+        self.calls.append(("start", label, max_steps, start_step))
+
+    def step(self, key, step, loss):
+        self.calls.append(("step", key, step, loss))
+
+
 def log_path(spec, root: str) -> Path:
     return Path(root) / f"{spec.row}.log"
+
+
+def test_local_workers_show_their_runs_steps_on_the_display(tmp_path):
+    """Each worker's start and steps reach the parent's display, keyed by run, before its outcome."""
+    specs = expand(SUITE)[:2]
+    display = RecordingDisplay()
+    executor = LocalExecutor(2, functools.partial(log_path, root=str(tmp_path)), display)
+    outcomes = list(executor.run(specs, train_with_progress))
+    assert sorted(o.row for o in outcomes) == ["r0", "r1"] and all(o.ok for o in outcomes)
+    for spec in specs:
+        assert ("start", spec.row, 3, 0) in display.calls
+        steps = [c[2:] for c in display.calls if c[0] == "step" and c[1] == spec.key]
+        assert steps == [(1, 1.0), (2, 0.5), (3, 1.0 / 3)]
 
 
 def test_local_pool_survives_a_killed_worker(tmp_path):

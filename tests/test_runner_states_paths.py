@@ -338,10 +338,10 @@ def test_inline_runs_show_progress_on_the_display_or_lightnings_bar(uri, tmp_pat
         def __init__(self):
             self.started = []
 
-        def run_started(self, label, max_steps, start_step):
+        def run_started(self, key, label, max_steps, start_step):
             self.started.append((label, max_steps, start_step))
 
-        def step(self, step, loss):
+        def step(self, key, step, loss):
             pass
 
     fn = StandIn()
@@ -349,24 +349,25 @@ def test_inline_runs_show_progress_on_the_display_or_lightnings_bar(uri, tmp_pat
     display = Display()
     run_suite(uri, tmp_path / "runs", fn, only="second", display=display)
     assert [call["progress"] for call in fn.calls] == [True, False]
-    assert display.started == [("second seed", 4, 0)]
+    assert display.started == [("second seed [mask_rcnn, seed 1]", 4, 0)]
 
 
 def test_inline_hands_a_run_of_several_gpus_to_the_local_executor(uri, tmp_path, monkeypatch):
     """A run of several processes cannot run inline: the suite switches to the local executor
-    (recorded on the parent run), which gets no display and no progress bar."""
+    (recorded on the parent run), which gets the display; the runs draw no progress bar of their own."""
     made = []
+    display = object()
 
     def make_executor(name, *args, **kwargs):
-        made.append(name)
+        made.append((name, kwargs["display"]))
         return InlineExecutor()  # stands in for the local executor
 
     monkeypatch.setattr(runner, "make_executor", make_executor)
     fn = StandIn()
     summary = runner.run_suite(
-        REPRODUCING, tracking_uri=uri, runs_root=tmp_path / "runs", experiment_fn=fn, display=object()
+        REPRODUCING, tracking_uri=uri, runs_root=tmp_path / "runs", experiment_fn=fn, display=display
     )
-    assert made == ["local"]
+    assert made == [("local", display)]
     assert summary.ok and len(summary.done) == 2
     assert [call["progress"] for call in fn.calls] == [False, False]
     assert tracking.client(uri).get_run(summary.parent_run_id).data.tags["executor"] == "local"

@@ -191,8 +191,8 @@ def _run_with_progress(
     verbose: bool,
     **kwargs: Any,
 ) -> Any:
-    """Run the suite under one bar for the suite and one for the run in progress (inline), with a
-    line per run as it ends; with `verbose`, Lightning's own bar and every library message too."""
+    """Run the suite under one bar for the suite and one for each run in progress (inline, local), with
+    a line per run as it ends; with `verbose`, Lightning's own bar and every library message too."""
     from harness.console import SuiteProgress, quiet_console
     from harness.runner import run_suite
 
@@ -220,8 +220,8 @@ def _run_with_progress(
         return run_suite(
             suite,
             profile,
-            on_outcome=lambda o, i, n: display.run_ended(line(o, i, n)),
+            on_outcome=lambda o, i, n: display.run_ended(o.key, line(o, i, n)),
             on_start=start,
-            display=display if executor == "inline" else None,
+            display=display,
             **kwargs,
         )

@@ -43,13 +43,15 @@ def make_executor(
     runs_root: Path,
     suite_name: str,
     log_path: Callable[[RunSpec], Path],
+    display: Any | None = None,
     **slurm: Any,
 ) -> InlineExecutor | LocalExecutor | SlurmExecutor:
-    """The executor called `name` (inline | local | slurm)."""
+    """The executor called `name` (inline | local | slurm); the local one shows its runs' steps on
+    `display` (a `harness.console.SuiteProgress`), if given."""
     if name == "inline":
         return InlineExecutor()
     if name == "local":
-        return LocalExecutor(workers, log_path)
+        return LocalExecutor(workers, log_path, display)
     if name == "slurm":
         return SlurmExecutor(Path(runs_root) / suite_name / "submitit", workers, **slurm)
     raise ValueError(f"unknown executor '{name}' (inline, local, slurm)")

@@ -65,11 +65,36 @@ def _rank_log(log_file: Path, rank: int) -> Path:
     return log_file if rank == 0 else log_file.with_name(f"{log_file.stem}.rank{rank}{log_file.suffix}")
 
 
+class _PipeDisplay:
+    """A worker's stand-in for the suite's display (`harness.console.SuiteProgress`): it sends the
+    run's start and steps (at most one every `every_s` seconds) through the worker's outcome pipe;
+    `_Running.outcome` shows them on the display."""
+
+    def __init__(self, conn: Any, every_s: float = 0.5):
+        self.conn, self.every_s, self.last_sent = conn, every_s, 0.0
+
+    def run_started(self, key: str, label: str, max_steps: int, start_step: int) -> None:
+        self.conn.send(("run_started", (key, label, max_steps, start_step)))
+
+    def step(self, key: str, step: int, loss: float | None) -> None:
+        now = time.monotonic()
+        if now - self.last_sent >= self.every_s:
+            self.last_sent = now
+            self.conn.send(("step", (key, step, loss)))
+
+
 def _local_worker(
-    job: Job, env: dict[str, str], log_file: Path, conn: Any, parent_pid: int, spec: RunSpec
+    job: Job,
+    env: dict[str, str],
+    log_file: Path,
+    conn: Any,
+    parent_pid: int,
+    spec: RunSpec,
+    show_progress: bool = False,
 ) -> None:
     """Body of a local worker process: run `spec` (as one rank of it, when `env` says so), send the
-    outcome back through `conn` (rank 0 only; the other ranks have none)."""
+    outcome back through `conn` (rank 0 only; the other ranks have none), and with `show_progress`
+    the run's steps before it."""
     _die_with_parent(parent_pid)
     if "RANK" in env:  # inside a Slurm allocation Lightning would read the allocation's ranks instead
         for name in [n for n in os.environ if n.startswith("SLURM_")]:
@@ -79,7 +104,7 @@ def _local_worker(
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     _redirect_output(str(log_file))
     try:
-        outcome = job(spec)
+        outcome = job(spec, display=_PipeDisplay(conn)) if show_progress and conn is not None else job(spec)
     except BaseException as err:  # report instead of dying silently
         outcome = failed(spec, f"{type(err).__name__}: {err}", crashed=False)
     if conn is not None:
@@ -89,12 +114,14 @@ def _local_worker(
 
 @dataclass(eq=False)
 class _Running:
-    """The worker processes of one run, by rank; rank 0 sends the run's outcome through `conn`."""
+    """The worker processes of one run, by rank; rank 0 sends the run's progress (to `display`) and
+    then its outcome through `conn`."""
 
     spec: RunSpec
     processes: list[Any]
     conn: Any
     gpu_ids: list[int]
+    display: Any = None
 
     def waitables(self) -> list[Any]:
         return [self.conn] + [p.sentinel for p in self.processes if p.exitcode is None]
@@ -102,8 +129,13 @@ class _Running:
     def outcome(self, ready: list[Any]) -> RunOutcome | None:
         """Rank 0's outcome if it sent one, a crashed outcome if a rank died before it, else None."""
         try:
-            if self.conn.poll():  # whatever woke us: a rank may send and exit between two waits
-                return self.conn.recv()
+            while self.conn.poll():  # whatever woke us: a rank may send and exit between two waits
+                message = self.conn.recv()
+                if isinstance(message, RunOutcome):
+                    return message
+                if self.display is not None:  # progress: ("step", (key, step, loss)) and the like
+                    method, args = message
+                    getattr(self.display, method)(*args)
         except (EOFError, OSError):
             pass  # rank 0 died mid-message or before sending
         for rank, process in enumerate(self.processes):
@@ -145,16 +177,18 @@ class LocalExecutor:
     `devices` is the number of CPU processes of the run: the CPU threads are split evenly between
     the `workers` runs, and a run's share between its processes, so that nothing oversubscribes
     the cores. Each run's stdout and stderr go to its log file (rank r > 0: `run.rank<r>.log`).
-    A worker that dies yields a crashed outcome.
+    A worker that dies yields a crashed outcome. Given a `display` (`harness.console.SuiteProgress`),
+    each run's steps show on it while it trains (the job is then called as `job(spec, display=...)`).
     """
 
     name = "local"
 
-    def __init__(self, workers: int, log_path: Callable[[RunSpec], Path]):
+    def __init__(self, workers: int, log_path: Callable[[RunSpec], Path], display: Any | None = None):
         if workers < 1:
             raise ValueError(f"--workers must be at least 1, got {workers}")
         self.workers = workers
         self.log_path = log_path
+        self.display = display
         self.gpus = _gpu_count()
 
     def _env(self, devices: int, gpu_ids: Sequence[int]) -> dict[str, str]:
@@ -190,14 +224,14 @@ class LocalExecutor:
             process = ctx.Process(
                 target=_local_worker,
                 args=(job, {**env, **rank_vars}, _rank_log(log_file, rank), child_end if rank == 0 else None)
-                + (os.getpid(), spec),
+                + (os.getpid(), spec, self.display is not None),
                 name=f"shapeprop-bench-worker-{spec.row}" + (f"-rank{rank}" if devices > 1 else ""),
                 daemon=False,  # a run may start its own processes (DataLoader workers)
             )
             process.start()
             processes.append(process)
         child_end.close()
-        return _Running(spec, processes, parent_end, gpu_ids)
+        return _Running(spec, processes, parent_end, gpu_ids, self.display)
 
     def run(self, specs: Sequence[RunSpec], job: Job) -> Iterator[RunOutcome]:
         ctx = mp.get_context("spawn")  # no forked torch/MLflow state in the workers
