@@ -123,7 +123,7 @@ def pretrain(options: dict, progress: bool = True) -> tuple[dict[str, torch.Tens
         loss.backward()
         optimizer.step()
         scheduler.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)  # drawn at tqdm's own pace
     model.eval()
     with torch.no_grad():
         accuracy = {
