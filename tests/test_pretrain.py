@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -21,6 +22,14 @@ def test_crops_are_labelled_objects_of_a_split_no_experiment_uses():
     assert labels.min() >= 0 and labels.max() < len(CLASSES)
     assert pretrain.SPLIT not in ("train", "val", "test")
     assert crops.std() > 5  # real image content, not padding
+
+
+def test_crops_rendered_in_processes_equal_the_serial_ones():
+    options = {**pretrain.DEFAULTS, "num_images": 7}
+    serial = pretrain.object_crops(options, processes=1)
+    parallel = pretrain.object_crops(options, processes=2, chunk=3)  # 3 chunks, the last one short
+    for a, b in zip(serial, parallel, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_pretraining_learns_and_is_cached(tmp_path, one_thread):

@@ -18,7 +18,10 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import multiprocessing as mp
+import os
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -59,15 +62,11 @@ def checkpoint_name(options: dict) -> str:
     return f"tiny-synthetic-{digest}.pt"
 
 
-def object_crops(options: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Square crops (with context) around every object of the pretrain split: uint8 [N, c, c, 3], labels [N].
-
-    The square's side is 1.5x the box's longer side, so objects appear at about the scale the
-    detector sees them at in 128 px images.
-    """
+def _crops_of_images(options: dict, indices: range) -> tuple[list[np.ndarray], list[int]]:
+    """The crops and class labels of images `indices` of the pretrain split (see `object_crops`)."""
     crops, labels = [], []
     size, c = options["image_size"], options["crop"]
-    for index in range(options["num_images"]):
+    for index in indices:
         image, annotations = render_image(options["seed"], SPLIT, index, size, options["max_objects"])
         padded = cv2.copyMakeBorder(image, size, size, size, size, cv2.BORDER_REFLECT)
         for ann in annotations:
@@ -77,6 +76,37 @@ def object_crops(options: dict) -> tuple[np.ndarray, np.ndarray]:
             window = padded[int(round(y0)) : int(round(y0 + side)), int(round(x0)) : int(round(x0 + side))]
             crops.append(cv2.resize(window, (c, c), interpolation=cv2.INTER_AREA))
             labels.append(label_to_class(ann["category_id"]))
+    return crops, labels
+
+
+def object_crops(
+    options: dict, processes: int | None = None, progress: bool = False, chunk: int = 100
+) -> tuple[np.ndarray, np.ndarray]:
+    """Square crops (with context) around every object of the pretrain split: uint8 [N, c, c, 3], labels [N].
+
+    The square's side is 1.5x the box's longer side, so objects appear at about the scale the
+    detector sees them at in 128 px images. Images are rendered in `processes` processes (default:
+    one per core) in chunks of `chunk`; the crops come in image order whatever the number.
+    """
+    from tqdm import tqdm
+
+    n = options["num_images"]
+    chunks = [range(start, min(start + chunk, n)) for start in range(0, n, chunk)]
+    processes = min(processes or os.cpu_count() or 1, len(chunks))
+    crops, labels = [], []
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(
+            tqdm(total=n, desc="render pretrain crops", disable=not progress, leave=False)
+        )
+        if processes > 1:  # spawned: a forked copy of a process already running torch threads can hang
+            pool = stack.enter_context(ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn")))
+            results = pool.map(_crops_of_images, [options] * len(chunks), chunks)
+        else:
+            results = (_crops_of_images(options, indices) for indices in chunks)
+        for indices, (chunk_crops, chunk_labels) in zip(chunks, results, strict=True):
+            crops += chunk_crops
+            labels += chunk_labels
+            bar.update(len(indices))
     return np.stack(crops), np.asarray(labels, dtype=np.int64)
 
 
@@ -101,7 +131,7 @@ def pretrain(options: dict, progress: bool = True) -> tuple[dict[str, torch.Tens
     """Train the classifier; returns the backbone body's state dict and {train, held-out} accuracy."""
     from tqdm import tqdm
 
-    crops, labels = object_crops(options)
+    crops, labels = object_crops(options, progress=progress)
     x, y = _to_tensor(crops), torch.from_numpy(labels)
     generator = torch.Generator().manual_seed(options["seed"])
     order = torch.randperm(len(y), generator=generator)
