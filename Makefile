@@ -31,8 +31,8 @@ $(STAMP): pyproject.toml setup.py $(wildcard shapeprop/ops/csrc/*)
 	$(BIN)/pip install --quiet --no-build-isolation -e '.[dev]'
 	touch $@
 
-# The demo: Table 4's baseline vs + ShapeProp on the synthetic set (mini profile, about 14
-# minutes on 2 CPU cores from a fresh clone), logged to ./mlflow.db, then the report beside the
+# The demo: Table 4's baseline vs + ShapeProp on the synthetic set (mini profile, about 15
+# minutes on 2 CPU cores from a fresh clone, suites/demo.yaml), logged to ./mlflow.db, then the report beside the
 # paper's numbers and the two models' masks side by side (`show` prints the figure's path).
 # The tiny backbone's pretraining (once, then cached) gets every core; the two runs then train at
 # once, a core each (on 2 cores a run's step is barely faster with 2 threads than with 1).
