@@ -20,14 +20,22 @@ WORKERS=${WORKERS:-2}
 mkdir -p "$RUNS"
 export MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-sqlite:///$RUNS/mlflow.db}
 
+STEP=()  # the `run` call in progress: suite, filters, start time
+record() {  # record STATUS: a row of wall_times.tsv for the call in progress
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "${STEP[0]}" "${STEP[1]}" "$(( $(date +%s) - STEP[2] ))" "$1" \
+    "$(nproc) cores, $WORKERS workers" "$(date -u +%FT%TZ)" >> "$OUT/wall_times.tsv"
+}
+# A call stopped by a signal (Ctrl-C, the end of a session) still gets its row; its runs resume next time.
+trap '[ ${#STEP[@]} -eq 0 ] || record "stopped by a signal"; exit 143' TERM INT HUP
+
 step() {  # step SUITE [--only FILTER]...: one `run` call, timed
-  local suite=$1 start status=ok
+  local suite=$1 status=ok
   shift
-  start=$(date +%s)
+  STEP=("$suite" "$*" "$(date +%s)")
   "$BIN/shapeprop-bench" run "suites/$suite.yaml" --profile mini --executor local --workers "$WORKERS" \
     --runs-dir "$RUNS" "$@" || status=failed
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$suite" "$*" "$(( $(date +%s) - start ))" "$status" \
-    "$(nproc) cores, $WORKERS workers" "$(date -u +%FT%TZ)" >> "$OUT/wall_times.tsv"
+  record "$status"
+  STEP=()
 }
 
 "$BIN/python" -m shapeprop.models.pretrain  # the tiny backbone's ImageNet stand-in, trained once and cached
