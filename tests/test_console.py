@@ -42,3 +42,28 @@ def test_a_run_shows_no_library_banner_and_logs_them_to_its_file(tmp_path):
     logged = log.read_text()
     assert "GPU available" in logged  # Lightning's banner, kept in the run's log
     assert "py.warnings" in logged  # and the deprecation warnings: so they were emitted, not lost
+
+
+def test_the_display_keeps_a_bar_per_run_in_progress():
+    """Runs side by side (the local executor) each get a bar, found by run key; an ended run's bar
+    goes, its line is printed, and a late step of it is ignored."""
+    import io
+
+    from rich.console import Console
+
+    from harness.console import SuiteProgress
+
+    console = Console(file=io.StringIO(), width=200)
+    with SuiteProgress(console, "suite", total_runs=0) as display:
+        display.start(total_runs=2)
+        display.run_started("k1", "row a", 10, 0)
+        display.run_started("k2", "row b", 10, 4)
+        display.step("k1", 5, 0.5)
+        display.step("k2", 6, None)
+        bars = {t.description.strip(): t.completed for t in display.progress.tasks}
+        assert bars == {"suite": 0, "row a": 5, "row b (resumed at 4)": 6}
+        display.run_ended("k1", "done row a")
+        display.step("k1", 9, 0.1)
+        bars = {t.description.strip(): t.completed for t in display.progress.tasks}
+        assert bars == {"suite": 1, "row b (resumed at 4)": 6}
+    assert "done row a" in console.file.getvalue()
