@@ -90,6 +90,9 @@ def experiment_name(suite_name: str) -> str:
     return EXPERIMENT_PREFIX + suite_name
 
 
+PERMANENT_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
 def with_retry(fn: Callable[[], T], what: str, attempts: int = 5, delay_s: float = 0.5) -> T:
     """Call `fn`, retrying transient store errors (SQLite 'database is locked', HTTP hiccups)."""
     from mlflow.exceptions import MlflowException
@@ -98,7 +101,10 @@ def with_retry(fn: Callable[[], T], what: str, attempts: int = 5, delay_s: float
         try:
             return fn()
         except (MlflowException, OSError) as err:
-            transient = "locked" in str(err) or "busy" in str(err) or isinstance(err, OSError)
+            # OSError: a network or shared file system's hiccup, but not a path that is missing or
+            # unreadable, which no retry mends
+            transient = "locked" in str(err) or "busy" in str(err)
+            transient = transient or (isinstance(err, OSError) and not isinstance(err, PERMANENT_OS_ERRORS))
             transient = transient or getattr(err, "error_code", "") in (
                 "TEMPORARILY_UNAVAILABLE",
                 "INTERNAL_ERROR",

@@ -184,8 +184,10 @@ def test_with_retry_retries_transient_errors(error, sleeps):
         lambda: mlflow_error("Run 'abc' not found", "RESOURCE_DOES_NOT_EXIST"),
         lambda: mlflow_error("Changing param values is not allowed", "INVALID_PARAMETER_VALUE"),
         lambda: ValueError("not a store error"),
+        lambda: FileNotFoundError(2, "No such file or directory", "runs/x/metrics.json"),
+        lambda: PermissionError(13, "Permission denied", "mlruns/1"),
     ],
-    ids=["missing-run", "invalid-param", "not-mlflow"],
+    ids=["missing-run", "invalid-param", "not-mlflow", "missing-file", "permission"],
 )
 def test_with_retry_raises_other_errors_at_once(error, sleeps):
     raised = error()
