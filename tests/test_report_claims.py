@@ -12,13 +12,14 @@ import math
 import statistics
 from pathlib import Path
 
+import pandas
 import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
 from test_report import Store  # tests/ is on sys.path (pytest's rootdir-less test modules)
 
 from harness.cli.report import report
-from harness.report.claims import claim_suites, paired_stats, verdict
+from harness.report.claims import claim_suites, paired_stats, to_markdown, verdict
 from harness.report.layouts import TABLES, normalize
 from harness.report.reference import load_reference
 from harness.suite import SuiteError, load_suite
@@ -215,11 +216,17 @@ def test_claims_without_runs_read_missing(tmp_path, monkeypatch):
     result = claims_cli(store, tmp_path / "s.yaml", tmp_path / "out", "--no-log")
     assert result.exit_code == 0, result.output
     md = (tmp_path / "out" / "claims.md").read_text()
-    assert "## claimsdemo\n\nAll 4 claims missing: no finished run of their rows.\n" in md
+    assert "## claimsdemo\n\nAll 4 claims are missing: no finished run of their rows.\n" in md
     with (tmp_path / "out" / "claims.csv").open() as handle:
         lines = list(csv.DictReader(handle))
     # every claim and metric: three each, one for the claim of two best-overlap columns
     assert len(lines) == 3 + 3 + 3 + 1 and {line["verdict"] for line in lines} == {"missing"}
+
+
+def test_a_suite_of_one_claim_not_run_reads_in_the_singular():
+    data = pandas.DataFrame({"suite": ["figure9"], "claim": ["Fig. 9"], "ours_n": [0], "baseline_n": [0]})
+    md = to_markdown(data, "Claims", [])
+    assert "## figure9\n\nThe claim is missing: no finished run of its rows.\n" in md
 
 
 def test_a_claim_naming_an_unknown_row_fails_to_load(tmp_path):

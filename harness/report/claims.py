@@ -256,7 +256,8 @@ def to_markdown(data: pandas.DataFrame, title: str, notes: Sequence[str]) -> str
     for suite, part in data.groupby("suite", sort=False):
         if not (part["ours_n"] + part["baseline_n"]).any():  # a suite not run: one line, not a table
             count = part["claim"].nunique()
-            lines += [f"## {suite}", "", f"All {count} claims missing: no finished run of their rows.", ""]
+            claims, their = (f"All {count} claims are", "their") if count > 1 else ("The claim is", "its")
+            lines += [f"## {suite}", "", f"{claims} missing: no finished run of {their} rows.", ""]
             continue
         lines += [
             f"## {suite}",
