@@ -72,13 +72,15 @@ def _write_csv_atomic(path: Path, table: pd.DataFrame) -> Path:
 
 
 def _identity(cfg: ExperimentConfig) -> dict[str, Any]:
-    """What a checkpoint must agree on to be resumed: all but run length, checkpoint period,
-    loader workers and evaluation."""
+    """What a checkpoint must agree on to be resumed: all but run length, checkpointing, loader
+    workers and evaluation."""
     return {
         "seed": cfg.seed,
         "model": cfg.model.model_dump(mode="json"),
         "data": cfg.data.model_dump(mode="json", exclude={"num_workers"}),
-        "schedule": cfg.schedule.model_dump(mode="json", exclude={"max_steps", "checkpoint_every"}),
+        "schedule": cfg.schedule.model_dump(
+            mode="json", exclude={"max_steps", "checkpoint_every", "keep_checkpoints"}
+        ),
     }
 
 

@@ -83,6 +83,7 @@ def test_run_resume_and_reevaluate(tmp_path):
     assert first["lr"] == pytest.approx(0.01 * 0.001)  # warm-up starts at lr * warmup_factor
     assert straight.metrics[3][1]["lr"] == pytest.approx(0.001)  # after the milestone at step 3
     assert ("step_0000002.ckpt", 2) in straight.checkpoints and ("last.ckpt", 6) in straight.checkpoints
+    assert _checkpoint_files(tmp_path / "straight") == ["last.ckpt", "step_0000004.ckpt", "step_0000006.ckpt"]
     assert straight.evals == [result.metrics]
     saved = json.loads(result.artifacts["evaluation"].read_text())
     assert saved["step"] == 6 and saved["fingerprint"] == result.fingerprint and result.fingerprint
@@ -99,6 +100,8 @@ def test_run_resume_and_reevaluate(tmp_path):
     again = run_experiment(cfg, tmp_path / "resumed", resumed, progress=False, log_every=1)
     assert resumed.starts == [(6, 2)]
     assert [s for s, _ in resumed.metrics] == [3, 4, 5, 6]
+    # the first attempt's step-2 checkpoint is pruned too: the newest two stay
+    assert _checkpoint_files(tmp_path / "resumed") == ["last.ckpt", "step_0000004.ckpt", "step_0000006.ckpt"]
     for (_, a), (_, b) in zip(straight.metrics[2:], resumed.metrics, strict=True):
         assert a["loss"] == b["loss"]
     w1 = _weights(result.artifacts["checkpoint"])
@@ -114,6 +117,21 @@ def test_run_resume_and_reevaluate(tmp_path):
     assert rerun.starts == [(6, 6)] and rerun.metrics == []
     assert [third.metrics[m] for m in same] == [result.metrics[m] for m in same]
     assert third.metrics["train_s_per_step"] == result.metrics["train_s_per_step"]
+
+
+def _checkpoint_files(workdir: Path) -> list[str]:
+    return sorted(p.name for p in (workdir / "checkpoints").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("keep", "files"),
+    [(0, ["last.ckpt"]), (-1, ["last.ckpt", "step_0000002.ckpt", "step_0000004.ckpt", "step_0000006.ckpt"])],
+)
+def test_keep_checkpoints_none_or_all(tmp_path, keep, files):
+    cfg = _config(tmp_path / "data")
+    cfg = cfg.model_copy(update={"schedule": cfg.schedule.model_copy(update={"keep_checkpoints": keep})})
+    run_experiment(cfg, tmp_path / "w", progress=False)
+    assert _checkpoint_files(tmp_path / "w") == files
 
 
 def test_best_overlap_without_shapeprop_is_refused(tmp_path):

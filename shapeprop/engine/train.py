@@ -151,7 +151,10 @@ def train_detector(
         filename="step_{step:07d}",
         auto_insert_metric_name=False,
         every_n_train_steps=schedule.checkpoint_every,
-        save_top_k=-1,
+        # ranked by step: the newest `keep_checkpoints` stay, older ones are deleted
+        save_top_k=schedule.keep_checkpoints,
+        monitor="step",
+        mode="max",
         save_last=True,
         save_on_train_epoch_end=False,
         enable_version_counter=False,
