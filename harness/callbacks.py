@@ -4,10 +4,14 @@ checkpoints)."""
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 from harness import tracking
+
+log = logging.getLogger(__name__)
 
 
 class TrackingHooks:
@@ -37,9 +41,11 @@ class TrackingHooks:
         )
         self.max_steps: int | None = None
         self.eval_metrics: dict[str, float] = {}
+        self._last_window: tuple[float, int] | None = None  # (time, step) of the last logged window
 
     def on_start(self, max_steps: int, start_step: int) -> None:
         self.max_steps = max_steps
+        self._last_window = (monotonic(), start_step)
         tags = {"max_steps": str(max_steps)}
         if start_step > 0:
             tags["resumed_from_step"] = str(start_step)
@@ -53,6 +59,23 @@ class TrackingHooks:
 
     def on_metrics(self, metrics: dict[str, float], step: int) -> None:
         self.buffer.add(metrics, step)
+        log.info("%s", self._progress_line(metrics, step))
+
+    def _progress_line(self, metrics: dict[str, float], step: int) -> str:
+        """The window's metrics as a line of the run's log (detectron2's log.txt has one too), with
+        the speed since the last window and the time left at that speed."""
+        now = monotonic()
+        total = f"/{self.max_steps}" if self.max_steps else ""
+        values = ", ".join(f"{name} {value:.4g}" for name, value in metrics.items())
+        line = f"step {step}{total}: {values}"
+        if self._last_window is not None and step > self._last_window[1]:
+            per_step = (now - self._last_window[0]) / (step - self._last_window[1])
+            line += f"; {per_step:.3g} s/step"
+            if self.max_steps:
+                left = round(per_step * max(self.max_steps - step, 0))
+                line += f", {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d} left"
+        self._last_window = (now, step)
+        return line
 
     def on_checkpoint(self, path: Path, step: int) -> None:
         # Everything up to a checkpoint is in the store: a resume recomputes only what follows it.

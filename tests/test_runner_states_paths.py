@@ -204,6 +204,28 @@ def test_run_log_says_whether_the_run_starts_or_resumes(uri, tmp_path):
     ]
 
 
+def test_run_log_has_a_line_per_metrics_window_with_speed_and_time_left(uri, tmp_path, monkeypatch):
+    """Training progress reaches the run's log too (a run in the background shows no bar)."""
+    from harness import callbacks as callbacks_module
+
+    clock = iter([100.0, 110.0, 140.0])  # on_start, then the windows ending at steps 2 and 4
+    monkeypatch.setattr(callbacks_module, "monotonic", lambda: next(clock))
+
+    def trains(cfg, workdir, callbacks, progress, **_):
+        callbacks.on_start(4, 0)
+        callbacks.on_metrics({"loss": 0.5, "lr": 0.01}, 2)
+        callbacks.on_metrics({"loss": 0.25, "lr": 0.001}, 4)
+        return finish()
+
+    runner.run_one(BASELINE, uri, tmp_path / "runs", experiment_fn=trains, progress=False)
+    lines = (workdir_of(BASELINE, tmp_path / "runs") / "run.log").read_text().splitlines()
+    steps = [line.split(": ", 1)[1] for line in lines if "harness.callbacks: step " in line]
+    assert steps == [
+        "step 2/4: loss 0.5, lr 0.01; 5 s/step, 0:00:10 left",
+        "step 4/4: loss 0.25, lr 0.001; 15 s/step, 0:00:00 left",
+    ]
+
+
 def test_other_ranks_train_without_callbacks_and_record_nothing(uri, tmp_path, monkeypatch):
     """A DDP process of rank > 0 trains (no callbacks, no progress bar, `log_every` passed on),
     opens no MLflow run and returns its outcome; its failure is returned, not raised."""
