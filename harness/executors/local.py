@@ -128,6 +128,12 @@ class _Running:
 
     def outcome(self, ready: list[Any]) -> RunOutcome | None:
         """Rank 0's outcome if it sent one, a crashed outcome if a rank died before it, else None."""
+        for process in self.processes:
+            if process.sentinel in ready:
+                process.join(1)  # reap it, so that its exit code is known
+        # The exit codes first, then the pipe: a rank 0 that sent its outcome and exited between
+        # the two reads would otherwise read as dead without one.
+        codes = [process.exitcode for process in self.processes]
         try:
             while self.conn.poll():  # whatever woke us: a rank may send and exit between two waits
                 message = self.conn.recv()
@@ -138,10 +144,7 @@ class _Running:
                     getattr(self.display, method)(*args)
         except (EOFError, OSError):
             pass  # rank 0 died mid-message or before sending
-        for rank, process in enumerate(self.processes):
-            if process.sentinel in ready or self.conn in ready:
-                process.join(1)  # a sentinel may signal just before the process can be reaped
-            code = process.exitcode
+        for rank, code in enumerate(codes):
             if code is not None and (rank == 0 or code != 0):
                 what = (
                     "worker process" if len(self.processes) == 1 else f"rank {rank} of {len(self.processes)}"
