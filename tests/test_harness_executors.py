@@ -73,7 +73,8 @@ def test_local_workers_show_their_runs_steps_on_the_display(tmp_path):
     display = RecordingDisplay()
     executor = LocalExecutor(2, functools.partial(log_path, root=str(tmp_path)), display)
     outcomes = list(executor.run(specs, train_with_progress))
-    assert sorted(o.row for o in outcomes) == ["r0", "r1"] and all(o.ok for o in outcomes)
+    assert sorted(o.row for o in outcomes) == ["r0", "r1"]
+    assert all(o.ok for o in outcomes), [(o.row, o.status, o.error) for o in outcomes]
     for spec in specs:
         assert ("start", spec.row, 3, 0) in display.calls
         steps = [c[2:] for c in display.calls if c[0] == "step" and c[1] == spec.key]
@@ -152,6 +153,41 @@ def test_inline_executor_turns_a_job_error_into_a_failed_outcome():
     outcomes = list(InlineExecutor().run(expand(SUITE)[:2], raise_error))
     assert [o.status for o in outcomes] == ["FAILED", "FAILED"]
     assert "store unreachable for r0" in outcomes[0].error
+
+
+def test_an_outcome_sent_as_the_worker_exits_is_not_read_as_a_crash():
+    """The parent wakes on a progress message; between its reading the pipe and the worker's exit
+    code, the worker sends its outcome and exits 0. That is a finished run, not a dead worker."""
+    spec = expand(SUITE)[0]
+    finished = RunOutcome(spec.key, spec.row, "FINISHED", run_id="run-r0")
+    pipe = [("step", (spec.key, 3, 0.25))]  # what woke the parent
+
+    class Conn:
+        def poll(self):
+            return bool(pipe)
+
+        def recv(self):
+            return pipe.pop(0)
+
+    class Worker:
+        sentinel = object()
+        sent = False
+
+        def join(self, timeout=None):
+            pass
+
+        @property
+        def exitcode(self):  # the worker sends its outcome and exits at the moment this is read
+            if not self.sent:
+                pipe.append(finished)
+                self.sent = True
+            return 0
+
+    display = RecordingDisplay()
+    conn = Conn()
+    running = local_executor._Running(spec, [Worker()], conn, [], display)
+    assert running.outcome([conn]) is finished
+    assert display.calls == [("step", spec.key, 3, 0.25)]
 
 
 def test_make_executor_rejects_unknown_names_and_bad_worker_counts(tmp_path):
