@@ -153,7 +153,11 @@ def run_one(
         status = "KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED"
         message = f"{type(err).__name__}: {err}"
         log.error("run %s %s: %s", spec.key, status.lower(), message)
-        _record_failure(c, run_id, workdir, status, message, traceback.format_exc(), callbacks)
+        try:
+            _record_failure(c, run_id, workdir, status, message, traceback.format_exc(), callbacks)
+        except Exception as record_error:  # e.g. a store still locked: what stopped the run goes on
+            # (a preempted Slurm task must still exit as preempted, to be requeued)
+            log.error("run %s: could not record it %s: %s", spec.key, status, record_error)
         if status == "KILLED":
             raise
         return RunOutcome(

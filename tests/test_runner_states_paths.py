@@ -226,6 +226,27 @@ def test_run_log_has_a_line_per_metrics_window_with_speed_and_time_left(uri, tmp
     ]
 
 
+def test_a_store_that_cannot_record_a_kill_does_not_mask_the_kill(uri, tmp_path, monkeypatch):
+    """Preempted (submitit's SystemExit) while the store stays locked: the SystemExit still leaves
+    run_one, so that submitit requeues the task, and the run's log says what could not be recorded."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    def locked(*args, **kwargs):
+        raise MlflowException("(sqlite3.OperationalError) database is locked")
+
+    def preempted(cfg, workdir, callbacks, progress, **_):
+        callbacks.on_start(4, 0)
+        monkeypatch.setattr(MlflowClient, "set_terminated", locked)
+        raise SystemExit(144)
+
+    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+    with pytest.raises(SystemExit):
+        runner.run_one(BASELINE, uri, tmp_path / "runs", experiment_fn=preempted, progress=False)
+    run_log = (workdir_of(BASELINE, tmp_path / "runs") / "run.log").read_text()
+    assert "could not record it KILLED: (sqlite3.OperationalError) database is locked" in run_log
+
+
 def test_other_ranks_train_without_callbacks_and_record_nothing(uri, tmp_path, monkeypatch):
     """A DDP process of rank > 0 trains (no callbacks, no progress bar, `log_every` passed on),
     opens no MLflow run and returns its outcome; its failure is returned, not raised."""
