@@ -334,6 +334,26 @@ def test_training_step_with_an_image_without_objects(arch, batch):
     sum(losses.values()).backward()
 
 
+def test_retinamask_training_rois_have_negatives_before_any_score_clears_the_threshold(batch):
+    """Untrained, no score clears the 0.05 inference threshold: the mask branch's training RoIs are
+    still the top detections (mostly negatives, ShapeProp's negative MIL bags), not the GT boxes alone."""
+    images, targets = batch
+    model = d2.build_detectron2_detector(_model_cfg("retinamask"), 10, SIZE, SIZE).train()
+    meta = model.model
+    seen = []
+    inner = meta._mask_training_rois
+    meta._mask_training_rois = lambda *args: seen.append(inner(*args)) or seen[-1]
+    losses = model(images, targets)
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert meta.test_score_thresh == 0.05  # restored for inference
+    (rois,) = seen
+    for roi, target in zip(rois, targets, strict=True):
+        num_gt = len(target["boxes"])
+        assert num_gt < len(roi) <= meta.mask_train_rois + num_gt
+        assert (roi.gt_classes == meta.num_classes).sum() > 0  # negatives (background class)
+        assert (roi.gt_classes < meta.num_classes).sum() >= num_gt
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_inference_gives_instances_with_masks(arch, batch):
     images, _ = batch

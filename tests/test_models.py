@@ -293,3 +293,28 @@ def test_shapeprop_training_rois_can_be_capped(batch):
     num_pos = [int((lab > 0).sum()) for lab in labels]
     assert seen == [sum(max(6, p) for p in num_pos)]
     assert sum(num_pos) > 0
+
+
+def test_retinamask_gives_shapeprop_negative_bags_before_any_score_clears_the_threshold(batch):
+    # Untrained, every score sits near the 0.01 prior, under the 0.05 threshold: with only the
+    # thresholded detections the mask branch saw the GT boxes alone, so MIL had no negative bag
+    # and the mini profile's training diverged within 50 steps.
+    model = _model("retinamask", shapeprop=SP)
+    seen = []
+    inner = model.mask_branch.losses
+
+    def spy(features, rois, image_sizes, labels, matched, targets):
+        seen.append((rois, labels))
+        return inner(features, rois, image_sizes, labels, matched, targets)
+
+    model.mask_branch.losses = spy
+    model.train()
+    losses = _losses(model, batch)
+    assert all(torch.isfinite(v) for v in losses.values())
+    images, targets = batch
+    ((rois, labels),) = seen
+    for roi, label, target in zip(rois, labels, targets, strict=True):
+        # the top detections (those of the never-trained background channel dropped) + the GT boxes
+        assert len(target["boxes"]) < len(roi) <= model.mask_train_rois + len(target["boxes"])
+        assert (label == 0).sum() > 0  # negative bags
+        assert (label > 0).sum() >= len(target["boxes"])  # the GT boxes are positives

@@ -1,9 +1,11 @@
 """RetinaMask: torchvision's RetinaNet plus a mask branch on its detections (Fu et al., 2019).
 
 In training, the mask branch sees the RetinaNet's current top detections (computed without
-gradient) together with the GT boxes; a RoI with IoU >= 0.5 to a GT is positive for that GT's
-class. With ShapeProp the remaining RoIs are its negative MIL bags. At inference the mask branch
-runs on the final detections.
+gradient, and without the inference score threshold) together with the GT boxes; a RoI with IoU
+>= 0.5 to a GT is positive for that GT's class. With ShapeProp the remaining RoIs are its negative
+MIL bags: without them the MIL loss would see positive bags alone, and early in training, when no
+score clears the threshold, the RoIs would be the GT boxes alone. At inference the mask branch runs
+on the final detections.
 """
 
 from __future__ import annotations
@@ -54,18 +56,19 @@ class RetinaMask(MasksOnBoxes, RetinaNet):
         self.mask_fg_iou = mask_fg_iou
 
     def _detect(
-        self, head_outputs, anchors, features, image_sizes, limit: int
+        self, head_outputs, anchors, features, image_sizes, limit: int, score_thresh: float
     ) -> list[dict[str, torch.Tensor]]:
         per_level = [x.size(2) * x.size(3) for x in features]
         a = head_outputs["cls_logits"].size(1) // sum(per_level)
         per_level = [hw * a for hw in per_level]
         split = {k: list(v.split(per_level, dim=1)) for k, v in head_outputs.items()}
         split_anchors = [list(x.split(per_level)) for x in anchors]
-        saved, self.detections_per_img = self.detections_per_img, limit
+        saved = self.detections_per_img, self.score_thresh
+        self.detections_per_img, self.score_thresh = limit, score_thresh
         try:
             dets = self.postprocess_detections(split, split_anchors, image_sizes)
         finally:
-            self.detections_per_img = saved
+            self.detections_per_img, self.score_thresh = saved
         return [{k: v[d["labels"] > BACKGROUND] for k, v in d.items()} for d in dets]
 
     def _mask_rois(self, dets, targets):
@@ -104,13 +107,22 @@ class RetinaMask(MasksOnBoxes, RetinaNet):
             losses = {"loss_classifier": raw["classification"], "loss_box_reg": raw["bbox_regression"]}
             with torch.no_grad():
                 detached = {k: v.detach() for k, v in head_outputs.items()}
-                dets = self._detect(detached, anchors, features, image_list.image_sizes, self.mask_train_rois)
+                dets = self._detect(
+                    detached, anchors, features, image_list.image_sizes, self.mask_train_rois, 0.0
+                )
             rois, labels, matched = self._mask_rois(dets, targets)
             losses.update(
                 self.mask_branch.losses(feature_dict, rois, image_list.image_sizes, labels, matched, targets)
             )
             return losses
-        dets = self._detect(head_outputs, anchors, features, image_list.image_sizes, self.detections_per_img)
+        dets = self._detect(
+            head_outputs,
+            anchors,
+            features,
+            image_list.image_sizes,
+            self.detections_per_img,
+            self.score_thresh,
+        )
         masks = self.mask_branch.predict(
             feature_dict, [d["boxes"] for d in dets], [d["labels"] for d in dets], image_list.image_sizes
         )

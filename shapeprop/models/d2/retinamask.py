@@ -22,7 +22,8 @@ class RetinaMask(RetinaNet):
     """`MODEL.META_ARCHITECTURE: RetinaMask`.
 
     In training the mask branch sees the RetinaNet's current top `MODEL.RETINAMASK.MASK_TRAIN_ROIS`
-    detections per image (computed without gradient) together with the GT boxes; a RoI with IoU
+    detections per image (computed without gradient, and without the inference score threshold,
+    which no score clears early in training) together with the GT boxes; a RoI with IoU
     >= `MASK_FG_IOU` to a GT takes that GT's class, mask and `gt_has_mask`, the others are negative
     (ShapeProp's negative bags). At inference the branch runs on the final detections. The mask
     head is `ROI_MASK_HEAD` over `MODEL.RETINAMASK.MASK_IN_FEATURES`, with as many classes as
@@ -127,11 +128,12 @@ class RetinaMask(RetinaNet):
         """Top detections + GT boxes per image, labelled by their best-overlapping GT."""
         # inference applies sigmoid_ in place: work on copies, never on the tensors being trained
         detached = [[p.detach().clone() for p in level] for level in predictions]
-        saved, self.max_detections_per_image = self.max_detections_per_image, self.mask_train_rois
+        saved = self.max_detections_per_image, self.test_score_thresh
+        self.max_detections_per_image, self.test_score_thresh = self.mask_train_rois, 0.0
         try:
             detections = self.forward_inference(images, features, detached)
         finally:
-            self.max_detections_per_image = saved
+            self.max_detections_per_image, self.test_score_thresh = saved
         rois = []
         for det, gt in zip(detections, gt_instances, strict=True):
             boxes = Boxes.cat([det.pred_boxes, gt.gt_boxes])
