@@ -212,6 +212,12 @@ class ScheduleConfig(_Strict):
     warmup_factor: float = Field(0.001, gt=0, le=1)
     milestones: list[int] = Field(default_factory=lambda: [60_000, 80_000])
     gamma: float = Field(0.1, gt=0)
+    clip_grad_norm: float | None = Field(
+        None,
+        gt=0,
+        description="scale the gradients down to this global L2 norm before a step when they exceed it; "
+        "None (the paper's recipe) never clips",
+    )
     checkpoint_every: int = Field(1000, ge=1)
     keep_checkpoints: int = Field(
         2,

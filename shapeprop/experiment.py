@@ -74,13 +74,14 @@ def _write_csv_atomic(path: Path, table: pd.DataFrame) -> Path:
 def _identity(cfg: ExperimentConfig) -> dict[str, Any]:
     """What a checkpoint must agree on to be resumed: all but run length, checkpointing, loader
     workers and evaluation."""
+    schedule_exclude = {"max_steps", "checkpoint_every", "keep_checkpoints"}
+    if cfg.schedule.clip_grad_norm is None:  # as in the checkpoints written before the field existed
+        schedule_exclude.add("clip_grad_norm")
     return {
         "seed": cfg.seed,
         "model": cfg.model.model_dump(mode="json"),
         "data": cfg.data.model_dump(mode="json", exclude={"num_workers"}),
-        "schedule": cfg.schedule.model_dump(
-            mode="json", exclude={"max_steps", "checkpoint_every", "keep_checkpoints"}
-        ),
+        "schedule": cfg.schedule.model_dump(mode="json", exclude=schedule_exclude),
     }
 
 

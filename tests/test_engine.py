@@ -79,6 +79,37 @@ def test_nan_loss_stops_with_term_and_step(records, tmp_path):
         train_detector(model, records, data, schedule, 0, tmp_path, progress=False)
 
 
+class Scaled(nn.Module):
+    """A detector whose losses are multiplied by `factor`: gradients far above any clip."""
+
+    def __init__(self, model: nn.Module, factor: float):
+        super().__init__()
+        self.model, self.factor = model, factor
+
+    def forward(self, images, targets=None, original_sizes=None):
+        return {k: v * self.factor for k, v in self.model(images, targets).items()}
+
+
+@pytest.mark.parametrize("clip", [None, 1.0])
+def test_clip_grad_norm_bounds_each_update(records, tmp_path, clip):
+    torch.manual_seed(0)
+    model = Scaled(build_detector(ModelConfig(backbone="tiny"), 10, 64, 64), 1e4)
+    before = [p.detach().clone() for p in model.parameters()]
+    data = DataConfig(min_size=64, max_size=64, num_workers=0)
+    lr = 0.01  # one plain SGD step (momentum has no history yet, no weight decay): the update is lr * grad
+    schedule = ScheduleConfig(
+        max_steps=1, batch_size=2, lr=lr, weight_decay=0.0, warmup_steps=0, milestones=[], clip_grad_norm=clip
+    )
+    train_detector(model, records, data, schedule, 0, tmp_path, progress=False)
+    moved = math.sqrt(
+        sum(float((p.detach() - b).pow(2).sum()) for p, b in zip(model.parameters(), before, strict=True))
+    )
+    if clip is None:
+        assert moved > 100 * lr
+    else:
+        assert 0.5 * lr * clip < moved <= lr * clip * (1 + 1e-4)
+
+
 def test_checkpoint_identity_mismatch_is_refused(records, tmp_path):
     torch.manual_seed(0)
     data = DataConfig(min_size=64, max_size=64, num_workers=0)

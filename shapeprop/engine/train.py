@@ -91,6 +91,8 @@ def trainer_options(schedule: ScheduleConfig, gpu: bool) -> dict[str, Any]:
         "precision": schedule.precision if gpu and schedule.precision != "32" else "32-true",
         "deterministic": not gpu,
         "benchmark": False,
+        "gradient_clip_val": schedule.clip_grad_norm,
+        "gradient_clip_algorithm": "norm",
     }
 
 
