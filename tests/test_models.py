@@ -318,3 +318,27 @@ def test_retinamask_gives_shapeprop_negative_bags_before_any_score_clears_the_th
         assert len(target["boxes"]) < len(roi) <= model.mask_train_rois + len(target["boxes"])
         assert (label == 0).sum() > 0  # negative bags
         assert (label > 0).sum() >= len(target["boxes"])  # the GT boxes are positives
+
+
+def test_retinamask_anchors_reach_the_synthetic_objects(tmp_path):
+    """At the mini profiles' 128 px, (nearly) every object has an anchor at IoU >= 0.5, the
+    RetinaNet matcher's positive threshold (RetinaNet classifies its anchors directly; Mask R-CNN's
+    RPN only proposes). With 8 px anchors on its P3 (stride 8) a third of them had none, and
+    RetinaMask barely learned (box AP 1 on the test split after 1,500 steps)."""
+    from torchvision.models.detection.image_list import ImageList
+    from torchvision.ops import box_iou
+
+    size = 128
+    records = catalog.load("synthetic", root=tmp_path, split="train", num_images=40, image_size=size).records
+    model = build_detector(ModelConfig(arch="retinamask", backbone="tiny"), NUM_CLASSES, size, size).eval()
+    images = torch.zeros(1, 3, size, size)
+    with torch.no_grad():
+        features = list(model.backbone(images).values())
+    anchors = model.anchor_generator(ImageList(images, [(size, size)]), features)[0]
+    covered = []
+    for rec in records:
+        boxes = torch.tensor([a["bbox"] for a in rec["annotations"]], dtype=torch.float32).view(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]
+        covered += (box_iou(boxes, anchors).max(dim=1).values >= 0.5).tolist()
+    assert len(covered) > 100
+    assert sum(covered) / len(covered) >= 0.95
