@@ -10,6 +10,7 @@ Each command lives in its own module and is imported only when used, so the CLI 
     show.py     show (qualitative figures of runs)
     data.py     data generate / stats / verify
     ui.py       ui (the MLflow UI), env
+    archive.py  archive export / import (finished runs to a committable file and back)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from shapeprop import __version__
 
 # command name -> (module, attribute); imported on first use
 COMMANDS = {
+    "archive": ("harness.cli.archive", "archive"),
     "data": ("harness.cli.data", "data"),
     "env": ("harness.cli.ui", "env"),
     "plan": ("harness.cli.inspect", "plan"),

@@ -11,7 +11,9 @@
 # Order: Table 1's claim rows (the paper's headline), then the other claim rows, the context rows
 # (oracle, GrabCut, Mask^X, more head params, channel-agnostic), and the 28714-step More boxes rows
 # of Table 4 last. Runs go to runs/mini/ (MLflow store runs/mini/mlflow.db). The wall time of every
-# `run` call is appended to reports/mini/wall_times.tsv.
+# `run` call is appended to reports/mini/wall_times.tsv. After every call the finished runs are
+# archived in reports/mini/runs.jsonl (commit it), and a fresh store starts from that archive: a
+# lost store (a new machine, a new checkout) loses only the runs in progress.
 set -euo pipefail
 BIN=${BIN:-.venv/bin}
 RUNS=${RUNS:-runs/mini}  # a store of its own: the 300-step runs of runs-mini/ would fill cells not yet rerun
@@ -20,13 +22,16 @@ WORKERS=${WORKERS:-2}
 mkdir -p "$RUNS"
 export MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-sqlite:///$RUNS/mlflow.db}
 
+ARCHIVE=$OUT/runs.jsonl
+archive() { "$BIN/shapeprop-bench" archive export --profile mini --out "$ARCHIVE" || true; }
+
 STEP=()  # the `run` call in progress: suite, filters, start time
 record() {  # record STATUS: a row of wall_times.tsv for the call in progress
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "${STEP[0]}" "${STEP[1]}" "$(( $(date +%s) - STEP[2] ))" "$1" \
     "$(nproc) cores, $WORKERS workers" "$(date -u +%FT%TZ)" >> "$OUT/wall_times.tsv"
 }
 # A call stopped by a signal (Ctrl-C, the end of a session) still gets its row; its runs resume next time.
-trap '[ ${#STEP[@]} -eq 0 ] || record "stopped by a signal"; exit 143' TERM INT HUP
+trap '[ ${#STEP[@]} -eq 0 ] || { record "stopped by a signal"; archive; }; exit 143' TERM INT HUP
 
 step() {  # step SUITE [--only FILTER]...: one `run` call, timed
   local suite=$1 status=ok
@@ -36,8 +41,10 @@ step() {  # step SUITE [--only FILTER]...: one `run` call, timed
     --runs-dir "$RUNS" "$@" || status=failed
   record "$status"
   STEP=()
+  archive
 }
 
+[ ! -f "$ARCHIVE" ] || "$BIN/shapeprop-bench" archive import "$ARCHIVE"  # runs finished on another machine
 "$BIN/python" -m shapeprop.models.pretrain  # the tiny backbone's ImageNet stand-in, trained once and cached
 
 step table1 --only "*Mask R-CNN (Baseline)" --only "*w/ ShapeProp (Ours)"
