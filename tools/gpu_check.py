@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import os
 import platform
 import subprocess
@@ -54,8 +55,14 @@ class Report:
         self.path, self.parts = path, [title]
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
-    def add(self, text: str) -> None:
+    def add(self, text: str) -> int:
+        """Append a part; returns its index (for `replace`)."""
         self.parts.append(text.rstrip() + "\n")
+        write_atomic(self.path, "\n".join(self.parts))
+        return len(self.parts) - 1
+
+    def replace(self, index: int, text: str) -> None:
+        self.parts[index] = text.rstrip() + "\n"
         write_atomic(self.path, "\n".join(self.parts))
 
 
@@ -333,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     name = torch.cuda.get_device_name(0) if gpu else "CPU only"
     report = Report(args.out, f"# GPU check: {name}\n\n`make gpu-check` (`tools/gpu_check.py`).\n")
-    report.add(environment(gpu))
+    environment_part = report.add(environment(gpu))
     failed = []
 
     def section(key: str, title: str, fn: Callable[[], str], needs_gpu: bool = False) -> None:
@@ -355,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
 
     quick = args.quick
     section("build", "1. Operator build", lambda: build_operator(timeout=900), needs_gpu=True)
+    importlib.invalidate_caches()  # the table's operator line, as built now (it was read before the build)
+    report.replace(environment_part, environment(gpu))
     section("tests", "2. GPU tests", lambda: gpu_tests(timeout=900), needs_gpu=True)
     sizes = [16] if quick else [64, 512, 2048, 8192]
     section("operator", "3. Propagation operator", lambda: operator_benchmark(sizes, device))
