@@ -51,7 +51,8 @@ def run_record(client: MlflowClient, run: Run) -> dict[str, Any]:
             and artifact.path.endswith(".csv")
             and (artifact.file_size or 0) <= MAX_TABLE_BYTES
         ):
-            local = client.download_artifacts(run.info.run_id, artifact.path)
+            with tracking.quiet_downloads():
+                local = client.download_artifacts(run.info.run_id, artifact.path)
             tables[artifact.path] = Path(local).read_text()
     return {
         "suite": tags.get("suite", ""),

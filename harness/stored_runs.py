@@ -6,11 +6,8 @@ directory's) and their trained model.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -172,23 +169,8 @@ def _artifact(client: MlflowClient, run_id: str, path: str, dst: Path) -> Path |
     if path not in names:
         return None
     dst.mkdir(parents=True, exist_ok=True)
-    with _quiet_downloads():
+    with tracking.quiet_downloads():
         return Path(client.download_artifacts(run_id, path, str(dst)))
-
-
-@contextlib.contextmanager
-def _quiet_downloads() -> Iterator[None]:
-    """No MLflow download progress bars (they garble the command's output)."""
-    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(name)
-    os.environ[name] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
 
 
 def load_config(client: MlflowClient, run: Run, runs_dir: Path, scratch: Path) -> ExperimentConfig:

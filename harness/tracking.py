@@ -242,6 +242,21 @@ def _child_runs_sqlite(uri: str, experiment: str) -> list[tuple[str, str, str]] 
         return None
 
 
+@contextlib.contextmanager
+def quiet_downloads() -> Iterator[None]:
+    """No MLflow download progress bars (they garble the command's output)."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
 # --------------------------------------------------------------------------- invocation (parent) runs
 
 
