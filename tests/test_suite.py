@@ -13,6 +13,7 @@ from harness import methods
 from harness.plan import select
 from harness.run_tags import flatten_config
 from harness.suite import SuiteError, expand, load_suite, parse_overrides, parse_suite, run_key
+from shapeprop.config import ExperimentConfig
 
 SUITES = Path(__file__).parent / "suites"
 ABLATIONS = SUITES / "ablations_like.yaml"
@@ -93,6 +94,67 @@ def test_profile_seeds_replace_the_seed_axis(tmp_path):
         (f, seed) for f in (0.1, 0.5) for seed in (0, 1, 2)
     ]
     assert len({s.key for s in mini}) == 6
+
+
+def test_profile_row_overrides_apply_to_the_matched_rows_last(tmp_path):
+    path = write(
+        tmp_path,
+        """
+        name: rows
+        base: {data: {dataset: coco_2017}}
+        rows:
+          - {label: "set | Mask R-CNN", method: mask_rcnn}
+          - {label: "set | RetinaMask", method: retinamask}
+          - {label: "set | RetinaMask w/ ShapeProp", method: retinamask_shapeprop}
+        profiles:
+          full: {}
+          mini:
+            datasets: {coco_2017: {dataset: synthetic, overrides: {schedule.max_steps: 20}}}
+            overrides: {schedule.max_steps: 10, schedule.lr: 0.5}
+            rows:
+              "*| RetinaMask*": {schedule.max_steps: 30}
+              "set | RetinaMask w/ ShapeProp": {schedule.lr: 0.25}
+        """,
+    )
+    suite = load_suite(path)
+    mini = {s.row: s for s in expand(suite, "mini")}
+    steps = {row: s.config.schedule.max_steps for row, s in mini.items()}
+    # the row overrides win over the profile's and the stand-in's, and reach only the matched rows
+    assert steps == {"set | Mask R-CNN": 20, "set | RetinaMask": 30, "set | RetinaMask w/ ShapeProp": 30}
+    assert [mini[r].config.schedule.lr for r in mini] == [0.5, 0.5, 0.25]
+    assert {s.config.schedule.max_steps for s in expand(suite, "full")} == {
+        ExperimentConfig().schedule.max_steps
+    }
+    # a row the overrides leave alone keeps its key
+    text = path.read_text().replace('"*| RetinaMask*"', '"*| RetinaMask"')
+    narrower = {s.row: s.key for s in expand(load_suite(write(tmp_path, text, "narrower.yaml")), "mini")}
+    assert narrower["set | Mask R-CNN"] == mini["set | Mask R-CNN"].key
+    assert narrower["set | RetinaMask"] == mini["set | RetinaMask"].key
+    assert narrower["set | RetinaMask w/ ShapeProp"] != mini["set | RetinaMask w/ ShapeProp"].key
+
+
+def test_profile_row_overrides_name_no_row_or_a_bad_key_at_their_line(tmp_path):
+    path = write(
+        tmp_path,
+        """
+        name: x
+        rows: [{label: baseline, method: mask_rcnn}]
+        profiles:
+          mini:
+            rows:
+              baselne: {schedule.max_steps: 5}
+              "base*": {schedule.max_step: 5}
+        """,
+    )
+    message = error_of(path)
+    assert (
+        f"{path}:6: profiles.mini.rows.baselne: matches no row (did you mean 'baseline'?); rows: 'baseline'"
+        in message
+    ), message
+    assert (
+        f"{path}:7: profiles.mini.rows.base*['schedule.max_step']: unknown config key" in message
+        and "did you mean" in message
+    ), message
 
 
 def test_resolution_order_base_method_row_axis_profile():

@@ -1,11 +1,13 @@
 """Expansion: a suite and a profile into fully resolved, keyed runs, in the documented order
 
 defaults -> base -> method -> row overrides -> axis values -> profile (dataset stand-in,
-profile overrides, then the stand-in's own overrides) -> --set overrides -> method finalize
+profile overrides, the stand-in's own overrides, then the profile's overrides of the row) ->
+--set overrides -> method finalize
 """
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
 import json
 from collections.abc import Iterable, Mapping
@@ -172,13 +174,18 @@ def expand(suite: Suite, profile: str = "full", overrides: Mapping[str, Any] | N
                 # larger set) and win over the profile-wide ones.
                 for dotted, value in stand_in.overrides.items():
                     r.set(dotted, value, stand_in_path + ("overrides", dotted), enable_sections=False)
+            label = row.label if suite.rows else method_name
+            for pattern, row_overrides in prof.rows.items():
+                if fnmatch.fnmatchcase(label, pattern):
+                    for dotted, value in row_overrides.items():
+                        where = ("profiles", profile, "rows", pattern, dotted)
+                        r.set(dotted, value, where, enable_sections=False)
             for dotted, value in (overrides or {}).items():
                 r.set(dotted, value, ("--set", dotted), enable_sections=False)
             finalize = method.finalize(r.cfg, _profile_shapeprop(suite, prof, stand_in, overrides))
             for dotted, value in finalize.items():  # e.g. widths that depend on the backbone
                 r.set(dotted, value, method_path)
 
-            label = row.label if suite.rows else method_name
             try:
                 config = ExperimentConfig.model_validate(r.cfg)
             except ValidationError as err:

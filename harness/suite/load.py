@@ -4,6 +4,7 @@ profile expanded once so that a suite that loads is a suite that runs."""
 from __future__ import annotations
 
 import difflib
+import fnmatch
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,16 @@ def _check_references(suite: Suite, problems: Problems) -> None:
             check_dataset(stand_in.dataset, name_path if name_path in problems.positions else base_path)
             check_overrides(stand_in.overrides, base_path + ("overrides",))
         check_overrides(profile.overrides, ("profiles", pname, "overrides"))
+        labels = [row.label for row in suite.rows] or list(suite.axes.get("method", []))
+        for pattern, row_overrides in profile.rows.items():
+            path = ("profiles", pname, "rows", pattern)
+            if not any(fnmatch.fnmatchcase(str(label), str(pattern)) for label in labels):
+                problems.add(
+                    path,
+                    f"matches no row{suggest(str(pattern), [str(x) for x in labels])}; rows: "
+                    + ", ".join(repr(x) for x in labels),
+                )
+            check_overrides(row_overrides, path)
 
 
 def _check_claims(suite: Suite, problems: Problems) -> None:

@@ -40,7 +40,8 @@ class DatasetMapping(_Strict):
 
 
 class Profile(_Strict):
-    """How a profile changes every run: datasets mapped to stand-ins, then dotted overrides.
+    """How a profile changes every run: datasets mapped to stand-ins, then dotted overrides, then
+    the overrides of the rows matched by `rows`.
 
     Profile overrides never switch on a section that is null in a run (e.g. `model.shapeprop.*`
     leaves runs without ShapeProp unchanged), so one profile can shrink every method.
@@ -50,6 +51,11 @@ class Profile(_Strict):
     overrides: dict[str, Any] = Field(default_factory=dict)
     seeds: list[int] | None = Field(
         None, min_length=1, description="replaces the suite's seed axis under this profile"
+    )
+    rows: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="overrides for the rows whose label matches the key (a label, or a glob with * ? "
+        "[), applied after the profile's and the stand-ins': a row's own schedule at this scale",
     )
 
 
