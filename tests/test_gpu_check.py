@@ -29,7 +29,9 @@ def test_gpu_check_cpu_side_writes_every_section(tmp_path):
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     text = report.read_text()
-    assert text.count("| torch |") == 1 and "| device | CPU only" in text  # the table, refreshed after the build
+    assert (
+        text.count("| torch |") == 1 and "| device | CPU only" in text
+    )  # the table, refreshed after the build
     for title in ("1. Operator build", "2. GPU tests"):
         assert f"## {title}\n\nSkipped: no GPU" in text
     assert "| cpu | 16 |" in text  # the operator benchmark's row
