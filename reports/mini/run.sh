@@ -9,11 +9,12 @@
 # already FINISHED is skipped and a stopped one resumes from its last checkpoint (every 300 steps),
 # so the script can be stopped and started again, and the reports render whatever has finished.
 # Order: Table 1's claim rows (the paper's headline), then the other claim rows, the context rows
-# (oracle, GrabCut, Mask^X, more head params, channel-agnostic), and the 28714-step More boxes rows
-# of Table 4 last. Runs go to runs/mini/ (MLflow store runs/mini/mlflow.db). The wall time of every
-# `run` call is appended to reports/mini/wall_times.tsv. After every call the finished runs are
-# archived in reports/mini/runs.jsonl (commit it), and a fresh store starts from that archive: a
-# lost store (a new machine, a new checkout) loses only the runs in progress.
+# (oracle, GrabCut, Mask^X, more head params, channel-agnostic), the 28714-step More boxes rows
+# of Table 4, and Table 2 last (its RetinaMask rows' schedule was still being decided when the
+# store had to start again: reports/mini/curves/README.md). Runs go to runs/mini/ (MLflow store
+# runs/mini/mlflow.db). The wall time of every `run` call is appended to reports/mini/wall_times.tsv.
+# After every call the finished runs are archived in reports/mini/runs.jsonl (commit it), and a
+# fresh store starts from that archive: a lost store (a new checkout) loses only the runs in progress.
 set -euo pipefail
 BIN=${BIN:-.venv/bin}
 RUNS=${RUNS:-runs/mini}  # a store of its own: the 300-step runs of runs-mini/ would fill cells not yet rerun
@@ -52,11 +53,11 @@ step table1 --only "*Fully supervised (Oracle)"
 step ablations --only "baselin[e]" --only "baseline + ShapePro[p]"
 step fractions
 step best_overlap
-step table2 --only "*| Mask R-CNN" --only "*| Mask R-CNN w/ ShapeProp"
 step table3
 step table1
-step table2
 step ablations --only "baseline + More boxes*"
 step ablations
+step table2 --only "*| Mask R-CNN" --only "*| Mask R-CNN w/ ShapeProp"
+step table2
 "$BIN/shapeprop-bench" report --table 1 --table 2 --table 3 --table 4 --figure 6 --figure 9 --profile mini --out "$OUT" --no-log
 "$BIN/shapeprop-bench" report --claims --profile mini --out "$OUT" --no-log  # the suites' claims: claims.md, claims.csv
