@@ -5,13 +5,13 @@
 #
 #     bash reports/mini/run.sh
 #
-# About 30 hours of training on 2 cores (two runs at a time), so it runs in parts: a run that
+# About 30 hours of training on 2 cores (two runs at a time; ~13 min per 3000-step run), so it runs in parts: a run that
 # already FINISHED is skipped and a stopped one resumes from its last checkpoint (every 300 steps),
 # so the script can be stopped and started again, and the reports render whatever has finished.
 # Order: Table 1's claim rows (the paper's headline), then the other claim rows, the context rows
 # (oracle, GrabCut, Mask^X, more head params, channel-agnostic), the 28714-step More boxes rows
-# of Table 4, and Table 2 last (its RetinaMask rows' schedule was still being decided when the
-# store had to start again: reports/mini/curves/README.md). Runs go to runs/mini/ (MLflow store
+# of Table 4, and Table 2 last (4800 steps, 6600 for RetinaMask: its own curves, decided after
+# the store had to start again; reports/mini/curves/README.md). Runs go to runs/mini/ (MLflow store
 # runs/mini/mlflow.db). The wall time of every `run` call is appended to reports/mini/wall_times.tsv.
 # After every call the finished runs are archived in reports/mini/runs.jsonl (commit it), and a
 # fresh store starts from that archive: a lost store (a new checkout) loses only the runs in progress.
