@@ -5,9 +5,10 @@
 #
 #     bash reports/mini/run.sh
 #
-# About 30 hours of training on 2 cores (two runs at a time; ~13 min per 3000-step run), so it runs in parts: a run that
-# already FINISHED is skipped and a stopped one resumes from its last checkpoint (every 300 steps),
-# so the script can be stopped and started again, and the reports render whatever has finished.
+# About 30 hours of training on 2 cores (two runs at a time, ~13 min per 3000-step run), so it
+# runs in parts: a run that already FINISHED is skipped and a stopped one resumes from its last
+# checkpoint (every 300 steps), so the script can be stopped and started again, and the reports
+# render whatever has finished.
 # Order: Table 1's claim rows (the paper's headline), then the other claim rows, the context rows
 # (oracle, GrabCut, Mask^X, more head params, channel-agnostic), the 28714-step More boxes rows
 # of Table 4, and Table 2 last (4800 steps, 6600 for RetinaMask: its own curves, decided after
