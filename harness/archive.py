@@ -160,4 +160,6 @@ def import_runs(uri: str, path: Path, progress: bool = False) -> Imported:
         client.set_terminated(run_id, status="FINISHED", end_time=record.get("end_time"))
         finished[suite].add(record["run_key"])
         added += 1
+    for parent in parents.values():  # an import is over when its runs are in: not left RUNNING
+        client.set_terminated(parent, status="FINISHED")
     return Imported(added, skipped)

@@ -86,6 +86,7 @@ def test_imported_runs_are_finished_for_run_and_marked(stores):
     assert all(r.info.status == "FINISHED" for r in runs)
     parents = {r.data.tags[tracking.PARENT_TAG] for r in runs}
     assert all(client.get_run(p).data.tags["kind"] == "invocation" for p in parents)
+    assert all(client.get_run(p).info.status == "FINISHED" for p in parents)
     assert f"{len(runs)} run(s) imported, 0 already finished" in imported
     # Importing again adds nothing.
     again = import_runs(target_uri, archive)
