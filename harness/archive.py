@@ -126,7 +126,7 @@ def import_runs(uri: str, path: Path, progress: bool = False) -> Imported:
 
     records = read_archive(path)
     client = tracking.client(uri)
-    parents: dict[str, str] = {}
+    parents: dict[str, tuple[str, str]] = {}  # suite -> (experiment id, invocation run id)
     finished = {
         suite: {k for k, s in tracking.key_states(uri, suite).items() if s.state == "finished"}
         for suite in {r["suite"] for r in records}
@@ -137,18 +137,22 @@ def import_runs(uri: str, path: Path, progress: bool = False) -> Imported:
         if record["run_key"] in finished[suite]:
             skipped += 1
             continue
-        experiment_id = tracking.ensure_experiment(client, tracking.experiment_name(suite))
         if suite not in parents:
-            parents[suite] = client.create_run(
+            experiment_id = tracking.ensure_experiment(client, tracking.experiment_name(suite))
+            parents[suite] = (
                 experiment_id,
-                tags={
-                    "kind": "invocation",
-                    "suite": suite,
-                    ARCHIVED_FROM_TAG: str(path),
-                    RUN_NAME_TAG: f"{suite} imported from {path.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                },
-            ).info.run_id
-        tags = {**record["tags"], tracking.PARENT_TAG: parents[suite], ARCHIVED_FROM_TAG: str(path)}
+                client.create_run(
+                    experiment_id,
+                    tags={
+                        "kind": "invocation",
+                        "suite": suite,
+                        ARCHIVED_FROM_TAG: str(path),
+                        RUN_NAME_TAG: f"{suite} imported from {path.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                    },
+                ).info.run_id,
+            )
+        experiment_id, parent = parents[suite]
+        tags = {**record["tags"], tracking.PARENT_TAG: parent, ARCHIVED_FROM_TAG: str(path)}
         tags["archived_run_id"] = record["run_id"]
         run = client.create_run(experiment_id, start_time=record.get("start_time"), tags={})
         run_id = run.info.run_id
@@ -160,6 +164,6 @@ def import_runs(uri: str, path: Path, progress: bool = False) -> Imported:
         client.set_terminated(run_id, status="FINISHED", end_time=record.get("end_time"))
         finished[suite].add(record["run_key"])
         added += 1
-    for parent in parents.values():  # an import is over when its runs are in: not left RUNNING
+    for _, parent in parents.values():  # an import is over when its runs are in: not left RUNNING
         client.set_terminated(parent, status="FINISHED")
     return Imported(added, skipped)
