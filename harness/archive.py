@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
 
 ARCHIVED_FROM_TAG = "archived_from"
+ARCHIVED_RUN_ID_TAG = "archived_run_id"  # the run id the record had in the store it was exported from
 SKIPPED_TAGS = (tracking.PARENT_TAG, "mlflow.log-model.history")  # the parent belongs to the old store
 MAX_TABLE_BYTES = 2_000_000  # a CSV table larger than this stays out of the archive
 
@@ -97,23 +98,28 @@ def export_runs(
     client = tracking.client(uri)
     wanted = set(suites)
     ids = [i for s in wanted for i in experiment_ids(client, s)] if wanted else experiment_ids(client)
-    query = "tags.kind = 'run' AND attributes.status = 'FINISHED'"
-    if profile:
-        query += f" AND tags.profile = '{profile}'"
     newest: dict[tuple[str, str], Run] = {}
+    query = "tags.kind = 'run' AND attributes.status = 'FINISHED'"
     for run in tracking.search_runs(client, ids, query):  # newest first
-        newest.setdefault((run.data.tags.get("suite", ""), run.data.tags.get("run_key", "")), run)
-    records = {
-        key: run_record(client, run)
-        for key, run in tqdm(newest.items(), desc="export runs", unit="run", disable=not progress)
-    }
+        # The profile is compared here, not in the query: a profile name is free text, unsafe to quote.
+        if not profile or run.data.tags.get("profile") == profile:
+            newest.setdefault((run.data.tags.get("suite", ""), run.data.tags.get("run_key", "")), run)
+    earlier = {(r["suite"], r["run_key"]): r for r in read_archive(path)} if path.exists() else {}
+    records = {}
+    for key, run in tqdm(newest.items(), desc="export runs", unit="run", disable=not progress):
+        record = earlier.get(key)
+        # A run the file already holds (exported from this store, or imported from the file) is not
+        # downloaded again: a finished run does not change.
+        same = record is not None and record["run_id"] in (
+            run.info.run_id,
+            run.data.tags.get(ARCHIVED_RUN_ID_TAG),
+        )
+        records[key] = record if same else run_record(client, run)
     kept = 0
-    if path.exists():
-        for record in read_archive(path):
-            key = (record["suite"], record["run_key"])
-            if key not in records:
-                records[key] = record
-                kept += 1
+    for key, record in earlier.items():
+        if key not in records:
+            records[key] = record
+            kept += 1
     lines = [json.dumps(records[key], sort_keys=True) for key in sorted(records)]
     write_atomic(path, "".join(line + "\n" for line in lines))
     return len(newest), kept
@@ -153,7 +159,7 @@ def import_runs(uri: str, path: Path, progress: bool = False) -> Imported:
             )
         experiment_id, parent = parents[suite]
         tags = {**record["tags"], tracking.PARENT_TAG: parent, ARCHIVED_FROM_TAG: str(path)}
-        tags["archived_run_id"] = record["run_id"]
+        tags[ARCHIVED_RUN_ID_TAG] = record["run_id"]
         run = client.create_run(experiment_id, start_time=record.get("start_time"), tags={})
         run_id = run.info.run_id
         tracking.log_params(client, run_id, record["params"])

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 from test_report import Store, fill, quiet
 
+import harness.archive
 from harness import tracking
 from harness.archive import ARCHIVED_FROM_TAG, ArchiveError, import_runs, read_archive
 from harness.cli import main
@@ -102,6 +103,39 @@ def test_export_keeps_the_files_runs_that_the_store_lacks(stores, tmp_path):
     CliRunner().invoke(main, ["archive", "export", "--out", str(merged), "--tracking-uri", fresh.uri])
     keys = {r["run_key"] for r in read_archive(merged)}
     assert keys == {r["run_key"] for r in read_archive(archive)} | {"new-key"}
+
+
+def test_export_downloads_only_the_runs_the_file_lacks(stores, tmp_path, monkeypatch):
+    """Re-exporting the imported store into the archive it came from reads no run again and leaves
+    the file as it was; a run re-run under a known key is read again and replaces its record."""
+    _, archive, target_uri, _, _ = stores
+    again = tmp_path / "runs.jsonl"
+    shutil.copy(archive, again)
+    read = []
+    real = harness.archive.run_record
+    monkeypatch.setattr(
+        harness.archive, "run_record", lambda client, run: read.append(run) or real(client, run)
+    )
+    harness.archive.export_runs(target_uri, again)
+    assert read == [] and again.read_text() == archive.read_text()
+
+    store = Store(tmp_path / "store")
+    store.log_run("ablations", "table4", "baseline", {"segm_AP": 1.0}, key="k")
+    harness.archive.export_runs(store.uri, again)
+    store.log_run("ablations", "table4", "baseline", {"segm_AP": 2.0}, key="k")  # re-run, same key
+    harness.archive.export_runs(store.uri, again)
+    assert len(read) == 2
+    (record,) = [r for r in read_archive(again) if r["run_key"] == "k"]
+    assert record["metrics"]["segm_AP"] == 2.0
+
+
+def test_export_selects_a_profile_whose_name_needs_quoting(tmp_path):
+    store = Store(tmp_path / "store")
+    store.log_run("ablations", "table4", "baseline", {"segm_AP": 1.0}, profile='it\'s "mini"')
+    store.log_run("ablations", "table4", "baseline", {"segm_AP": 2.0}, profile="mini")
+    out = tmp_path / "runs.jsonl"
+    harness.archive.export_runs(store.uri, out, profile='it\'s "mini"')
+    assert [r["metrics"]["segm_AP"] for r in read_archive(out)] == [1.0]
 
 
 def test_a_bad_archive_names_file_and_line_and_imports_nothing(tmp_path):
