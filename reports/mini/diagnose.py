@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from harness.suite import expand, load_suite, select
+from harness.plan import select
+from harness.suite import expand, load_suite
 from shapeprop.config import ExperimentConfig
 from shapeprop.experiment import run_experiment
 
