@@ -225,7 +225,9 @@ class ScheduleConfig(_Strict):
         description="step checkpoints kept beside last.ckpt, the newest; 0 keeps last.ckpt alone, -1 "
         "every one (a COCO run of 90k steps would keep 90 of about 0.35 GB)",
     )
-    precision: Literal["32", "16-mixed", "bf16-mixed"] = Field("32", description="AMP is used on GPU only")
+    precision: Literal["32", "16-mixed", "bf16-mixed"] = Field(
+        "32", description="AMP; on the CPU only bf16-mixed applies (16-mixed trains in float32 there)"
+    )
     devices: int = Field(1, ge=1)
     num_nodes: int = Field(1, ge=1)
 

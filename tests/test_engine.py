@@ -140,6 +140,33 @@ def test_gpu_trainer_settings_keep_deterministic_algorithms_off():
         torch.use_deterministic_algorithms(False)
 
 
+def test_cpu_training_runs_in_bfloat16_when_asked_and_learns(records, tmp_path):
+    """bf16-mixed applies on the CPU too (the mini profiles train so); 16-mixed does not (above)."""
+    assert trainer_options(ScheduleConfig(precision="bf16-mixed"), gpu=False)["precision"] == "bf16-mixed"
+    torch.manual_seed(0)
+    sp = ShapePropConfig(hidden_channels=16, latent_channels=8, prior_channels=8)
+    model = build_detector(ModelConfig(backbone="tiny", shapeprop=sp), 10, 64, 64)
+    branch = find_mask_branch(model)
+    dtypes = set()
+    for module in (branch.shapeprop.saliency_logits, branch.shapeprop.prior_encoder, branch.predictor):
+        module.register_forward_hook(lambda mod, args, out: dtypes.add(out.dtype))
+    history = []
+
+    class Record(ExperimentCallbacks):
+        def on_step(self, step, loss):
+            history.append(loss)
+
+    data = DataConfig(min_size=64, max_size=64, num_workers=0)
+    schedule = ScheduleConfig(
+        lr=0.01, max_steps=16, batch_size=2, warmup_steps=0, milestones=[], precision="bf16-mixed"
+    )
+    train_detector(model, records, data, schedule, 0, tmp_path, callbacks=Record(), progress=False)
+    assert dtypes == {torch.bfloat16}  # the heads computed in bfloat16 ...
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # ... on float32 weights
+    assert len(history) == 16 and all(math.isfinite(v) for v in history), history
+    assert sum(history[-4:]) < 0.85 * sum(history[:4]), history
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["32", "16-mixed", "bf16-mixed"])
 def test_gpu_training_compiles_nothing_and_learns(records, tmp_path, precision):

@@ -2,8 +2,9 @@
 
 "after" is the `mini` profile of a suite as committed (its rows without and with ShapeProp);
 "before" is the same with the recipe the miniatures had until 2026-11-26: torchvision's RoIAlign
-(`shapeprop.ops.roi_align` replaced it), the tiny backbone recipe's sizes (no `model.sizes`) and a
-ShapeProp head on 64 training RoIs per image at width 32. The four models train in turn, one step
+(`shapeprop.ops.roi_align` replaced it), the tiny backbone recipe's sizes (no `model.sizes`), a
+ShapeProp head on 64 training RoIs per image at width 32, and float32 (the profile's
+`schedule.precision` bf16-mixed runs "after" under bfloat16 autocast, as Lightning does). The four models train in turn, one step
 each, on the same synthetic batches and RNG state, so a change in machine load hits all four;
 medians over the timed steps. Weights start random (the timing does not depend on them).
 
@@ -86,8 +87,11 @@ def main() -> None:
         for key, (model, optimizer) in models.items():
             images, targets = batches[step % len(batches)]
             torch.manual_seed(step)
+            bf16 = key[0] == "after" and cfgs[key[1]].schedule.precision == "bf16-mixed"
             start = time.perf_counter()
-            sum(model(images, targets).values()).backward()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = sum(model(images, targets).values())
+            loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if step >= args.warmup:
@@ -95,7 +99,8 @@ def main() -> None:
     median = {key: statistics.median(values) for key, values in times.items()}
     lines = [
         f"Training step of the tiny detector, mini profile of `{Path(args.suite).name}` ({data.min_size} px, "
-        f"batch {batch}), {torch.get_num_threads()} torch threads, median of {args.steps} steps "
+        f'batch {batch}), {torch.get_num_threads()} torch threads, "after" in precision '
+        f"{cfgs['plain'].schedule.precision}, median of {args.steps} steps "
         f"(`{' '.join(['tools/cpu_recipe_bench.py', *sys.argv[1:]])}`; "
         f"{datetime.date.today()}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__})",
         "",
