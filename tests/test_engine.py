@@ -147,9 +147,13 @@ def test_cpu_training_runs_in_bfloat16_when_asked_and_learns(records, tmp_path):
     sp = ShapePropConfig(hidden_channels=16, latent_channels=8, prior_channels=8)
     model = build_detector(ModelConfig(backbone="tiny", shapeprop=sp), 10, 64, 64)
     branch = find_mask_branch(model)
-    dtypes = set()
-    for module in (branch.shapeprop.saliency_logits, branch.shapeprop.prior_encoder, branch.predictor):
-        module.register_forward_hook(lambda mod, args, out: dtypes.add(out.dtype))
+    dtypes = {"shapeprop": set(), "mask head": set()}
+    for part, module in (
+        ("shapeprop", branch.shapeprop.saliency_logits),
+        ("shapeprop", branch.shapeprop.prior_encoder),
+        ("mask head", branch.predictor),
+    ):
+        module.register_forward_hook(lambda mod, args, out, part=part: dtypes[part].add(out.dtype))
     history = []
 
     class Record(ExperimentCallbacks):
@@ -161,7 +165,8 @@ def test_cpu_training_runs_in_bfloat16_when_asked_and_learns(records, tmp_path):
         lr=0.01, max_steps=16, batch_size=2, warmup_steps=0, milestones=[], precision="bf16-mixed"
     )
     train_detector(model, records, data, schedule, 0, tmp_path, callbacks=Record(), progress=False)
-    assert dtypes == {torch.bfloat16}  # the heads computed in bfloat16 ...
+    # the mask head computed in bfloat16, the ShapeProp head in float32 (ShapePropHead.forward) ...
+    assert dtypes == {"shapeprop": {torch.float32}, "mask head": {torch.bfloat16}}
     assert all(p.dtype == torch.float32 for p in model.parameters())  # ... on float32 weights
     assert len(history) == 16 and all(math.isfinite(v) for v in history), history
     assert sum(history[-4:]) < 0.85 * sum(history[:4]), history
@@ -178,12 +183,16 @@ def test_gpu_training_compiles_nothing_and_learns(records, tmp_path, precision):
     sp = ShapePropConfig(hidden_channels=16, latent_channels=8, prior_channels=8)
     model = build_detector(ModelConfig(backbone="tiny", shapeprop=sp), 10, 64, 64)
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
-    # The dtype each of these layers computed in: under AMP the ShapeProp head and the mask head
-    # must run in half precision, else the precision setting did nothing.
+    # The dtype each of these layers computed in: under AMP the mask head must run in half
+    # precision, else the precision setting did nothing; the ShapeProp head stays in float32.
     branch = find_mask_branch(model)
-    dtypes = set()
-    for module in (branch.shapeprop.saliency_logits, branch.shapeprop.prior_encoder, branch.predictor):
-        module.register_forward_hook(lambda mod, args, out: dtypes.add(out.dtype))
+    dtypes = {"shapeprop": set(), "mask head": set()}
+    for part, module in (
+        ("shapeprop", branch.shapeprop.saliency_logits),
+        ("shapeprop", branch.shapeprop.prior_encoder),
+        ("mask head", branch.predictor),
+    ):
+        module.register_forward_hook(lambda mod, args, out, part=part: dtypes[part].add(out.dtype))
     history = []
 
     class Record(ExperimentCallbacks):
@@ -207,7 +216,7 @@ def test_gpu_training_compiles_nothing_and_learns(records, tmp_path, precision):
     assert sum(counters["frames"].values()) == 0, dict(counters["frames"])  # torch.compile never ran
     assert counters["stats"]["unique_graphs"] == 0
     amp_dtype = {"32": torch.float32, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}[precision]
-    assert dtypes == {amp_dtype}
+    assert dtypes == {"shapeprop": {torch.float32}, "mask head": {amp_dtype}}
     assert len(history) == 16 and all(math.isfinite(v) for v in history), history
     # It learns under AMP: on the CPU (float32, seeds 0-3) the last 4 steps averaged 0.37-0.67 of the
     # first 4; 16 steps leave room for the steps the float16 grad scaler skips while it calibrates.

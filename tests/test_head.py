@@ -371,32 +371,42 @@ def test_head_learns_to_grow_a_seed_into_a_disk():
     assert iou > 0.8, iou
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_head_under_autocast_on_gpu(dtype):
-    """AMP hands the propagation operator half-precision maps: the CUDA kernel takes them (float32
-    inside), and outputs, losses and gradients stay close to float32."""
-    from shapeprop.ops import extension_available
-
-    assert extension_available("cuda"), "shapeprop._C was built without CUDA"
+@pytest.mark.parametrize(
+    ("device", "dtype"),
+    [
+        ("cpu", torch.bfloat16),
+        pytest.param("cuda", torch.float16, marks=pytest.mark.gpu),
+        pytest.param("cuda", torch.bfloat16, marks=pytest.mark.gpu),
+    ],
+)
+def test_head_computes_in_float32_under_autocast(device, dtype):
+    """Under AMP the head gives exactly its float32 outputs, and its losses and gradients are those
+    of float32: half-precision inputs (the RoI features of an autocast backbone) are promoted."""
     torch.manual_seed(0)
-    head = ShapePropHead(32, 5, ShapePropConfig(preset="light", hidden_channels=32, latent_channels=8)).cuda()
-    feats = torch.randn(12, 32, 14, 14, device="cuda")
-    classes = torch.arange(12, device="cuda") % 5
-    rows = torch.tensor([0, 3, 4, 9], device="cuda")
-    full = head(feats, classes, shape_rois=rows)
-    with torch.autocast("cuda", dtype=dtype):
-        out = head(feats, classes, shape_rois=rows)
-        losses = head.losses(
-            out,
-            (classes + 1) * (torch.arange(12, device="cuda") % 2),
-            torch.rand(4, 14, 14, device="cuda"),
-            torch.ones(4, dtype=torch.bool, device="cuda"),
-            shape_rois=rows,
-        )
-    assert out.shape_logits.dtype == dtype
-    torch.testing.assert_close(out.shape_activation.float(), full.shape_activation, atol=0.1, rtol=0)
-    (sum(losses.values()) + out.prior.float().square().mean()).backward()  # the prior feeds the mask head
-    grads = [p.grad for p in head.parameters()]
-    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    head = ShapePropHead(32, 5, ShapePropConfig(preset="light", hidden_channels=32, latent_channels=8)).to(
+        device
+    )
+    feats = torch.randn(12, 32, 14, 14, device=device)
+    classes = torch.arange(12, device=device) % 5
+    rows = torch.tensor([0, 3, 4, 9], device=device)
+    targets = (
+        (classes + 1) * (torch.arange(12, device=device) % 2),
+        torch.rand(4, 14, 14, device=device),
+        torch.ones(4, dtype=torch.bool, device=device),
+    )
+
+    def run(autocast: bool):
+        head.zero_grad()
+        with torch.autocast(device, dtype=dtype, enabled=autocast):
+            out = head(feats.to(dtype) if autocast else feats.to(dtype).float(), classes, shape_rois=rows)
+            losses = head.losses(out, *targets, shape_rois=rows)
+        (sum(losses.values()) + out.prior.square().mean()).backward()  # the prior feeds the mask head
+        return out, {k: p.grad.clone() for k, p in head.named_parameters()}
+
+    (full, full_grads), (amp, amp_grads) = run(False), run(True)
+    for name in ("saliency_logits", "shape_logits", "shape_activation", "prior"):
+        assert getattr(amp, name).dtype == torch.float32
+        torch.testing.assert_close(getattr(amp, name), getattr(full, name), rtol=0, atol=0)
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(amp_grads[name], grad, rtol=1e-6, atol=1e-9)
     assert head.weight_logits.weight.grad.abs().sum() > 0  # the gradient crossed the operator
