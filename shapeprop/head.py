@@ -136,12 +136,12 @@ class ShapePropHead(nn.Module):
         index. Training needs the saliency of every RoI (MIL's negative bags) but the shape output of
         the positives only, so the negatives skip the costlier half of the head.
 
-        The head computes in float32 even under autocast (its outputs are float32): in bfloat16,
+        The head computes in its weights' dtype (float32) even under autocast: in bfloat16,
         Table 4's miniature with ShapeProp ran away by step 1200 (box AP 0) while the same model
         with the head in float32 learned as in float32 (reports/mini/README.md, "bfloat16").
         """
         with torch.autocast(roi_features.device.type, enabled=False):
-            return self._forward(roi_features.float(), classes, shape_rois)
+            return self._forward(roi_features.to(self.saliency_logits.weight.dtype), classes, shape_rois)
 
     def _forward(
         self, roi_features: torch.Tensor, classes: torch.Tensor, shape_rois: torch.Tensor | None
