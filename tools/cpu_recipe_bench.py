@@ -3,10 +3,11 @@
 "after" is the `mini` profile of a suite as committed (its rows without and with ShapeProp);
 "before" is the same with the recipe the miniatures had until 2026-11-26: torchvision's RoIAlign
 (`shapeprop.ops.roi_align` replaced it), the tiny backbone recipe's sizes (no `model.sizes`), a
-ShapeProp head on 64 training RoIs per image at width 32, and float32 (the profile's
-`schedule.precision` bf16-mixed runs "after" under bfloat16 autocast, as Lightning does). The four models train in turn, one step
-each, on the same synthetic batches and RNG state, so a change in machine load hits all four;
-medians over the timed steps. Weights start random (the timing does not depend on them).
+ShapeProp head on 64 training RoIs per image at width 32, and float32. A profile in bf16-mixed
+runs "after" under bfloat16 autocast, as Lightning does, and adds "after, float32" (the same in
+float32) to separate the precision's share. The models train in turn, one step each, on the same
+synthetic batches and RNG state, so a change in machine load hits all of them; medians over the
+timed steps. Weights start random (the timing does not depend on them).
 
     .venv/bin/python tools/cpu_recipe_bench.py --out docs/cpu-recipe-benchmark.md
 """
@@ -74,11 +75,9 @@ def main() -> None:
         params = [q for q in model.parameters() if q.requires_grad]
         return model, torch.optim.SGD(params, lr=0.01, momentum=0.9)
 
-    models = {
-        (when, name): build(cfg, when == "before")
-        for when in ("before", "after")
-        for name, cfg in cfgs.items()
-    }
+    precision = cfgs["plain"].schedule.precision
+    stages = ("before", "after, float32", "after") if precision == "bf16-mixed" else ("before", "after")
+    models = {(when, name): build(cfg, when == "before") for when in stages for name, cfg in cfgs.items()}
     batch = cfgs["plain"].schedule.batch_size
     loader = make_loader(train.records, data.model_copy(update={"num_workers": 0}), True, batch, 0)
     batches = [b for _, b in zip(range(8), loader, strict=False)]
@@ -87,7 +86,7 @@ def main() -> None:
         for key, (model, optimizer) in models.items():
             images, targets = batches[step % len(batches)]
             torch.manual_seed(step)
-            bf16 = key[0] == "after" and cfgs[key[1]].schedule.precision == "bf16-mixed"
+            bf16 = key[0] == "after" and precision == "bf16-mixed"
             start = time.perf_counter()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 loss = sum(model(images, targets).values())
@@ -100,16 +99,16 @@ def main() -> None:
     lines = [
         f"Training step of the tiny detector, mini profile of `{Path(args.suite).name}` ({data.min_size} px, "
         f'batch {batch}), {torch.get_num_threads()} torch threads, "after" in precision '
-        f"{cfgs['plain'].schedule.precision}, median of {args.steps} steps "
+        f"{precision}, median of {args.steps} steps "
         f"(`{' '.join(['tools/cpu_recipe_bench.py', *sys.argv[1:]])}`; "
         f"{datetime.date.today()}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__})",
         "",
-        "| model | before (s/step) | after (s/step) | speed-up |",
-        "| --- | --- | --- | --- |",
+        "| model | " + " | ".join(f"{when} (s/step)" for when in stages) + " | speed-up |",
+        "| --- " * (len(stages) + 2) + "|",
     ]
     for name in cfgs:
-        before, after = median[("before", name)], median[("after", name)]
-        lines.append(f"| {name} | {before:.3f} | {after:.3f} | {before / after:.2f}x |")
+        cells = " | ".join(f"{median[(when, name)]:.3f}" for when in stages)
+        lines.append(f"| {name} | {cells} | {median[('before', name)] / median[('after', name)]:.2f}x |")
     table = "\n".join(lines) + "\n"
     print(table)
     if args.out:
