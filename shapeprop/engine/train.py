@@ -99,7 +99,8 @@ def trainer_options(schedule: ScheduleConfig, gpu: bool) -> dict[str, Any]:
 
 def _precision(precision: str, gpu: bool) -> str:
     """Lightning's precision: AMP as configured on a GPU; on the CPU only bfloat16 (CPUs with
-    AVX-512 BF16 or AMX run its convolutions ~1.4x faster; float16 autocast has no fast CPU path)."""
+    AVX-512 BF16 run a mini step ~1.25x faster, docs/cpu-recipe-benchmark.md; float16 has no fast
+    CPU path)."""
     if precision == "bf16-mixed" or (gpu and precision != "32"):
         return precision
     return "32-true"
