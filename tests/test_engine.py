@@ -140,51 +140,13 @@ def test_gpu_trainer_settings_keep_deterministic_algorithms_off():
         torch.use_deterministic_algorithms(False)
 
 
-def test_cpu_training_runs_in_bfloat16_when_asked_and_learns(records, tmp_path):
-    """bf16-mixed applies on the CPU too (the mini profiles train so); 16-mixed does not (above)."""
-    assert trainer_options(ScheduleConfig(precision="bf16-mixed"), gpu=False)["precision"] == "bf16-mixed"
-    torch.manual_seed(0)
-    sp = ShapePropConfig(hidden_channels=16, latent_channels=8, prior_channels=8)
-    model = build_detector(ModelConfig(backbone="tiny", shapeprop=sp), 10, 64, 64)
-    branch = find_mask_branch(model)
-    dtypes = {"shapeprop": set(), "mask head": set()}
-    for part, module in (
-        ("shapeprop", branch.shapeprop.saliency_logits),
-        ("shapeprop", branch.shapeprop.prior_encoder),
-        ("mask head", branch.predictor),
-    ):
-        module.register_forward_hook(lambda mod, args, out, part=part: dtypes[part].add(out.dtype))
-    history = []
-
-    class Record(ExperimentCallbacks):
-        def on_step(self, step, loss):
-            history.append(loss)
-
-    data = DataConfig(min_size=64, max_size=64, num_workers=0)
-    schedule = ScheduleConfig(
-        lr=0.01, max_steps=16, batch_size=2, warmup_steps=0, milestones=[], precision="bf16-mixed"
-    )
-    train_detector(model, records, data, schedule, 0, tmp_path, callbacks=Record(), progress=False)
-    # the mask head computed in bfloat16, the ShapeProp head in float32 (ShapePropHead.forward) ...
-    assert dtypes == {"shapeprop": {torch.float32}, "mask head": {torch.bfloat16}}
-    assert all(p.dtype == torch.float32 for p in model.parameters())  # ... on float32 weights
-    assert len(history) == 16 and all(math.isfinite(v) for v in history), history
-    assert sum(history[-4:]) < 0.85 * sum(history[:4]), history
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("precision", ["32", "16-mixed", "bf16-mixed"])
-def test_gpu_training_compiles_nothing_and_learns(records, tmp_path, precision):
-    from torch._dynamo.utils import counters
-
-    counters.clear()
-    torch.cuda.reset_peak_memory_stats()
+def train_tiny_with_shapeprop(records, tmp_path, precision: str):
+    """16 steps of a tiny Mask R-CNN with ShapeProp. Returns the model, its weights before, the
+    dtypes its ShapeProp head and its mask head computed in, the losses and the training output."""
     torch.manual_seed(0)
     sp = ShapePropConfig(hidden_channels=16, latent_channels=8, prior_channels=8)
     model = build_detector(ModelConfig(backbone="tiny", shapeprop=sp), 10, 64, 64)
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
-    # The dtype each of these layers computed in: under AMP the mask head must run in half
-    # precision, else the precision setting did nothing; the ShapeProp head stays in float32.
     branch = find_mask_branch(model)
     dtypes = {"shapeprop": set(), "mask head": set()}
     for part, module in (
@@ -211,16 +173,43 @@ def test_gpu_training_compiles_nothing_and_learns(records, tmp_path, precision):
         precision=precision,
     )
     out = train_detector(model, records, data, schedule, 0, tmp_path, callbacks=Record(), progress=False)
+    return model, before, dtypes, history, out
+
+
+def assert_learned(history: list[float]) -> None:
+    assert len(history) == 16 and all(math.isfinite(v) for v in history), history
+    # On the CPU (float32, seeds 0-3) the last 4 steps averaged 0.37-0.67 of the first 4; 16 steps
+    # leave room for the steps the float16 grad scaler skips while it calibrates.
+    assert sum(history[-4:]) < 0.85 * sum(history[:4]), history
+
+
+def test_cpu_training_runs_in_bfloat16_when_asked_and_learns(records, tmp_path):
+    """bf16-mixed applies on the CPU too (the mini profiles train so); 16-mixed does not (above)."""
+    assert trainer_options(ScheduleConfig(precision="bf16-mixed"), gpu=False)["precision"] == "bf16-mixed"
+    model, _, dtypes, history, _ = train_tiny_with_shapeprop(records, tmp_path, "bf16-mixed")
+    # the mask head computed in bfloat16, the ShapeProp head in float32 (ShapePropHead.forward) ...
+    assert dtypes == {"shapeprop": {torch.float32}, "mask head": {torch.bfloat16}}
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # ... on float32 weights
+    assert_learned(history)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["32", "16-mixed", "bf16-mixed"])
+def test_gpu_training_compiles_nothing_and_learns(records, tmp_path, precision):
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    torch.cuda.reset_peak_memory_stats()
+    model, before, dtypes, history, out = train_tiny_with_shapeprop(records, tmp_path, precision)
     assert out.step == 16
     assert not torch.are_deterministic_algorithms_enabled()
     assert sum(counters["frames"].values()) == 0, dict(counters["frames"])  # torch.compile never ran
     assert counters["stats"]["unique_graphs"] == 0
+    # Under AMP the mask head must run in half precision, else the precision setting did nothing;
+    # the ShapeProp head stays in float32.
     amp_dtype = {"32": torch.float32, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}[precision]
     assert dtypes == {"shapeprop": {torch.float32}, "mask head": {amp_dtype}}
-    assert len(history) == 16 and all(math.isfinite(v) for v in history), history
-    # It learns under AMP: on the CPU (float32, seeds 0-3) the last 4 steps averaged 0.37-0.67 of the
-    # first 4; 16 steps leave room for the steps the float16 grad scaler skips while it calibrates.
-    assert sum(history[-4:]) < 0.85 * sum(history[:4]), history
+    assert_learned(history)
     params = dict(model.named_parameters())
     assert all(torch.isfinite(p).all() for p in params.values())
     assert (
