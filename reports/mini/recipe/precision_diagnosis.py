@@ -48,7 +48,7 @@ def main() -> None:
         data.min_size,
         data.max_size,
     )
-    model.load_state_dict(state(sys.argv[1]), strict=False)  # strict=False: buffers Lightning adds
+    model.load_state_dict(state(sys.argv[1]))
     model.train()
     loader = make_loader(
         train.records, data.model_copy(update={"num_workers": 0}), True, cfg.schedule.batch_size, 0
