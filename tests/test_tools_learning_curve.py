@@ -48,3 +48,19 @@ def test_plateau_step_is_the_first_point_near_the_late_mean():
     assert plateau_step(rows, within=0.15) == 1200  # 17 >= 0.85 * 20
     assert plateau_step(list(reversed(rows))) == 1800  # sorted by step, not file order
     assert plateau_step(rows[:11]) is None  # fewer than two late parts: no plateau to read
+
+
+def test_config_of_selects_one_run_by_seed_and_axis_values():
+    sys.path.insert(0, str(ROOT / "tools"))
+    from learning_curve import config_of
+
+    suite = str(ROOT / "suites" / "fractions.yaml")  # rows x seeds x data_fraction in (0.01, 0.02, 0.1)
+    cfg = config_of(suite, "Mask R-CNN w/ ShapeProp", "mini", 1, [], ["data.data_fraction=0.01"])
+    assert (cfg["seed"], cfg["data"]["data_fraction"], cfg["data"]["test_split"]) == (1, 0.01, "test")
+    assert cfg["model"]["shapeprop"] is not None and cfg["schedule"]["milestones"] == []
+    with pytest.raises(
+        SystemExit, match="must select exactly one run.*data_fraction=0.02.*data_fraction=0.1"
+    ):
+        config_of(suite, "Mask R-CNN w/ ShapeProp", "mini", 1, [])  # three fractions match
+    with pytest.raises(SystemExit, match="got none"):
+        config_of(suite, "Mask R-CNN w/ ShapeProp", "mini", 1, [], ["data.data_fraction=0.5"])

@@ -25,16 +25,25 @@ ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["step", "bbox_AP", "segm_AP", "gtbox_mask_iou", "train_s_per_step", "wall_s"]
 
 
-def config_of(suite_path: str, only: str, profile: str, seed: int, sets: list[str]) -> dict:
-    """The resolved config of the one run `only` selects, evaluated on the test split."""
+def config_of(
+    suite_path: str, only: str, profile: str, seed: int, sets: list[str], axes: list[str] = ()
+) -> dict:
+    """The resolved config of the one run `only`, `seed` and the `axes` values select, evaluated on
+    the test split."""
     from harness.plan import select
     from harness.suite import expand, load_suite, parse_overrides
 
     specs = [s for s in select(expand(load_suite(suite_path), profile, parse_overrides(sets)), only)]
-    specs = [s for s in specs if s.seed == seed]
+    wanted = parse_overrides(list(axes))  # {"data.data_fraction": 0.01}: the same syntax as --set
+    specs = [
+        s for s in specs if s.seed == seed and all(k in s.axes and s.axes[k] == v for k, v in wanted.items())
+    ]
     if len(specs) != 1:
-        rows = sorted({s.row for s in specs}) or "none"
-        sys.exit(f"--only {only!r} with seed {seed} must select exactly one run of {suite_path}; got {rows}")
+        runs = sorted(s.describe() for s in specs) or "none"
+        sys.exit(
+            f"--only {only!r} with seed {seed} and axes {axes or 'any'} must select exactly one run of "
+            f"{suite_path}; got {runs}"
+        )
     cfg = specs[0].config.model_dump(mode="json")
     cfg["data"]["test_split"] = "test"
     cfg["schedule"]["milestones"] = []  # constant LR after warm-up: the curve shows where it stops rising
@@ -81,6 +90,14 @@ def main() -> None:
     p.add_argument("--profile", default="mini")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--axis",
+        dest="axes",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="the run's value on one of the suite's axes (e.g. data.data_fraction=0.01); repeatable",
+    )
     p.add_argument("--steps", type=int, required=True, help="last point")
     p.add_argument("--every", type=int, required=True, help="steps between points")
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "mini" / "curves")
@@ -97,7 +114,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = config_of(args.suite, args.only, args.profile, args.seed, args.sets)
+    cfg = config_of(args.suite, args.only, args.profile, args.seed, args.sets, args.axes)
     cfg["schedule"]["checkpoint_every"] = args.every  # only where the curve has points
     workdir = args.workdir or ROOT / "runs-curves" / args.name
     args.out.mkdir(parents=True, exist_ok=True)
@@ -118,7 +135,7 @@ def main() -> None:
         with table.open("a") as f:
             f.write(",".join(str(row.get(k, "")) for k in COLUMNS) + "\n")
         print(args.name, row, flush=True)
-    title = f"{Path(args.suite).stem} / {args.only} ({args.profile}, seed {args.seed}) {' '.join(args.sets)}"
+    title = f"{Path(args.suite).stem} / {args.only} ({args.profile}, seed {args.seed}) {' '.join(args.axes + args.sets)}"
     plot(sorted(rows, key=lambda r: int(r["step"])), title, args.out / f"{args.name}.png")
     print(
         f"{args.name}: box AP plateau (within 10 % of the last 6 points' mean) from step {plateau_step(rows)}"
