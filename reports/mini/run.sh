@@ -5,8 +5,8 @@
 #
 #     bash reports/mini/run.sh
 #
-# About 30 hours of training on 2 cores (two runs at a time, ~13 min per 3000-step run), so it
-# runs in parts: a run that already FINISHED is skipped and a stopped one resumes from its last
+# About a day of training on 2 cores (two runs at a time, 7-10 min per 3000-step run in bfloat16),
+# so it runs in parts: a run that already FINISHED is skipped and a stopped one resumes from its last
 # checkpoint (every 300 steps), so the script can be stopped and started again, and the reports
 # render whatever has finished.
 # Order: Table 1's claim rows (the paper's headline), then the other claim rows, the context rows
