@@ -19,6 +19,7 @@ import argparse
 import csv
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +27,7 @@ COLUMNS = ["step", "bbox_AP", "segm_AP", "gtbox_mask_iou", "train_s_per_step", "
 
 
 def config_of(
-    suite_path: str, only: str, profile: str, seed: int, sets: list[str], axes: list[str] = ()
+    suite_path: str, only: str, profile: str, seed: int, sets: list[str], axes: Sequence[str] = ()
 ) -> dict:
     """The resolved config of the one run `only`, `seed` and the `axes` values select, evaluated on
     the test split."""
