@@ -142,7 +142,7 @@ def _cat_targets(targets, rois, matched, size: int, like: torch.Tensor) -> torch
         mask_targets(t["masks"], r.to(like.dtype), m, size)
         for t, r, m in zip(targets, rois, matched, strict=True)
     ]
-    return torch.cat(parts).to(like.dtype) if parts else like.new_zeros((0, size, size))
+    return torch.cat(parts).to(like.dtype)  # a batch has at least one image
 
 
 def mask_branch_predict(
