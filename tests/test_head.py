@@ -371,17 +371,9 @@ def test_head_learns_to_grow_a_seed_into_a_disk():
     assert iou > 0.8, iou
 
 
-@pytest.mark.parametrize(
-    ("device", "dtype"),
-    [
-        ("cpu", torch.bfloat16),
-        pytest.param("cuda", torch.float16, marks=pytest.mark.gpu),
-        pytest.param("cuda", torch.bfloat16, marks=pytest.mark.gpu),
-    ],
-)
-def test_head_computes_in_float32_under_autocast(device, dtype):
-    """Under AMP the head gives exactly its float32 outputs, and its losses and gradients are those
-    of float32: half-precision inputs (the RoI features of an autocast backbone) are promoted."""
+def autocast_case(device: str, dtype: torch.dtype):
+    """A light ShapeProp head on random RoIs; returns run(autocast) -> (output, parameter gradients),
+    float32 inputs cast through `dtype` either way (also tools/cuda_grad_noise.py)."""
     torch.manual_seed(0)
     head = ShapePropHead(32, 5, ShapePropConfig(preset="light", hidden_channels=32, latent_channels=8)).to(
         device
@@ -403,6 +395,21 @@ def test_head_computes_in_float32_under_autocast(device, dtype):
         (sum(losses.values()) + out.prior.square().mean()).backward()  # the prior feeds the mask head
         return out, {k: p.grad.clone() for k, p in head.named_parameters()}
 
+    return head, run
+
+
+@pytest.mark.parametrize(
+    ("device", "dtype"),
+    [
+        ("cpu", torch.bfloat16),
+        pytest.param("cuda", torch.float16, marks=pytest.mark.gpu),
+        pytest.param("cuda", torch.bfloat16, marks=pytest.mark.gpu),
+    ],
+)
+def test_head_computes_in_float32_under_autocast(device, dtype):
+    """Under AMP the head gives exactly its float32 outputs, and its losses and gradients are those
+    of float32: half-precision inputs (the RoI features of an autocast backbone) are promoted."""
+    head, run = autocast_case(device, dtype)
     (full, full_grads), (amp, amp_grads) = run(False), run(True)
     for name in ("saliency_logits", "shape_logits", "shape_activation", "prior"):
         assert getattr(amp, name).dtype == torch.float32
