@@ -10,10 +10,12 @@
 # checkpoint (every 300 steps), so the script can be stopped and started again, and the reports
 # render whatever has finished.
 # Order: Table 1's claim rows (the paper's headline), then the other claim rows, the context rows
-# (oracle, GrabCut, Mask^X, more head params, channel-agnostic), the 28714-step More boxes rows
-# of Table 4, and Table 2 last (4800 steps, 6600 for RetinaMask: its own curves, decided after
-# the store had to start again; reports/mini/curves/README.md). Runs go to runs/mini/ (MLflow store
-# runs/mini/mlflow.db). The wall time of every `run` call is appended to reports/mini/wall_times.tsv.
+# (oracle, GrabCut, Mask^X), Table 4's more-head-params and channel-agnostic rows, Table 2 (4800
+# steps, 6600 for RetinaMask: its own curves, decided after the store had to start again;
+# reports/mini/curves/README.md), and last Table 4's More boxes rows (28714 steps each, the most
+# training time for the fewest claims). Runs go to runs/mini/ (MLflow store
+# runs/mini/mlflow.db). The wall time of every `run` call that had runs to do is appended to
+# reports/mini/wall_times.tsv.
 # After every call the finished runs are archived in reports/mini/runs.jsonl (commit it), and a
 # fresh store starts from that archive: a lost store (a new checkout) loses only the runs in progress.
 set -euo pipefail
@@ -36,11 +38,18 @@ record() {  # record STATUS: a row of wall_times.tsv for the call in progress
 trap '[ ${#STEP[@]} -eq 0 ] || { record "stopped by a signal"; archive; }; exit 143' TERM INT HUP
 
 step() {  # step SUITE [--only FILTER]...: one `run` call, timed
-  local suite=$1 status=ok
+  local suite=$1 status=ok output
   shift
+  output=$(mktemp)
   STEP=("$suite" "$*" "$(date +%s)")
   "$BIN/shapeprop-bench" run "suites/$suite.yaml" --profile mini --executor local --workers "$WORKERS" \
-    --runs-dir "$RUNS" "$@" || status=failed
+    --runs-dir "$RUNS" "$@" 2>&1 | tee "$output" || status=failed
+  if [ $status = ok ] && grep -q ", 0 to run," "$output"; then  # everything had finished: no row
+    STEP=()
+    rm -f "$output"
+    return
+  fi
+  rm -f "$output"
   record "$status"
   STEP=()
   archive
@@ -56,9 +65,9 @@ step fractions
 step best_overlap
 step table3
 step table1
-step ablations --only "baseline + More boxes*"
-step ablations
+step ablations --only "baseline + More head param[s]" --only "baseline + ShapeProp (Channel-agnostic)"
 step table2 --only "*| Mask R-CNN" --only "*| Mask R-CNN w/ ShapeProp"
 step table2
+step ablations  # the More boxes rows
 "$BIN/shapeprop-bench" report --table 1 --table 2 --table 3 --table 4 --figure 6 --figure 9 --profile mini --out "$OUT" --no-log
 "$BIN/shapeprop-bench" report --claims --profile mini --out "$OUT" --no-log  # the suites' claims: claims.md, claims.csv
