@@ -44,12 +44,9 @@ step() {  # step SUITE [--only FILTER]...: one `run` call, timed
   STEP=("$suite" "$*" "$(date +%s)")
   "$BIN/shapeprop-bench" run "suites/$suite.yaml" --profile mini --executor local --workers "$WORKERS" \
     --runs-dir "$RUNS" "$@" 2>&1 | tee "$output" || status=failed
-  if [ $status = ok ] && grep -q ", 0 to run," "$output"; then  # everything had finished: no row
-    STEP=()
-    rm -f "$output"
-    return
-  fi
+  if [ $status = ok ] && grep -q ", 0 to run," "$output"; then status=none; fi  # all had finished
   rm -f "$output"
+  if [ $status = none ]; then STEP=(); return; fi  # no row
   record "$status"
   STEP=()
   archive
