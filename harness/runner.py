@@ -185,6 +185,8 @@ def _run_other_rank(
 
 
 def _log_artifacts(c: Any, run_id: str, workdir: Path, result: Any, log_checkpoint: bool) -> None:
+    from shapeprop.eval.image_ap import GT_TABLE, MATCHES_TABLE
+
     def upload(path: Path, artifact_path: str | None = None) -> None:
         tracking.with_retry(lambda: c.log_artifact(run_id, str(path), artifact_path), f"upload {path.name}")
 
@@ -200,7 +202,8 @@ def _log_artifacts(c: Any, run_id: str, workdir: Path, result: Any, log_checkpoi
         target = workdir / f"{name}.csv"
         table.to_csv(target, index=False)
         upload(target)  # the report reads the CSV
-        run_inputs.log_table(c, run_id, table, f"tables/{name}.json", workdir)
+        if name not in (MATCHES_TABLE, GT_TABLE):  # a row per detection: no table for the UI's view
+            run_inputs.log_table(c, run_id, table, f"tables/{name}.json", workdir)
     checkpoint = artifacts.pop("checkpoint", None)
     if log_checkpoint and checkpoint is not None:
         upload(Path(checkpoint), "checkpoints")

@@ -27,6 +27,7 @@ from shapeprop.engine.train import train_detector
 from shapeprop.eval.best_overlap import best_overlap_table
 from shapeprop.eval.coco import evaluate_coco, resolve_categories
 from shapeprop.eval.gt_boxes import gt_box_mask_table, mean_iou
+from shapeprop.eval.image_ap import GT_TABLE, MATCHES_TABLE
 from shapeprop.eval.inference import predict
 from shapeprop.files import write_atomic
 from shapeprop.models.build import build_detector
@@ -163,7 +164,10 @@ def run_experiment(
         keep_maps=cfg.eval.best_overlap,
         warmup=2 if cfg.eval.timing else 0,
     )
-    metrics = evaluate_coco(test_records, preds.results, metadata.classes, category_ids)
+    # the per-image matches let a report recompute AP on resamples of the test images
+    metrics, coco_matches, coco_gt = evaluate_coco(
+        test_records, preds.results, metadata.classes, category_ids, matches=True
+    )
     gt_box_masks = gt_box_mask_table(model, test_records, cfg.data.min_size, cfg.data.max_size, device)
     metrics["gtbox_mask_iou"] = mean_iou(gt_box_masks, category_ids)
     metrics["infer_s_per_img"] = preds.seconds_per_image
@@ -173,6 +177,9 @@ def run_experiment(
     artifacts = {"checkpoint": outcome.last_checkpoint}
     tables: dict[str, pd.DataFrame] = {"gt_box_masks": gt_box_masks}
     artifacts["gt_box_masks"] = _write_csv_atomic(workdir / "gt_box_masks.csv", gt_box_masks)
+    for name, table in ((MATCHES_TABLE, coco_matches), (GT_TABLE, coco_gt)):
+        tables[name] = table
+        artifacts[name] = _write_csv_atomic(workdir / f"{name}.csv", table)
     if cfg.eval.best_overlap:
         tables["best_overlap"] = best_overlap_table(test_records, preds.maps)
         artifacts["best_overlap"] = _write_csv_atomic(workdir / "best_overlap.csv", tables["best_overlap"])

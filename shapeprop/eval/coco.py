@@ -13,12 +13,14 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from shapeprop.data.masks import annotation_to_rle
+from shapeprop.eval.image_ap import GT_COLUMNS, empty_detections, matches_tables
 
 # Order of COCOeval.stats[:6]; the metric names get an iou-type prefix (`segm_AP`, `bbox_AP50`...).
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -161,35 +163,73 @@ def evaluate_coco(
     classes: Sequence[str],
     category_ids: Sequence[int] | None = None,
     iou_types: Sequence[str] = ("segm", "bbox"),
-) -> dict[str, float]:
+    *,
+    matches: bool = False,
+) -> dict[str, float] | tuple[dict[str, float], pd.DataFrame, pd.DataFrame]:
     """COCO AP, AP50, AP75, APs, APm, APl (percent) per iou type, as `{iou_type}_{stat}`.
 
     `category_ids` restricts the evaluation to those categories (pycocotools `params.catIds`).
     A bucket without GT gives NaN; no detections at all gives 0 where there is GT.
+
+    With `matches`, returns `(metrics, detections, gts)`: the per-image match tables of
+    `shapeprop.eval.image_ap.matches_tables`, the rows of every iou type concatenated, from which
+    `image_ap.ap_on_images` recomputes AP on any resample of the test images. Without detections
+    the detections table is empty and the GT table still lists the GT and the images.
     """
     results = list(results)
     if "segm" in iou_types and any("segmentation" not in r for r in results):
         raise ValueError("mask AP requested but some detections have no 'segmentation'")
     gt = records_to_coco(records, classes, with_masks="segm" in iou_types)
     metrics: dict[str, float] = {}
+    dt_tables: list[pd.DataFrame] = []
+    gt_tables: list[pd.DataFrame] = []
     for iou_type in iou_types:
         if iou_type not in ("segm", "bbox"):
             raise ValueError(f"iou type {iou_type!r} is not supported (segm, bbox)")
         with contextlib.redirect_stdout(io.StringIO()):
             if not results:
                 stats = _stats_without_detections(gt, category_ids)
+                if matches:  # pycocotools' loadRes rejects an empty list: evaluate an empty COCO
+                    ev = _evaluated(gt, _empty_results(gt), iou_type, category_ids)
             else:
-                dt = gt.loadRes([dict(r) for r in results])
-                ev = COCOeval(gt, dt, iou_type)
-                if category_ids is not None:
-                    ev.params.catIds = list(category_ids)
-                ev.evaluate()
+                ev = _evaluated(gt, gt.loadRes([dict(r) for r in results]), iou_type, category_ids)
                 ev.accumulate()
                 ev.summarize()
                 stats = ev.stats
         for name, value in zip(STAT_NAMES, stats[:6], strict=True):
             metrics[f"{iou_type}_{name}"] = _percent(value)
-    return metrics
+        if matches:
+            dt_table, gt_table = matches_tables(ev, iou_type)
+            dt_tables.append(dt_table)
+            gt_tables.append(gt_table)
+    if not matches:
+        return metrics
+    detections = pd.concat(dt_tables, ignore_index=True) if dt_tables else empty_detections()
+    if detections.empty:
+        detections = empty_detections()
+    gts = pd.concat(gt_tables, ignore_index=True) if gt_tables else pd.DataFrame(columns=list(GT_COLUMNS))
+    return metrics, detections, gts
+
+
+def _evaluated(gt: COCO, dt: COCO, iou_type: str, category_ids: Sequence[int] | None) -> COCOeval:
+    """A COCOeval after `evaluate()` (per-image matching), restricted to `category_ids`."""
+    ev = COCOeval(gt, dt, iou_type)
+    if category_ids is not None:
+        ev.params.catIds = list(category_ids)
+    ev.evaluate()
+    return ev
+
+
+def _empty_results(gt: COCO) -> COCO:
+    """A results COCO without detections (what `loadRes([])` would be if it accepted it)."""
+    dt = COCO()
+    dt.dataset = {
+        "images": list(gt.dataset["images"]),
+        "categories": gt.dataset["categories"],
+        "annotations": [],
+    }
+    dt.createIndex()
+    return dt
 
 
 def _stats_without_detections(gt: COCO, category_ids: Sequence[int] | None) -> list[float]:
