@@ -1,8 +1,9 @@
 """`report --claims`: the paper's claims, declared in the suite files, tested on paired runs.
 
-The statistics are checked against values computed here by hand (closed forms of Student's t with
-1 and 2 degrees of freedom, binomial sums), not with the module's helpers; the CLI runs on a real
-SQLite MLflow store whose FINISHED runs carry chosen metrics and best-overlap tables.
+The statistics are checked against scipy.stats' t test, statsmodels' TOST and Holm, computed here
+from the known values (harness.report.inference has its own reference and simulation tests); the
+CLI runs on a real SQLite MLflow store whose FINISHED runs carry chosen metrics and per-image tables
+(best overlaps, IoU@GT per object, and COCO matches made by pycocotools).
 """
 
 from __future__ import annotations
@@ -12,58 +13,36 @@ import math
 import statistics
 from pathlib import Path
 
+import numpy as np
 import pandas
 import pytest
+import scipy.stats
 from click.testing import CliRunner
 from mlflow import MlflowClient
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.weightstats import ttost_paired
 from test_report import Store  # tests/ is on sys.path (pytest's rootdir-less test modules)
 
 from harness.cli.report import report
-from harness.report.claims import claim_suites, paired_stats, to_markdown, verdict
+from harness.report.claims import claim_suites, to_markdown
+from harness.report.inference import Sequential
 from harness.report.layouts import TABLES, normalize
 from harness.report.reference import load_reference
 from harness.suite import SuiteError, load_suite
+from harness.until_decided import write_design
 
 
-def t_975(df: int) -> float:
-    """Student t's 0.975 quantile in closed form: Cauchy for df 1, F(t) = 1/2 + t / (2 sqrt(2 + t^2)) for df 2."""
-    if df == 1:
-        return math.tan(math.pi * (0.975 - 0.5))
-    s = 2 * 0.975 - 1  # t / sqrt(2 + t^2) = s
-    return math.sqrt(2 * s * s / (1 - s * s))
+def t_interval(values: list[float]) -> str:
+    found = scipy.stats.ttest_1samp(values, 0.0).confidence_interval(0.95)
+    return f"[{found.low:+.2f}, {found.high:+.2f}]"
 
 
-def test_t_quantiles_by_hand_match_the_tables():
-    assert t_975(1) == pytest.approx(12.706, abs=1e-3) and t_975(2) == pytest.approx(4.303, abs=1e-3)
+def t_p(values: list[float]) -> float:
+    return scipy.stats.ttest_1samp(values, 0.0).pvalue
 
 
-def test_paired_statistics_by_hand():
-    got = paired_stats([1.0, 2.0, 3.0])
-    half = t_975(2) * 1.0 / math.sqrt(3)  # = 2.484
-    assert (got.n, got.mean, got.std) == (3, pytest.approx(2.0), pytest.approx(1.0))
-    assert (got.ci_low, got.ci_high) == (pytest.approx(2 - half), pytest.approx(2 + half))
-    assert half == pytest.approx(2.484, abs=1e-3)
-    assert got.sign_p == pytest.approx(2 * 0.5**3)  # 3 of 3 positive, two-sided: 0.25
-    assert verdict(got, "higher") == "cannot decide"  # the interval [-0.48, 4.48] holds 0
-
-    # Zeros leave the sign test: 5 of 5 non-zero differences positive, p = 2 / 2^5.
-    assert paired_stats([0.0, 1, 1, 1, 1, 1]).sign_p == pytest.approx(2 / 32)
-    # 3 of 4 positive: p = 2 P(X >= 3) = 2 (4 + 1) / 16.
-    assert paired_stats([1.0, -1, 2, 3]).sign_p == pytest.approx(10 / 16)
-
-    up = paired_stats([2.0, 2.5, 3.0])  # mean 2.5, sd 0.5: [1.26, 3.74]
-    assert up.ci_low == pytest.approx(2.5 - t_975(2) * 0.5 / math.sqrt(3))
-    assert verdict(up, "higher") == "supports" and verdict(up, "lower") == "contradicts"
-    down = paired_stats([-2.0, -2.5, -3.0])
-    assert verdict(down, "lower") == "supports" and verdict(down, "higher") == "contradicts"
-
-    one = paired_stats([5.0])
-    assert one.n == 1 and one.mean == 5.0 and math.isnan(one.ci_low) and math.isnan(one.std)
-    assert verdict(one, "higher") == "cannot decide"
-    none = paired_stats([])
-    assert none.n == 0 and math.isnan(none.mean) and math.isnan(none.sign_p)
-    assert verdict(none, "higher") == "missing"
-    assert paired_stats([1.0, math.nan, 3.0]).n == 2  # a missing value is no pair
+def text_p(value: float) -> str:
+    return f"{value:.2g}" if value >= 0.001 else f"{value:.0e}"
 
 
 # --------------------------------------------------------------------------- a suite and its runs
@@ -80,6 +59,7 @@ rows:
   - {label: "never run", method: mask_rcnn, overrides: {schedule.lr: 0.03}}
   - {label: "Mask R-CNN", method: mask_rcnn, overrides: {schedule.lr: 0.05}}
   - {label: "Mask R-CNN w/ ShapeProp", method: shapeprop, overrides: {schedule.lr: 0.05}}
+  - {label: "more params", method: mask_rcnn, overrides: {schedule.lr: 0.04}}
 axes:
   seed: [0, 1, 2]
 profiles:
@@ -98,20 +78,33 @@ claims:
     baseline: "baseline + ShapeProp"
     metric: {ours: "best_overlap.csv:shape_iou", baseline: "best_overlap.csv:saliency_iou"}
     direction: higher
+  - {claim: "params alone", ours: "more params", baseline: "baseline", paper: -0.2, direction: none, margin: 1.0}
 """
 
 BASE = {"segm_AP": [20.0, 21.0, 23.0], "gtbox_mask_iou": [50.0, 52.0, 51.0], "bbox_AP": [30.0, 31.0, 32.0]}
 DIFF = {"segm_AP": [2.0, 2.5, 3.0], "gtbox_mask_iou": [1.0, 2.0, 3.0], "bbox_AP": [-2.0, -2.5, -3.0]}
+PARAMS_DIFF = [0.1, -0.1, 0.05]  # "more params" - "baseline", every metric: no difference
 # Best overlaps per object, (shape, saliency): ShapeProp's seeds 0 and 1 (seed 2 logs no table).
 OVERLAPS = {0: [(0.8, 0.5), (0.6, 0.5)], 1: [(0.9, 0.6), (0.7, 0.4)]}
+IOU_OFFSETS = [0.20, -0.20, 0.10, -0.10, 0.05, -0.05, 0.15, -0.15]  # per object; they sum to 0
 
 
 def overlap_table(path: Path, objects: list[tuple[float, float]]) -> Path:
     lines = ["image_id,gt_id,area,saliency_iou,shape_iou"]
     lines += [f"0,{i},100.0,{saliency},{shape}" for i, (shape, saliency) in enumerate(objects)]
-    path.mkdir()
+    path.mkdir(exist_ok=True)
     (path / "best_overlap.csv").write_text("\n".join(lines) + "\n")
     return path / "best_overlap.csv"
+
+
+def iou_table(path: Path, mean_iou: float, seed: int) -> Path:
+    """gt_box_masks.csv: two objects on each of 4 images whose IoUs average `mean_iou` percent."""
+    offsets = np.roll(IOU_OFFSETS, seed)
+    lines = ["image_id,category_id,area,iou"]
+    lines += [f"{i // 2},{i % 3},100,{mean_iou / 100 + float(o)!r}" for i, o in enumerate(offsets)]
+    path.mkdir(exist_ok=True)
+    (path / "gt_box_masks.csv").write_text("\n".join(lines) + "\n")
+    return path / "gt_box_masks.csv"
 
 
 @pytest.fixture
@@ -119,13 +112,15 @@ def store(tmp_path):
     s = Store(tmp_path)
     run = lambda row, metrics, **kw: s.log_run("claimsdemo", "table4", row, metrics, **kw)  # noqa: E731
     for seed in range(3):
-        run("baseline", {m: v[seed] for m, v in BASE.items()}, seed=seed)
-        artifacts = None
-        if seed in OVERLAPS:
-            table = overlap_table(tmp_path / f"overlap{seed}", OVERLAPS[seed])
-            artifacts = {"best_overlap.csv": table}
+        base = {m: v[seed] for m, v in BASE.items()}
+        table = iou_table(tmp_path / f"base{seed}", base["gtbox_mask_iou"], seed)
+        run("baseline", base, seed=seed, artifacts={"gt_box_masks.csv": table})
         ours = {m: BASE[m][seed] + DIFF[m][seed] for m in BASE}
+        artifacts = {"gt_box_masks.csv": iou_table(tmp_path / f"sp{seed}", ours["gtbox_mask_iou"], seed + 3)}
+        if seed in OVERLAPS:
+            artifacts["best_overlap.csv"] = overlap_table(tmp_path / f"sp{seed}", OVERLAPS[seed])
         run("baseline + ShapeProp", ours, seed=seed, key=f"sp{seed}", artifacts=artifacts)
+        run("more params", {m: BASE[m][seed] + PARAMS_DIFF[seed] for m in BASE}, seed=seed)
     # Not counted: a seed the baseline lacks (no pair), another profile, a failed run.
     run("baseline + ShapeProp", {"segm_AP": 40.0}, seed=3)
     run("baseline", {"segm_AP": 0.0}, seed=0, profile="full")
@@ -144,9 +139,9 @@ def claims_cli(store: Store, suite: Path, out: Path, *extra: str):
     return CliRunner().invoke(report, [*args, "--out", str(out), *extra], terminal_width=250)
 
 
-def ci(values: list[float], df_t: float) -> str:
-    m, half = statistics.mean(values), df_t * statistics.stdev(values) / math.sqrt(len(values))
-    return f"[{m - half:+.2f}, {m + half:+.2f}]"
+def read_csv_lines(path: Path) -> dict:
+    with path.open() as handle:
+        return {(r["claim"], r["by"], r["metric"]): r for r in csv.DictReader(handle)}
 
 
 def test_claims_on_a_real_store_through_the_cli(store, tmp_path, monkeypatch):
@@ -158,47 +153,67 @@ def test_claims_on_a_real_store_through_the_cli(store, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert f"{out / 'claims.md'}" in result.output and f"{out / 'claims.csv'}" in result.output
     md = (out / "claims.md").read_text()
+    assert "sign test" not in md
 
+    # mask AP, one family: "plain", "per fraction [0.1]" and the equivalence of "params alone" are
+    # tested (1/100 has one seed, "nothing to compare" no pair); Holm over the three.
+    fraction_p = 0.0  # three equal differences: no variance
+    plain_p = t_p(DIFF["segm_AP"])
+    ours = np.array([b + d for b, d in zip(BASE["segm_AP"], PARAMS_DIFF, strict=True)])
+    tost = ttost_paired(ours, np.array(BASE["segm_AP"]), -1.0, 1.0)[0]
+    holm = multipletests([plain_p, fraction_p, tost], method="holm")[1]
     ours_ap = [b + d for b, d in zip(BASE["segm_AP"], DIFF["segm_AP"], strict=True)] + [40.0]
-    assert "| **plain**<br>baseline + ShapeProp vs baseline | mask AP | +1.1 | +2.50 ± 0.50 (n=3) | " in md
     assert (
-        f"| mask AP | +1.1 | +2.50 ± 0.50 (n=3) | {ci(DIFF['segm_AP'], t_975(2))} | p=0.25 (3/3 > 0) | supports "
+        f"| **plain**<br>baseline + ShapeProp vs baseline | mask AP | +1.1 | **+2.50** (n=3: +2.00, +2.50, +3.00) "
+        f"| {t_interval(DIFF['segm_AP'])} seeds | {text_p(plain_p)} ({text_p(holm[0])}) "
+        "| the paper's direction, larger than the paper's "  # the paper's +1.1 lies below [+1.26, +3.74]
         f"| {statistics.mean(ours_ap):.1f} ± {statistics.stdev(ours_ap):.2f} (n=4) | 21.3 ± 1.53 (n=3) |"
     ) in md
     assert (
-        f"| IoU@GT |  | +2.00 ± 1.00 (n=3) | {ci(DIFF['gtbox_mask_iou'], t_975(2))} | p=0.25 (3/3 > 0) "
-        "| cannot decide |"
-    ) in md
-    assert (
-        f"| box AP |  | -2.50 ± 0.50 (n=3) | {ci(DIFF['bbox_AP'], t_975(2))} | p=0.25 (0/3 > 0) | contradicts |"
-    ) in md
-    assert (
-        "| **nothing to compare**<br>never run vs baseline | mask AP |  | missing |  |  | missing | missing |"
-        in md
+        "Families (adjusted together): mask AP: Holm over 3; IoU@GT: Holm over 2; box AP: Holm over 2;" in md
     )
+    # box AP went down where the paper claims up
+    assert f"| box AP |  | **-2.50** (n=3: -2.00, -2.50, -3.00) | {t_interval(DIFF['bbox_AP'])} seeds |" in md
+    assert "| the other direction than the paper |" in md
+    # IoU@GT: every run has its per-object table, so the interval holds the images too (wider than t's)
+    lines = read_csv_lines(out / "claims.csv")
+    iou = lines[("plain", "", "IoU@GT")]
+    assert iou["sources"] == "seeds + images" and float(iou["image_se"]) > 0
+    t_half = scipy.stats.t.isf(0.025, 2) * float(iou["seed_se"])
+    half = math.hypot(t_half, scipy.stats.norm.isf(0.025) * float(iou["image_se"]))
+    assert float(iou["ci_high"]) - float(iou["mean"]) == pytest.approx(half, abs=1e-3)
+    assert "| **nothing to compare**<br>never run vs baseline | mask AP |  | missing |  |  | missing |" in md
     # One comparison per fraction: 1/10 has three equal differences (interval [1, 1]), 1/100 one.
     assert "| **per fraction [data.data_fraction=0.01]**<br>Mask R-CNN w/ ShapeProp vs Mask R-CNN |" in md
-    assert "| +1.00 (n=1) |  | p=1 (1/1 > 0) | cannot decide |" in md
+    assert "| +1.00 (n=1) |  |  | undecided |" in md
     assert (
-        "| **per fraction [data.data_fraction=0.1]** | mask AP |  | +1.00 ± 0.00 (n=3) | [+1.00, +1.00] |"
-        in md
-    )
-    # Two metrics of the same runs, read from their best_overlap.csv artifacts (x 100).
-    gains = [100 * statistics.mean(s - g for s, g in objects) for objects in OVERLAPS.values()]
-    assert gains == pytest.approx([20.0, 30.0])
-    assert (
-        f"| best_overlap.csv:shape_iou vs best_overlap.csv:saliency_iou |  | +25.00 ± 7.07 (n=2) "
-        f"| {ci(gains, t_975(1))} | p=0.5 (2/2 > 0) | cannot decide |"
+        "| **per fraction [data.data_fraction=0.1]** | mask AP |  | **+1.00** (n=3: +1.00, +1.00, +1.00) "
+        "| [+1.00, +1.00] seeds | 0e+00 (0e+00) | the paper's direction |"
     ) in md
+    # Two metrics of the same runs, read from their best_overlap.csv artifacts (x 100), with images.
+    gains = [100 * statistics.mean(s - g for s, g in objects) for objects in OVERLAPS.values()]
+    shape = lines[("shape vs saliency", "", "best_overlap.csv:shape_iou vs best_overlap.csv:saliency_iou")]
+    assert (
+        float(shape["mean"]) == pytest.approx(statistics.mean(gains))
+        and shape["differences"] == "0:+20.00 1:+30.00"
+    )
     assert "('baseline + ShapeProp', seed 2) has no best_overlap.csv artifact" in md
+    # A claim of no difference: two one-sided tests, as statsmodels' paired TOST
+    params = lines[("params alone", "", "mask AP")]
+    assert params["test"] == "equivalence" and float(params["p"]) == pytest.approx(tost, abs=1e-4)
+    assert params["verdict"] == "no difference (within ±1), as the paper"
+    assert "| **params alone**<br>more params vs baseline | mask AP | -0.2 (none, ±1) |" in md
+    # An undecided line says how many seeds would decide it.
+    assert lines[("plain", "", "box AP")]["verdict"] == "the other direction than the paper"
 
-    with (out / "claims.csv").open() as handle:
-        lines = {(r["claim"], r["by"], r["metric"]): r for r in csv.DictReader(handle)}
     plain = lines[("plain", "", "mask AP")]
     assert int(plain["n"]) == 3 and float(plain["mean"]) == pytest.approx(2.5)
-    assert float(plain["ci_low"]) == pytest.approx(2.5 - t_975(2) * 0.5 / math.sqrt(3), abs=1e-4)
-    assert float(plain["sign_p"]) == pytest.approx(0.25) and plain["verdict"] == "supports"
-    assert plain["paper"] == "1.1000" and plain["profile"] == "mini" and plain["ours_n"] == "4"
+    assert float(plain["p"]) == pytest.approx(plain_p, abs=1e-4)
+    assert (
+        float(plain["p_adjusted"]) == pytest.approx(holm[0], abs=1e-4)
+        and plain["adjustment"] == "Holm over 3"
+    )
+    assert plain["q_bh"] and plain["profile"] == "mini" and plain["ours_n"] == "4"
     assert lines[("nothing to compare", "", "box AP")]["verdict"] == "missing"
 
     client = MlflowClient(tracking_uri=store.uri)
@@ -206,6 +221,49 @@ def test_claims_on_a_real_store_through_the_cli(store, tmp_path, monkeypatch):
     (logged,) = client.search_runs([experiment.experiment_id], "tags.report = 'claims'")
     assert logged.data.tags["profile"] == "mini"
     assert sorted(a.path for a in client.list_artifacts(logged.info.run_id)) == ["claims.csv", "claims.md"]
+
+
+def test_an_undecided_claim_says_how_many_seeds_would_decide_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = Store(tmp_path)
+    for seed, (base, ours) in enumerate([(20.0, 21.5), (21.0, 21.2), (22.0, 23.9)]):
+        store.log_run("claimsdemo", "table4", "baseline", {"segm_AP": base}, seed=seed)
+        store.log_run("claimsdemo", "table4", "baseline + ShapeProp", {"segm_AP": ours}, seed=seed)
+    (tmp_path / "s.yaml").write_text(SUITE)
+    result = claims_cli(store, tmp_path / "s.yaml", tmp_path / "out", "--no-log")
+    assert result.exit_code == 0, result.output
+    plain = read_csv_lines(tmp_path / "out" / "claims.csv")[("plain", "", "mask AP")]
+    differences = [1.5, 0.2, 1.9]
+    from statsmodels.stats.power import TTestPower
+
+    # the paper's +1.1 at the observed std, two-sided at the family's Bonferroni level (one test here)
+    want = math.ceil(
+        TTestPower().solve_power(effect_size=1.1 / statistics.stdev(differences), alpha=0.05, power=0.8)
+    )
+    assert plain["verdict"] == "undecided" and int(float(plain["seeds_needed"])) == want
+    md = (tmp_path / "out" / "claims.md").read_text()
+    assert f"undecided: {want} seeds for 80 % power on the paper's difference" in md
+
+
+def test_a_sequential_design_judges_at_its_look_and_keeps_a_stopped_claim(store, tmp_path, monkeypatch):
+    """Under `run --until-decided`'s design the family is split by Bonferroni and each line tested
+    at its look's level; a claim stopped at a look is judged on that look's seeds only."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text(SUITE)
+    design = Sequential(first=2, step=1, max_seeds=6, stopped={"plain|": 2})
+    write_design(store.client, "claimsdemo", "mini", design)
+    result = claims_cli(store, tmp_path / "s.yaml", tmp_path / "out", "--no-log")
+    assert result.exit_code == 0, result.output
+    lines = read_csv_lines(tmp_path / "out" / "claims.csv")
+    plain = lines[("plain", "", "mask AP")]
+    assert int(plain["n"]) == 2 and plain["differences"] == "0:+2.00 1:+2.50"  # seed 2 came after its stop
+    p = t_p(DIFF["segm_AP"][:2])
+    family = sum(1 for key in lines if key[2] == "mask AP")  # every line of the family, tested or not
+    assert float(plain["p_adjusted"]) == pytest.approx(min(1.0, p * family), abs=1e-4)
+    assert float(plain["level"]) == pytest.approx(design.level(2), abs=1e-4)
+    assert plain["adjustment"] == f"Bonferroni over {family}, sequential"
+    fraction = lines[("per fraction", "data.data_fraction=0.1", "mask AP")]
+    assert float(fraction["level"]) == pytest.approx(design.level(3), abs=1e-4)
 
 
 def test_claims_without_runs_read_missing(tmp_path, monkeypatch):
@@ -216,11 +274,11 @@ def test_claims_without_runs_read_missing(tmp_path, monkeypatch):
     result = claims_cli(store, tmp_path / "s.yaml", tmp_path / "out", "--no-log")
     assert result.exit_code == 0, result.output
     md = (tmp_path / "out" / "claims.md").read_text()
-    assert "## claimsdemo\n\nAll 4 claims are missing: no finished run of their rows.\n" in md
+    assert "## claimsdemo\n\nAll 5 claims are missing: no finished run of their rows.\n" in md
     with (tmp_path / "out" / "claims.csv").open() as handle:
         lines = list(csv.DictReader(handle))
     # every claim and metric: three each, one for the claim of two best-overlap columns
-    assert len(lines) == 3 + 3 + 3 + 1 and {line["verdict"] for line in lines} == {"missing"}
+    assert len(lines) == 3 + 3 + 3 + 1 + 3 and {line["verdict"] for line in lines} == {"missing"}
 
 
 def test_a_suite_of_one_claim_not_run_reads_in_the_singular():
@@ -255,6 +313,9 @@ def test_a_claim_naming_an_unknown_row_fails_to_load(tmp_path):
         (("paper: +1.1, direction: higher", "paper: +1.1, direction: lower"), "claims[0].paper: the paper's difference +1.1 contradicts direction 'lower'"),
         (("by: data.data_fraction", "by: data.fraction"), "claims[2].by: unknown config key 'data.fraction'"),
         (('metric: {ours: "best_overlap.csv:shape_iou", ', "metric: {ours: best_overlap.csv:saliency_iou, "), "claims[3].baseline: compares a row with itself"),
+        (("direction: none, margin: 1.0", "direction: none"), "claims[4].direction: a margin goes with direction 'none'"),
+        (("paper: +1.1, direction: higher", "paper: +1.1, direction: higher, margin: 1"), "claims[0].margin: a margin goes with direction 'none'"),
+        (("margin: 1.0", "margin: -1.0"), "claims[4].margin: Input should be greater than 0"),
     ],
 )  # fmt: skip
 def test_other_claim_problems_name_the_key(change, problem):
@@ -297,3 +358,50 @@ def test_the_suites_claims_carry_the_papers_differences():
             assert claim.paper == pytest.approx(difference, abs=1e-9), claim.claim
             checked += 1
     assert checked == 33
+
+
+def test_ap_claims_hold_the_test_images_when_runs_carry_their_coco_matches(tmp_path, monkeypatch):
+    """Runs evaluated by pycocotools with their per-image matches logged (as the experiment does):
+    the mask- and box-AP lines get the image term; a run whose tables do not give back its logged
+    AP falls back to the seeds, and the report says so."""
+    from test_eval_image_ap import CLASSES as EVAL_CLASSES
+    from test_eval_image_ap import _detections, _records
+
+    from shapeprop.eval.coco import evaluate_coco
+
+    monkeypatch.chdir(tmp_path)
+    records = _records(12)
+    detections = _detections(records)
+    rng = np.random.default_rng(7)
+    store = Store(tmp_path)
+    logged = {}
+    for seed in range(3):
+        for row, keep in (("baseline", 0.7), ("baseline + ShapeProp", 0.9)):
+            kept = [
+                d for d in detections if rng.uniform() < keep
+            ]  # the better row keeps more true detections
+            metrics, matches, gts = evaluate_coco(records, kept, EVAL_CLASSES, matches=True)
+            folder = tmp_path / f"{row}-{seed}"
+            folder.mkdir()
+            matches.to_csv(folder / "coco_matches.csv", index=False)
+            gts.to_csv(folder / "coco_gt.csv", index=False)
+            values = {"segm_AP": metrics["segm_AP"], "bbox_AP": metrics["bbox_AP"]}
+            if row == "baseline" and seed == 2:
+                values["bbox_AP"] += 1.0  # its tables no longer give back its logged box AP
+            logged[row, seed] = values
+            artifacts = {name: folder / name for name in ("coco_matches.csv", "coco_gt.csv")}
+            store.log_run("claimsdemo", "table4", row, values, seed=seed, artifacts=artifacts)
+    (tmp_path / "s.yaml").write_text(SUITE)
+    result = claims_cli(store, tmp_path / "s.yaml", tmp_path / "out", "--no-log")
+    assert result.exit_code == 0, result.output
+    lines = read_csv_lines(tmp_path / "out" / "claims.csv")
+    mask = lines[("plain", "", "mask AP")]
+    differences = [
+        logged["baseline + ShapeProp", s]["segm_AP"] - logged["baseline", s]["segm_AP"] for s in range(3)
+    ]
+    assert float(mask["mean"]) == pytest.approx(statistics.mean(differences), abs=1e-4)
+    assert mask["sources"] == "seeds + images" and float(mask["image_se"]) > 0.1  # 12 images: a wide term
+    assert float(mask["ci_high"]) - float(mask["mean"]) > scipy.stats.t.isf(0.025, 2) * float(mask["seed_se"])
+    assert lines[("plain", "", "box AP")]["sources"] == "seeds"
+    md = (tmp_path / "out" / "claims.md").read_text()
+    assert "- claimsdemo, box AP: seeds only (a run has no per-image table that gives back its value)" in md

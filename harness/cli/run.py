@@ -43,6 +43,28 @@ from harness.cli.options import console as make_console
     type=click.IntRange(min=1),
     help="Training steps per logged metrics window (losses, lr). Default: the library's (20).",
 )
+@click.option(
+    "--until-decided",
+    is_flag=True,
+    help="Then add seeds, in rounds of --seeds-per-round, to the rows of the suite's claims that "
+    "are still undecided, up to --max-seeds, stopping each claim once decided. A group-sequential "
+    "design with alpha spending keeps looking after every round from inflating the error rate; "
+    "`report --claims` judges the claims under the same design.",
+)
+@click.option(
+    "--max-seeds",
+    type=click.IntRange(min=2),
+    default=10,
+    show_default=True,
+    help="With --until-decided: the most seeds a row gets.",
+)
+@click.option(
+    "--seeds-per-round",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="With --until-decided: seeds added per round (each round is a look at the claims).",
+)
 @click.option("--slurm-partition", help="Slurm partition.")
 @click.option(
     "--slurm-timeout-min", type=int, default=24 * 60, show_default=True, help="Time limit per task."
@@ -74,6 +96,9 @@ def run(
     force: bool,
     log_checkpoint: bool,
     log_every: int | None,
+    until_decided: bool,
+    max_seeds: int,
+    seeds_per_round: int,
     slurm_partition: str | None,
     slurm_timeout_min: int,
     slurm_gpus: int,
@@ -112,38 +137,106 @@ def run(
             slurm_mem_gb,
             slurm_param,
         )
+    design = _sequential_design(loaded, profile, uri, max_seeds, seeds_per_round) if until_decided else None
     from harness.preflight import PreflightError
 
-    try:
-        summary = _run_with_progress(
-            console,
-            loaded,
-            profile,
-            args.only,
-            slurm,
-            verbose,
-            tracking_uri=uri,
-            runs_root=args.runs_dir,
-            executor=executor,
-            workers=workers,
-            force=force,
-            log_checkpoint=log_checkpoint,
-            log_every=log_every,
-            overrides=args.overrides,
-            check=not skip_preflight,
+    def run_rows(suite: Any, only: tuple[str, ...]) -> Any:
+        try:
+            summary = _run_with_progress(
+                console,
+                suite,
+                profile,
+                only,
+                slurm,
+                verbose,
+                tracking_uri=uri,
+                runs_root=args.runs_dir,
+                executor=executor,
+                workers=workers,
+                force=force,
+                log_checkpoint=log_checkpoint,
+                log_every=log_every,
+                overrides=args.overrides,
+                check=not skip_preflight,
+            )
+        except PreflightError as err:
+            raise click.ClickException(str(err)) from None
+        console.print(
+            f"done {len(summary.done)}, skipped {len(summary.skipped)}, failed {len(summary.failed)}"
+            + (f"  (MLflow invocation run {summary.parent_run_id})" if summary.parent_run_id else "")
         )
-    except PreflightError as err:
-        raise click.ClickException(str(err)) from None
-    console.print(
-        f"done {len(summary.done)}, skipped {len(summary.skipped)}, failed {len(summary.failed)}"
-        + (f"  (MLflow invocation run {summary.parent_run_id})" if summary.parent_run_id else "")
-    )
-    if summary.failed:
         for outcome in summary.failed:
             console.print(
                 f"  [red]FAILED[/] {escape(outcome.row)} {escape(f'[{outcome.key}]')}: {escape(outcome.error)}"
             )
+        return summary
+
+    failed = bool(run_rows(loaded, args.only).failed)
+    if design is not None and not failed:
+        failed = _until_decided(console, loaded, profile, uri, design, args.overrides, run_rows)
+    if failed:
         sys.exit(1)
+
+
+def _sequential_design(suite: Any, profile: str, uri: str, max_seeds: int, step: int) -> Any:
+    """The design of `--until-decided`: the one the store holds for this suite and profile, which
+    the options must not contradict, or a new one from them."""
+    from mlflow import MlflowClient
+
+    from harness.report.inference import Sequential
+    from harness.until_decided import profile_seeds, read_design
+
+    if not suite.claims:
+        raise click.UsageError(f"--until-decided: suite '{suite.name}' declares no claims")
+    first = len(profile_seeds(suite, profile))
+    if max_seeds <= first:
+        raise click.BadParameter(
+            f"{max_seeds}: the profile '{profile}' already runs {first} seeds; give more",
+            param_hint="--max-seeds",
+        )
+    design = Sequential(first=first, step=step, max_seeds=max_seeds)
+    stored = read_design(MlflowClient(tracking_uri=uri), suite.name, profile)
+    if stored is not None and (stored.first, stored.step, stored.max_seeds) != (first, step, max_seeds):
+        raise click.UsageError(
+            f"--until-decided: suite '{suite.name}' (profile {profile}) was run until decided with "
+            f"{stored.first} seeds first, --seeds-per-round {stored.step}, --max-seeds {stored.max_seeds}; "
+            "a sequential design cannot change once looked at: run again with those"
+        )
+    return stored or design
+
+
+def _until_decided(
+    console: Any, suite: Any, profile: str, uri: str, design: Any, overrides: Any, run_rows
+) -> bool:
+    """The rounds of --until-decided; True if a round had failed runs."""
+    from mlflow import MlflowClient
+
+    from harness.report.build import judged_claims
+    from harness.until_decided import exact, until_decided, write_design
+
+    client, failed = MlflowClient(tracking_uri=uri), False
+    console.print(
+        f"until decided: looks at {', '.join(map(str, design.looks()))} seeds "
+        f"(alpha spending, {design.alpha:g} in all)"
+    )
+
+    def judge(current: Any) -> Any:
+        return judged_claims(client, [suite], profile, overrides, design=lambda s: current)[0]
+
+    def run_round(extended: Any, rows: list[str]) -> None:
+        nonlocal failed
+        failed |= bool(run_rows(extended, tuple(exact(row) for row in rows)).failed)
+
+    until_decided(
+        suite,
+        profile,
+        design,
+        judge,
+        run_round,
+        save=lambda current: write_design(client, suite.name, profile, current),
+        echo=lambda text: console.print(escape(text)),
+    )
+    return failed
 
 
 def _slurm_parameters(

@@ -12,6 +12,7 @@ from harness.report.layouts import FIGURES, TABLES
 from harness.report.reference import load_reference
 from harness.report.runs import REPORTS_EXPERIMENT, RunSelection, fetch_runs, select
 from harness.report.tables import build_table, place_runs
+from harness.until_decided import read_design
 from shapeprop.files import write_atomic
 
 if TYPE_CHECKING:
@@ -123,19 +124,7 @@ def claims_report(
     """
     import pandas
 
-    suites = claims.claim_suites(suite)
-    with tempfile.TemporaryDirectory() as tmp:
-        tables: dict[tuple[str, str], pandas.DataFrame | None] = {}
-
-        def read_table(run_id: str, file: str) -> pandas.DataFrame | None:
-            if (run_id, file) not in tables:
-                tables[run_id, file] = _artifact_table(client, run_id, file, tmp)
-            return tables[run_id, file]
-
-        def fetch(s) -> pandas.DataFrame:
-            return fetch_runs(client, s.reproduces or "", s.name, overrides)
-
-        data, notes = claims.evaluate(suites, fetch, profile, read_table)
+    data, notes = judged_claims(client, claims.claim_suites(suite), profile, overrides)
     title = f"The paper's claims, tested ({profile} profile)"
     out = Path(out_dir)
     files = [
@@ -149,6 +138,31 @@ def claims_report(
         text.set_axis(list(claims.TEXT_COLUMNS), axis=1) if len(text) else text, title, notes, console
     )
     return Report("claims", profile, files, data, notes)
+
+
+def judged_claims(client, suites, profile: str, overrides: dict | None = None, design=None):
+    """The claims of `suites` on the store's FINISHED runs of `profile`, judged: (lines, notes).
+    `design(suite)`: the sequential design to judge a suite under (default: the one in the store)."""
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tables: dict[tuple[str, str], pandas.DataFrame | None] = {}
+        listed: dict[str, set[str]] = {}
+
+        def read_table(run_id: str, file: str) -> pandas.DataFrame | None:
+            if run_id not in listed:  # one listing per run: most claims ask for tables a run lacks
+                listed[run_id] = {a.path for a in client.list_artifacts(run_id)}
+            if (run_id, file) not in tables:
+                present = file in listed[run_id]
+                tables[run_id, file] = _artifact_table(client, run_id, file, tmp) if present else None
+            return tables[run_id, file]
+
+        def fetch(s) -> pandas.DataFrame:
+            return fetch_runs(client, s.reproduces or "", s.name, overrides)
+
+        def stored_design(s):
+            return read_design(client, s.name, profile)
+
+        return claims.evaluate(suites, fetch, profile, read_table, design or stored_design)
 
 
 def _artifact_table(client, run_id: str, file: str, tmp: str) -> pandas.DataFrame | None:

@@ -1,22 +1,31 @@
-"""The paper's claims (the `claims:` of the suite files) tested on the finished runs, paired by seed.
+"""The paper's claims (the `claims:` of the suite files) tested on the finished runs: pairing and wording.
 
 A claim compares the runs of row `ours` with those of row `baseline` of one suite: per seed (and
 value of the claim's `by` key) the difference ours - baseline, for mask AP, IoU@GT and box AP, or
-for the claim's own pair of metrics. Per metric: n, mean, sample std, the 95 % confidence interval
-of the mean difference (Student t), a two-sided exact sign test, and a verdict on the paper's side.
+for the claim's own pair of metrics. Where every run of a comparison carries its per-image table
+(`coco_matches.csv` + `coco_gt.csv` for AP, `gt_box_masks.csv` for IoU@GT, the CSV of an artifact
+metric), the interval holds the variance of the test images as well as that of the seeds; else it
+holds the seeds only, and says so. The statistics are `harness.report.inference`'s.
+
+Multiplicity: the lines of one family (a suite's claims, or those naming the same `family`, one
+family per metric) are adjusted together, Holm for the verdict, Benjamini-Hochberg's q beside it.
+A suite run with `run --until-decided` is judged at the level of its look (inference.Sequential).
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from harness.report import inference
 from harness.report.runs import PARAM_PREFIX, select
 from harness.suite import Suite, load_suite
+from shapeprop.eval.image_ap import GT_TABLE, IMAGE_SET_CATEGORY, MATCHES_TABLE
 
 if TYPE_CHECKING:
     import pandas
@@ -25,55 +34,16 @@ if TYPE_CHECKING:
 
 #: The metrics every claim compares unless it names its own pair (MLflow name -> display name).
 METRICS = {"segm_AP": "mask AP", "gtbox_mask_iou": "IoU@GT", "bbox_AP": "box AP"}
-CONFIDENCE = 0.95
 #: Where `report --claims` finds the claims: the suite files of this checkout.
 SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
 COLUMNS = (
-    "suite", "claim", "ours", "baseline", "by", "metric", "direction", "paper", "n", "mean", "std",
-    "ci_low", "ci_high", "positive", "nonzero", "sign_p", "verdict",
+    "suite", "family", "claim", "ours", "baseline", "by", "metric", "primary", "direction", "paper", "margin",
+    "n", "mean", "std", "differences", "sources", "seed_se", "image_se", "ci_low", "ci_high",
+    "test", "p", "p_adjusted", "adjustment", "q_bh", "level", "verdict", "seeds_needed",
     "ours_mean", "ours_std", "ours_n", "baseline_mean", "baseline_std", "baseline_n",
 )  # fmt: skip
 
-
-@dataclass(frozen=True)
-class Paired:
-    """Statistics of paired differences; NaN where n is too small for them."""
-
-    n: int
-    mean: float
-    std: float
-    ci_low: float
-    ci_high: float
-    positive: int  # differences > 0
-    nonzero: int
-    sign_p: float  # two-sided exact sign test (binomial, p = 1/2) over the non-zero differences
-
-
-def paired_stats(differences: Sequence[float]) -> Paired:
-    """Mean, sample std, `CONFIDENCE` interval of the mean (Student t) and sign test of `differences`."""
-    from scipy.stats import binomtest, t
-
-    values = [float(v) for v in differences if not math.isnan(v)]
-    n, nan = len(values), math.nan
-    positive = sum(v > 0 for v in values)
-    nonzero = sum(v != 0 for v in values)
-    sign_p = binomtest(positive, nonzero).pvalue if nonzero else nan
-    mean = statistics.fmean(values) if n else nan
-    if n < 2:
-        return Paired(n, mean, nan, nan, nan, positive, nonzero, sign_p)
-    std = statistics.stdev(values)
-    half = t.ppf(0.5 + CONFIDENCE / 2, n - 1) * std / math.sqrt(n)
-    return Paired(n, mean, std, mean - half, mean + half, positive, nonzero, sign_p)
-
-
-def verdict(stats: Paired, direction: str) -> str:
-    """ "supports" / "contradicts" when the interval excludes 0 on the paper's / the other side."""
-    if stats.n == 0:
-        return "missing"
-    if stats.n < 2 or stats.ci_low <= 0 <= stats.ci_high:
-        return "cannot decide"
-    higher = stats.ci_low > 0
-    return "supports" if higher == (direction == "higher") else "contradicts"
+ReadTable = Callable[[str, str], "pandas.DataFrame | None"]
 
 
 def claim_suites(suite: str | None = None, directory: Path = SUITES_DIR) -> list[Suite]:
@@ -96,7 +66,7 @@ def is_artifact_metric(metric: str) -> bool:
 
 
 def add_artifact_metrics(
-    runs: pandas.DataFrame, metrics: Sequence[str], read_table: Callable[[str, str], pandas.DataFrame | None]
+    runs: pandas.DataFrame, metrics: Sequence[str], read_table: ReadTable
 ) -> tuple[pandas.DataFrame, list[str]]:
     """`runs` with a column per artifact metric: 100 x the column's mean in the run's CSV artifact
     (`read_table(run_id, file)`, None if the run has none); notes name the runs without it."""
@@ -117,6 +87,96 @@ def add_artifact_metrics(
     return runs, notes
 
 
+# --------------------------------------------------------------------------- per-image values
+
+
+@dataclass(frozen=True)
+class PerImage:
+    """A run's metric as a function of image draw counts: `value(weights [B, len(image_ids)]) -> [B]`."""
+
+    image_ids: np.ndarray
+    value: Callable[[np.ndarray], np.ndarray]
+
+
+def per_image(metric: str, run_id: str, logged: float, read_table: ReadTable) -> PerImage | None:
+    """`metric` of one run recomputable on any draw of its test images, from its per-image tables;
+    None when the run has none, or when they do not give back the logged value (1e-6)."""
+    try:
+        found = _per_image(metric, run_id, read_table)
+        if found is None:
+            return None
+        full = found.value(np.ones((1, len(found.image_ids)), dtype=np.int64))[0]
+    except (ValueError, KeyError, TypeError):  # a malformed table: the line falls back to the seeds
+        return None
+    return found if math.isclose(full, logged, rel_tol=0, abs_tol=1e-6) else None
+
+
+def _per_image(metric: str, run_id: str, read_table: ReadTable) -> PerImage | None:
+    if metric in ("segm_AP", "bbox_AP"):
+        detections, gts = read_table(run_id, f"{MATCHES_TABLE}.csv"), read_table(run_id, f"{GT_TABLE}.csv")
+        if detections is None or gts is None:
+            return None
+        from shapeprop.eval.image_ap import ap_on_images, image_ids
+
+        iou_type = metric.split("_")[0]
+        return PerImage(image_ids(gts), lambda w: ap_on_images(detections, gts, w, iou_type))
+    if metric == "gtbox_mask_iou":
+        table = read_table(run_id, "gt_box_masks.csv")
+        if table is None:
+            return None
+        gts = read_table(run_id, f"{GT_TABLE}.csv")  # the evaluated categories, where the run has it
+        if gts is not None:
+            table = table[
+                table["category_id"].isin(gts.loc[gts["category_id"] != IMAGE_SET_CATEGORY, "category_id"])
+            ]
+        return _mean_per_image(table, "iou")
+    if is_artifact_metric(metric):
+        file, column = metric.rsplit(":", 1)
+        table = read_table(run_id, file)
+        if table is None or column not in table or "image_id" not in table:
+            return None
+        return _mean_per_image(table, column)
+    return None  # another logged metric: seeds only
+
+
+def _mean_per_image(table: pandas.DataFrame, column: str) -> PerImage:
+    """100 x the mean of `column` over the objects of the drawn images (an image drawn twice counts twice)."""
+    ids, where = np.unique(table["image_id"].to_numpy(), return_inverse=True)
+    values = table[column].to_numpy(dtype=float)
+
+    def value(weights: np.ndarray) -> np.ndarray:
+        w = weights[:, where]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return 100 * (w @ values) / w.sum(axis=1)
+
+    return PerImage(ids, value)
+
+
+def image_term(
+    ours: Sequence[PerImage], baseline: Sequence[PerImage], cache: dict, key: Callable[[int, str], tuple]
+) -> float:
+    """The image term of the mean paired difference: its standard deviation over bootstrap draws of
+    the test images, the same draws for both rows and every seed. `key(i, side)` names run i's
+    replicates in `cache` (a run appears in several claims)."""
+    universe = np.unique(np.concatenate([r.image_ids for r in (*ours, *baseline)]))
+    draws = cache.setdefault(("draws", len(universe)), inference.image_weights(len(universe)))
+    total = 0.0
+    for i, (a, b) in enumerate(zip(ours, baseline, strict=True)):
+        sides = []
+        for side, run in (("ours", a), ("baseline", b)):
+            k = (*key(i, side), len(universe))
+            if k not in cache:
+                columns = np.searchsorted(universe, run.image_ids)
+                cache[k] = run.value(draws[:, columns])
+            sides.append(cache[k])
+        total = total + sides[0] - sides[1]
+    replicates = total / len(ours)
+    return float(np.nanstd(replicates, ddof=1))
+
+
+# --------------------------------------------------------------------------- one claim's lines
+
+
 def _row_values(runs: pandas.DataFrame, metric: str) -> pandas.Series:
     """The metric by seed (NaN where a run lacks it: missing is never zero)."""
     import pandas
@@ -126,8 +186,17 @@ def _row_values(runs: pandas.DataFrame, metric: str) -> pandas.Series:
     return pandas.to_numeric(runs[metric], errors="coerce").set_axis(runs["seed"])
 
 
-def claim_lines(suite: str, claim: Claim, runs: pandas.DataFrame) -> list[dict]:
-    """One line per (value of `by`, metric) of one claim, on the selected runs of its suite."""
+def claim_lines(
+    suite: str,
+    claim: Claim,
+    runs: pandas.DataFrame,
+    read_table: ReadTable | None = None,
+    cache: dict | None = None,
+    stopped: dict[str, int] | None = None,
+) -> tuple[list[dict], list[str]]:
+    """One line per (value of `by`, metric) of one claim, on the selected runs of its suite, with
+    its estimate (not yet adjusted for its family), and notes on the image term. `stopped`: the
+    claims (`<claim>|<by>`) a sequential design stopped, judged on their first that many seeds."""
     pairs = [(claim.metric.ours, claim.metric.baseline)] if claim.metric else [(m, m) for m in METRICS]
     by = PARAM_PREFIX + claim.by if claim.by else None
     ours_runs = runs[runs["row"] == claim.ours] if len(runs) else runs
@@ -136,33 +205,84 @@ def claim_lines(suite: str, claim: Claim, runs: pandas.DataFrame) -> list[dict]:
     if by is not None and len(runs) and by in runs:
         found = set(ours_runs[by].dropna()) | set(base_runs[by].dropna())
         values = sorted(found, key=_number_first) or [None]
-    lines = []
+    lines, notes = [], []
+    cache = {} if cache is None else cache
     for value in values:
         ours = ours_runs if value is None else ours_runs[ours_runs[by] == value]
         base = base_runs if value is None else base_runs[base_runs[by] == value]
         for i, (ours_metric, base_metric) in enumerate(pairs):
             a, b = _row_values(ours, ours_metric).dropna(), _row_values(base, base_metric).dropna()
-            differences = (a - b).dropna()  # only the seeds both rows have
-            stats = paired_stats(differences.tolist())
+            differences = (a - b).dropna().sort_index()  # only the seeds both rows have
+            by_text = "" if value is None else f"{claim.by}={value}"
+            if stopped and f"{claim.claim}|{by_text}" in stopped:
+                differences = differences.iloc[: stopped[f"{claim.claim}|{by_text}"]]
             name = METRICS.get(ours_metric, ours_metric)
+            if ours_metric != base_metric:
+                name = f"{ours_metric} vs {base_metric}"
+            image_se = math.nan
+            if read_table is not None and len(differences) >= 2:
+                image_se, note = _image_se(
+                    ours, base, list(differences.index), (ours_metric, base_metric), read_table, cache
+                )
+                if note:
+                    notes.append(f"{suite}, {name}: {note}")
+            est = inference.estimate(differences.tolist(), image_se)
             line = {
                 "suite": suite,
+                "family": claim.family or "claims",
                 "claim": claim.claim,
                 "ours": claim.ours,
                 "baseline": claim.baseline,
-                "by": "" if value is None else f"{claim.by}={value}",
-                "metric": name if ours_metric == base_metric else f"{ours_metric} vs {base_metric}",
+                "by": by_text,
+                "metric": name,
+                "primary": i == 0,  # the paper's metric (mask AP), or the claim's own
                 "direction": claim.direction,
                 "paper": claim.paper if i == 0 and claim.paper is not None else math.nan,
-                **vars(stats),
-                "verdict": verdict(stats, claim.direction),
+                "margin": claim.margin if claim.margin is not None else math.nan,
+                "differences": " ".join(f"{seed}:{d:+.2f}" for seed, d in differences.items()),
+                "sources": est.sources,
+                **{k: getattr(est, k) for k in ("n", "mean", "std", "seed_se", "image_se")},
+                **{k: getattr(est, k) for k in ("ci_low", "ci_high")},
             }
+            if claim.direction == "none":
+                line.update(test="equivalence", p=inference.equivalence_p(est, claim.margin))
+            else:
+                line.update(test="difference", p=est.p)
             for side, series in (("ours", a), ("baseline", b)):
                 line[f"{side}_mean"] = series.mean() if len(series) else math.nan
                 line[f"{side}_std"] = series.std(ddof=1) if len(series) > 1 else math.nan
                 line[f"{side}_n"] = len(series)
             lines.append(line)
-    return lines
+    return lines, notes
+
+
+def _image_se(
+    ours: pandas.DataFrame,
+    base: pandas.DataFrame,
+    seeds: list,
+    metrics: tuple[str, str],
+    read_table: ReadTable,
+    cache: dict,
+) -> tuple[float, str]:
+    """The image term of one line, or NaN and why not (seeds only)."""
+    found: dict[str, list[PerImage]] = {"ours": [], "baseline": []}
+    ids: dict[str, list[str]] = {"ours": [], "baseline": []}
+    for side, runs, metric in (("ours", ours, metrics[0]), ("baseline", base, metrics[1])):
+        by_seed = runs.set_index("seed")
+        for seed in seeds:
+            run_id, logged = by_seed.at[seed, "run_id"], float(by_seed.at[seed, metric])
+            key = ("per_image", run_id, metric)
+            if key not in cache:
+                cache[key] = per_image(metric, run_id, logged, read_table)
+            if cache[key] is None:
+                return math.nan, "seeds only (a run has no per-image table that gives back its value)"
+            found[side].append(cache[key])
+            ids[side].append(run_id)
+    sets = {tuple(r.image_ids) for r in found["ours"] + found["baseline"]}
+    if len(sets) > 1 and not metrics[0].startswith("gtbox"):  # IoU@GT lists only images with objects
+        return math.nan, "seeds only (the runs were tested on different images)"
+    key = lambda i, side: ("replicates", ids[side][i], metrics[0] if side == "ours" else metrics[1])  # noqa: E731
+    return image_term(found["ours"], found["baseline"], cache, key), ""
 
 
 def _number_first(value) -> tuple:
@@ -172,16 +292,86 @@ def _number_first(value) -> tuple:
         return (1, 0.0, str(value))
 
 
+# --------------------------------------------------------------------------- families and verdicts
+
+
+def judge(
+    lines: pandas.DataFrame, design: inference.Sequential | None = None, plan: bool = True
+) -> pandas.DataFrame:
+    """Adjust each family's p (suite, family, metric) and give each line its verdict and, when
+    undecided (and `plan`), the seeds that would decide it. Fixed design: Holm at ALPHA. With a
+    sequential `design`: Bonferroni within the family at the level of the line's look."""
+    data = lines.copy()
+    for column in ("p_adjusted", "q_bh", "level", "seeds_needed"):
+        data[column] = math.nan
+    data["adjustment"], data["verdict"] = "", ""
+    for _, family in data.groupby(["suite", "family", "metric"], sort=False):
+        holm, bh = inference.adjust(family["p"].to_numpy(dtype=float))
+        tested = int((~np.isnan(family["p"].to_numpy(dtype=float))).sum())
+        data.loc[family.index, "q_bh"] = bh
+        if design is None:
+            data.loc[family.index, "p_adjusted"] = holm
+            data.loc[family.index, "level"] = inference.ALPHA
+            data.loc[family.index, "adjustment"] = f"Holm over {tested}"
+        else:
+            # every line counts, tested yet or not: a family's split of alpha may not change between looks
+            data.loc[family.index, "p_adjusted"] = np.minimum(
+                1.0, family["p"].to_numpy(dtype=float) * len(family)
+            )
+            data.loc[family.index, "level"] = [design.level(int(n)) for n in family["n"]]
+            data.loc[family.index, "adjustment"] = f"Bonferroni over {len(family)}, sequential"
+        for index in family.index:
+            line = data.loc[index]
+            data.at[index, "verdict"] = verdict(line)
+            if plan and data.at[index, "verdict"] == UNDECIDED:
+                alpha = (design.alpha if design else inference.ALPHA) / max(tested, 1)
+                target = line["paper"] if not math.isnan(line["paper"]) else line["mean"]
+                needed = inference.seeds_for_power(
+                    line["std"], line["image_se"], target, alpha,
+                    margin=None if line["direction"] != "none" else line["margin"],
+                )  # fmt: skip
+                data.at[index, "seeds_needed"] = math.nan if needed is None else needed
+    return data
+
+
+UNDECIDED = "undecided"
+
+
+def verdict(line) -> str:
+    """The direction of a decided difference and how its size compares with the paper's (within
+    its 95 % interval), or equivalence; "undecided" while the adjusted p is above the level."""
+    if line["n"] == 0:
+        return "missing"
+    if line["n"] < 2 or math.isnan(line["p_adjusted"]) or line["p_adjusted"] > line["level"]:
+        return UNDECIDED
+    if line["direction"] == "none":
+        return f"no difference (within ±{line['margin']:g}), as the paper"
+    sign = 1 if line["direction"] == "higher" else -1
+    if sign * line["mean"] < 0:
+        return "the other direction than the paper"
+    paper = line["paper"]
+    if math.isnan(paper):
+        return "the paper's direction"
+    low, high = sorted((sign * line["ci_low"], sign * line["ci_high"]))
+    if low > sign * paper:
+        return "the paper's direction, larger than the paper's"
+    if high < sign * paper:
+        return "the paper's direction, smaller than the paper's"
+    return "the paper's direction, of the paper's size"
+
+
 def evaluate(
     suites: Sequence[Suite],
     fetch: Callable[[Suite], pandas.DataFrame],
     profile: str,
-    read_table: Callable[[str, str], pandas.DataFrame | None],
+    read_table: ReadTable,
+    design: Callable[[Suite], inference.Sequential | None] = lambda suite: None,
 ) -> tuple[pandas.DataFrame, list[str]]:
-    """Every claim of `suites` on the FINISHED runs of `profile` (`fetch(suite)`: the suite's runs)."""
+    """Every claim of `suites` on the FINISHED runs of `profile` (`fetch(suite)`: the suite's runs),
+    judged family by family (`design(suite)`: its sequential design, if it was run until decided)."""
     import pandas
 
-    lines, notes = [], []
+    parts, notes, cache = [], [], {}
     for suite in suites:
         fetched = fetch(suite)
         other = select(fetched, profile, ["row"]).other_profiles
@@ -190,6 +380,7 @@ def evaluate(
             notes.append(
                 f"{suite.name}: no runs of profile '{profile}'; the store has {found}: use --profile"
             )
+        lines, sequential = [], design(suite)
         for claim in suite.claims:
             cell = ["row"] + ([PARAM_PREFIX + claim.by] if claim.by else [])
             mine = fetched[fetched["row"].isin([claim.ours, claim.baseline])] if len(fetched) else fetched
@@ -201,29 +392,40 @@ def evaluate(
                     runs, [claim.metric.ours, claim.metric.baseline], read_table
                 )
                 notes += missing
-            lines += claim_lines(suite.name, claim, runs)
-    data = pandas.DataFrame(lines, columns=list(COLUMNS))
-    return data, list(dict.fromkeys(notes))
+            stopped = sequential.stopped if sequential else None
+            got, image_notes = claim_lines(suite.name, claim, runs, read_table, cache, stopped)
+            lines += got
+            notes += image_notes
+        if lines:
+            parts.append(judge(pandas.DataFrame(lines), sequential))
+    data = pandas.concat(parts, ignore_index=True) if parts else pandas.DataFrame(columns=list(COLUMNS))
+    return data[list(COLUMNS)], list(dict.fromkeys(notes))
+
+
+# --------------------------------------------------------------------------- text
 
 
 def _signed(value: float, digits: int = 2) -> str:
     return "missing" if math.isnan(value) else f"{value:+.{digits}f}"
 
 
-def _mean_std(mean: float, std: float, n: int, signed: bool = False) -> str:
+def _mean_std(mean: float, std: float, n: int) -> str:
     if not n:
         return "missing"
-    text = _signed(mean) if signed else f"{mean:.1f}"
-    return text + (f" ± {std:.2f}" if n > 1 else "") + f" (n={n})"
+    return f"{mean:.1f}" + (f" ± {std:.2f}" if n > 1 else "") + f" (n={n})"
+
+
+def _p(value: float) -> str:
+    return "" if math.isnan(value) else f"{value:.2g}" if value >= 0.001 else f"{value:.0e}"
 
 
 TEXT_COLUMNS = (
     "claim",
     "metric",
     "paper",
-    "ours - baseline",
+    "ours - baseline, per seed",
     "95 % CI",
-    "sign test",
+    "p (adjusted)",
     "verdict",
     "ours",
     "baseline",
@@ -232,19 +434,45 @@ TEXT_COLUMNS = (
 
 def text_cells(line: dict) -> list[str]:
     """One line of `evaluate`'s table as the text of TEXT_COLUMNS ("missing" where no runs)."""
-    ci, sign = "", ""
+    ci, p = "", ""
     if not math.isnan(line["ci_low"]):
-        ci = f"[{_signed(line['ci_low'])}, {_signed(line['ci_high'])}]"
-    if not math.isnan(line["sign_p"]):
-        sign = f"p={line['sign_p']:.3g} ({line['positive']}/{line['nonzero']} > 0)"
+        ci = f"[{_signed(line['ci_low'])}, {_signed(line['ci_high'])}] {line['sources']}"
+    if not math.isnan(line["p"]):
+        test = "TOST " if line["test"] == "equivalence" else ""
+        p = f"{test}{_p(line['p'])} ({_p(line['p_adjusted'])})"
+    difference = "missing"
+    if line["n"]:
+        seeds = ", ".join(d.split(":")[1] for d in line["differences"].split())
+        difference = (
+            f"**{_signed(line['mean'])}** (n={line['n']}: {seeds})" if line["n"] > 1 else f"{seeds} (n=1)"
+        )
+    words = line["verdict"]
+    if words == UNDECIDED and line["n"] >= 2:
+        needed = line["seeds_needed"]
+        what = (
+            "equivalence"
+            if line["direction"] == "none"
+            else "the paper's difference"
+            if not math.isnan(line["paper"])
+            else "this difference"
+        )
+        if not math.isnan(needed):
+            words += f": {needed:.0f} seeds for 80 % power on {what}"
+        elif line["sources"] == "seeds + images":
+            words += f": no number of seeds decides {what} with the test images' term (±{line['image_se']:.2f}): test on more images"
+        else:
+            words += f": more than {inference.MAX_SEEDS} seeds for 80 % power on {what}"
+    paper = "" if math.isnan(line["paper"]) else f"{line['paper']:+.1f}"
+    if line["direction"] == "none":
+        paper = (paper + " " if paper else "") + f"(none, ±{line['margin']:g})"
     return [
         line["claim"] + (f" [{line['by']}]" if line["by"] else ""),
         line["metric"],
-        "" if math.isnan(line["paper"]) else f"{line['paper']:+.1f}",
-        _mean_std(line["mean"], line["std"], line["n"], signed=True),
+        paper,
+        difference,
         ci,
-        sign,
-        line["verdict"],
+        p,
+        words,
         _mean_std(line["ours_mean"], line["ours_std"], line["ours_n"]),
         _mean_std(line["baseline_mean"], line["baseline_std"], line["baseline_n"]),
     ]
@@ -259,8 +487,15 @@ def to_markdown(data: pandas.DataFrame, title: str, notes: Sequence[str]) -> str
             claims, their = (f"All {count} claims are", "their") if count > 1 else ("The claim is", "its")
             lines += [f"## {suite}", "", f"{claims} missing: no finished run of {their} rows.", ""]
             continue
+        families = "; ".join(
+            f"{metric}: {adjustment}"
+            for (metric, adjustment), _ in part.groupby(["metric", "adjustment"], sort=False)
+            if adjustment
+        )
         lines += [
             f"## {suite}",
+            "",
+            f"Families (adjusted together): {families}." if families else "",
             "",
             "| " + " | ".join(TEXT_COLUMNS) + " |",
             "|" + " --- |" * len(TEXT_COLUMNS),
@@ -281,10 +516,16 @@ def to_markdown(data: pandas.DataFrame, title: str, notes: Sequence[str]) -> str
 
 EXPLANATION = (
     "Each claim compares the runs of the row *ours* with those of the row *baseline* (the suite's",
-    "`claims:`), paired by seed and by the value in brackets: per pair the difference ours - baseline,",
-    "then its mean ± sample std over the n pairs, the 95 % confidence interval of the mean (Student t)",
-    "and a two-sided exact sign test. Verdict: *supports* when the interval excludes 0 on the side the",
-    "paper claims, *contradicts* when it excludes 0 on the other side, *cannot decide* when it contains",
-    "0 or n < 2. The paper's difference is in mask AP; IoU@GT and box AP are judged in the same",
-    "direction. Percentage points; *ours* and *baseline* are each row's mean ± std over its runs.",
+    "`claims:`), paired by seed and by the value in brackets. Per metric: the mean of the per-seed",
+    "differences ours - baseline (each seed's difference after the colon), its 95 % interval and the",
+    "two-sided p of no difference (Student t). The interval holds the variance between seeds and, where",
+    "every run carries its per-image tables (*seeds + images*), that of the test images, from a paired",
+    "bootstrap of the images; *seeds* marks an interval without the image term. A claim that the paper",
+    "found no difference is tested for equivalence within its margin (TOST). The p in brackets is",
+    "adjusted within the family (Holm; claims.csv also has the Benjamini-Hochberg q); the verdict uses",
+    "it at 5 %: the paper's direction, and whether the paper's number lies within, below (*smaller*) or",
+    "above (*larger*) the interval; the other direction; or *undecided*, with the seeds that would give",
+    "80 % power for the paper's difference at the observed variance (at the family's Bonferroni level).",
+    "The paper's difference is in mask AP; IoU@GT and box AP are judged on direction and their own",
+    "data. Percentage points; *ours* and *baseline* are each row's mean ± std over its runs.",
 )

@@ -194,7 +194,12 @@ def _check_claims(suite: Suite, problems: Problems) -> None:
         same_metric = claim.metric is None or claim.metric.ours == claim.metric.baseline
         if claim.ours == claim.baseline and same_metric:
             problems.add(path + ("baseline",), "compares a row with itself: give two metrics in 'metric'")
-        if claim.paper and (claim.paper > 0) != (claim.direction == "higher"):
+        if (claim.direction == "none") != (claim.margin is not None):
+            problems.add(
+                path + ("margin" if claim.margin is not None else "direction",),
+                "a margin goes with direction 'none' (the paper found no difference), and only with it",
+            )
+        if claim.paper and claim.direction != "none" and (claim.paper > 0) != (claim.direction == "higher"):
             problems.add(
                 path + ("paper",),
                 f"the paper's difference {claim.paper:+g} contradicts direction '{claim.direction}'",

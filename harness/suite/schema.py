@@ -84,9 +84,22 @@ class Claim(_Strict):
     claim: str = Field(min_length=1, description="the paper's claim, e.g. 'Table 4: + ShapeProp'")
     ours: str = Field(min_length=1, description="a row label")
     baseline: str = Field(min_length=1, description="a row label (the same as `ours` with `metric`)")
-    direction: Literal["higher", "lower"] = Field(description="what the paper says ours is")
+    direction: Literal["higher", "lower", "none"] = Field(
+        description="what the paper says ours is: higher, lower, or no different (then give `margin`)"
+    )
     paper: float | None = Field(
         None, description="the paper's difference ours - baseline in mask AP (or `metric`), if it gives one"
+    )
+    margin: float | None = Field(
+        None,
+        gt=0,
+        description="with direction 'none': the equivalence margin, in points of each metric; the "
+        "claim holds when the difference is shown to lie within +-margin (two one-sided tests)",
+    )
+    family: str | None = Field(
+        None,
+        description="the claims adjusted together for multiplicity, per metric (default: all the "
+        "suite's claims); name a family to adjust a group of them on its own",
     )
     by: str | None = Field(None, description="a config key: one paired comparison per value")
     metric: ClaimMetric | None = None
