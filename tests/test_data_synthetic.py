@@ -87,6 +87,17 @@ def test_train_and_val_differ_and_growing_keeps_images(tmp_path):
     assert open(small.records[0]["file_name"], "rb").read() != open(val.records[0]["file_name"], "rb").read()
 
 
+def test_test_images_size_the_val_and_test_splits_alone(tmp_path):
+    """`test_images`: more images to evaluate on, the training set unchanged, the first ones the same."""
+    train = load_synthetic(tmp_path / "t", "train", **{**SMALL, "test_images": 20})
+    assert len(train.records) == SMALL["num_images"]
+    val = load_synthetic(tmp_path / "v", "val", **SMALL)
+    more = load_synthetic(tmp_path / "m", "val", **{**SMALL, "test_images": 20})
+    assert len(more.records) == 20
+    for a, b in zip(val.records, more.records[: len(val.records)], strict=True):
+        assert open(a["file_name"], "rb").read() == open(b["file_name"], "rb").read()
+
+
 @pytest.mark.parametrize("version", [1, 2])
 def test_masks_inside_boxes_and_box_is_mask_extent(tmp_path, version):
     dataset = load_synthetic(tmp_path, "train", num_images=30, image_size=64, seed=0, version=version)

@@ -334,16 +334,20 @@ def load_synthetic(
     seed: int = 0,
     max_objects: int = 6,
     version: int = GENERATOR_VERSION,
+    test_images: int | None = None,
 ) -> Dataset:
     """The synthetic set for `split` (train / val / test), generated on first use.
 
-    `num_images` defaults to 400 for train and 100 otherwise; `version` picks the generator (module
-    docstring). `root` None = the cache dir keyed
-    by the options. A `root` that already holds this split made with other options is an error.
+    `num_images` defaults to 400 for train and 100 otherwise; `test_images`, when given, is the
+    size of the val and test splits alone (a claim's image term shrinks with it, the training set
+    stays as it is). `version` picks the generator (module docstring). `root` None = the cache dir
+    keyed by the options. A `root` that already holds this split made with other options is an error.
     """
     if split not in DEFAULT_NUM_IMAGES:
         raise DataError(f"unknown split {split!r}; expected one of {sorted(DEFAULT_NUM_IMAGES)}", key="split")
     num_images = DEFAULT_NUM_IMAGES[split] if num_images is None else int(num_images)
+    if test_images is not None and split != "train":
+        num_images = int(test_images)
     for key, value, low in (
         ("num_images", num_images, 1),
         ("image_size", image_size, 32),
