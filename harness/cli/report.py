@@ -63,8 +63,10 @@ def report(
     ShapeProp" (row "baseline + ShapeProp" vs row "baseline", paper: +1.1 mask AP). Claims are
     declared in the suite files' `claims:` section (suites/*.yaml); `--claims` pairs the two
     rows' runs by seed (and by the claim's `by` key, e.g. the data fraction of Fig. 6) and
-    gives, per metric (mask AP, IoU@GT, box AP), the mean difference with its 95 % confidence
-    interval, a sign test and a verdict: supports, contradicts or cannot decide.
+    gives, per metric (mask AP, IoU@GT, box AP), the per-seed differences, their mean with a 95 %
+    interval over seeds and test images, the p and the p adjusted within the suite's claims
+    (Holm), and a verdict: the paper's direction and how its size compares with the paper's, the
+    other direction, no difference (claims of none), or undecided with the seeds that would decide it.
 
         shapeprop-bench report --claims --profile mini
 

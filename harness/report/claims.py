@@ -98,17 +98,20 @@ class PerImage:
     value: Callable[[np.ndarray], np.ndarray]
 
 
-def per_image(metric: str, run_id: str, logged: float, read_table: ReadTable) -> PerImage | None:
+def per_image(metric: str, run_id: str, logged: float, read_table: ReadTable) -> PerImage | str:
     """`metric` of one run recomputable on any draw of its test images, from its per-image tables;
-    None when the run has none, or when they do not give back the logged value (1e-6)."""
+    else why not: the run has no such table, it cannot be read, or it does not give back the
+    logged value (to 1e-6; e.g. IoU@GT on a category subset of a run without its coco_gt.csv)."""
     try:
         found = _per_image(metric, run_id, read_table)
         if found is None:
-            return None
+            return "no per-image table"
         full = found.value(np.ones((1, len(found.image_ids)), dtype=np.int64))[0]
     except (ValueError, KeyError, TypeError):  # a malformed table: the line falls back to the seeds
-        return None
-    return found if math.isclose(full, logged, rel_tol=0, abs_tol=1e-6) else None
+        return "a per-image table that cannot be read"
+    if not math.isclose(full, logged, rel_tol=0, abs_tol=1e-6):
+        return "per-image tables that do not give back its logged value"
+    return found
 
 
 def _per_image(metric: str, run_id: str, read_table: ReadTable) -> PerImage | None:
@@ -274,8 +277,8 @@ def _image_se(
             key = ("per_image", run_id, metric)
             if key not in cache:
                 cache[key] = per_image(metric, run_id, logged, read_table)
-            if cache[key] is None:
-                return math.nan, "seeds only (a run has no per-image table that gives back its value)"
+            if isinstance(cache[key], str):
+                return math.nan, f"seeds only (a run has {cache[key]})"
             found[side].append(cache[key])
             ids[side].append(run_id)
     sets = {tuple(r.image_ids) for r in found["ours"] + found["baseline"]}
@@ -456,7 +459,13 @@ def text_cells(line: dict) -> list[str]:
             if not math.isnan(line["paper"])
             else "this difference"
         )
-        if not math.isnan(needed):
+        if line["direction"] == "none":
+            words += " (equivalence not shown)"
+        if not math.isnan(needed) and needed <= line["n"]:
+            words += f": its {line['n']} seeds had 80 % power on {what}"
+            if not math.isnan(line["paper"]) and not line["ci_low"] <= line["paper"] <= line["ci_high"]:
+                words += ", which its interval excludes"
+        elif not math.isnan(needed):
             words += f": {needed:.0f} seeds for 80 % power on {what}"
         elif line["sources"] == "seeds + images":
             words += f": no number of seeds decides {what} with the test images' term (±{line['image_se']:.2f}): test on more images"
