@@ -162,7 +162,9 @@ def image_term(
     the test images, the same draws for both rows and every seed. `key(i, side)` names run i's
     replicates in `cache` (a run appears in several claims)."""
     universe = np.unique(np.concatenate([r.image_ids for r in (*ours, *baseline)]))
-    draws = cache.setdefault(("draws", len(universe)), inference.image_weights(len(universe)))
+    if ("draws", len(universe)) not in cache:
+        cache["draws", len(universe)] = inference.image_weights(len(universe))
+    draws = cache["draws", len(universe)]
     total = 0.0
     for i, (a, b) in enumerate(zip(ours, baseline, strict=True)):
         sides = []

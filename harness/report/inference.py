@@ -38,6 +38,27 @@ IMAGE_RESAMPLES = 1000
 MAX_SEEDS = 200
 
 
+# Student t's and the normal's tails through scipy.special's ufuncs: the same functions as
+# scipy.stats.t / norm, without their argument checking (x20 faster: the simulations call them
+# hundreds of thousands of times).
+def t_isf(q: float, df: float) -> float:
+    from scipy.special import stdtrit
+
+    return float(-stdtrit(df, q))
+
+
+def t_sf(x: float, df: float) -> float:
+    from scipy.special import stdtr
+
+    return float(stdtr(df, -x))
+
+
+def normal_isf(q: float) -> float:
+    from scipy.special import ndtri
+
+    return float(-ndtri(q))
+
+
 @dataclass(frozen=True)
 class Estimate:
     """A paired difference: its mean over seeds, standard errors, interval and two-sided p of zero.
@@ -63,10 +84,8 @@ class Estimate:
     def half_width(self, alpha: float, sides: int = 2) -> float:
         """Half the width of the 1 - alpha interval (`sides` 1: of a one-sided bound): Student t
         with n - 1 df on the seed term and the normal on the image term, added in quadrature."""
-        from scipy.stats import norm, t
-
-        image = 0.0 if math.isnan(self.image_se) else float(norm.isf(alpha / sides)) * self.image_se
-        return math.hypot(float(t.isf(alpha / sides, self.n - 1)) * self.seed_se, image)
+        image = 0.0 if math.isnan(self.image_se) else normal_isf(alpha / sides) * self.image_se
+        return math.hypot(t_isf(alpha / sides, self.n - 1) * self.seed_se, image)
 
     def p_beyond(self, distance: float, sides: int = 2) -> float:
         """The p of the mean lying `distance` from the null value: the alpha at which the interval
@@ -80,9 +99,7 @@ class Estimate:
         if self.half_width(0.5) == 0:  # no variance at all
             return 0.0
         if math.isnan(self.image_se) or self.image_se == 0:  # Student t, in closed form
-            from scipy.stats import t
-
-            return float(sides * t.sf(distance / self.seed_se, self.n - 1))
+            return sides * t_sf(distance / self.seed_se, self.n - 1)
         tiny = 1e-300
         if self.half_width(tiny, sides) <= distance:
             return tiny
