@@ -2,7 +2,7 @@
 
 References: scipy.stats' one-sample t test, statsmodels' paired TOST and power, Holm and
 Benjamini-Hochberg by hand. Simulations draw claims from known distributions and run them through
-the same functions the report uses (`claims.image_term`, `inference.estimate`, `adjust`,
+the same functions the report uses (`claim_images.image_term`, `inference.estimate`, `adjust`,
 `equivalence_p`, `Sequential`); each one is also run on a deliberately broken formula, which must
 fail the same bound. Seeded; the rates measured are in the assertion messages (pytest -rA shows
 them with -s off: they are printed too).
@@ -19,7 +19,7 @@ import scipy.stats
 from statsmodels.stats.power import TTestPower
 from statsmodels.stats.weightstats import ttost_paired
 
-from harness.report import claims, inference
+from harness.report import claim_images, claims, inference
 from harness.report.inference import Sequential, adjust, equivalence_p, estimate
 
 # --------------------------------------------------------------------------- references
@@ -80,9 +80,11 @@ def test_the_image_term_of_a_mean_is_its_bootstrap_standard_error():
     variance), to the Monte Carlo error of 1000 draws (2 %)."""
     rng = np.random.default_rng(3)
     values = rng.normal(0, 10, 200)
-    ours = claims._mean_per_image(pandas.DataFrame({"image_id": np.arange(200), "v": values / 100}), "v")
-    base = claims._mean_per_image(pandas.DataFrame({"image_id": np.arange(200), "v": np.zeros(200)}), "v")
-    got = claims.image_term([ours], [base], {}, lambda i, side: (i, side))
+    ours = claim_images.mean_per_image(pandas.DataFrame({"image_id": np.arange(200), "v": values / 100}), "v")
+    base = claim_images.mean_per_image(
+        pandas.DataFrame({"image_id": np.arange(200), "v": np.zeros(200)}), "v"
+    )
+    got = claim_images.image_term([ours], [base], {}, lambda i, side: (i, side))
     assert got == pytest.approx(values.std() / math.sqrt(200), rel=0.06)
 
 
@@ -132,10 +134,10 @@ def two_level_coverage(
     sims: int, n: int, images: int, seed_sd: float, image_sd: float, seed: int = 1
 ) -> float:
     """Per image and seed a paired difference 1 + seed effect + image effect + noise; the metric is
-    the mean over images; the truth is 1. Through claims.image_term and inference.estimate."""
+    the mean over images; the truth is 1. Through claim_images.image_term and inference.estimate."""
     rng = np.random.default_rng(seed)
     zeros = pandas.DataFrame({"image_id": np.arange(images), "v": np.zeros(images)})
-    base = claims._mean_per_image(zeros, "v")
+    base = claim_images.mean_per_image(zeros, "v")
     hits, cache = 0, {}
     for k in range(sims):
         x = (
@@ -145,10 +147,12 @@ def two_level_coverage(
             + rng.normal(0, 1, (n, images))
         )
         ours = [
-            claims._mean_per_image(pandas.DataFrame({"image_id": np.arange(images), "v": row / 100}), "v")
+            claim_images.mean_per_image(
+                pandas.DataFrame({"image_id": np.arange(images), "v": row / 100}), "v"
+            )
             for row in x
         ]
-        image_se = claims.image_term(ours, [base] * n, cache, lambda i, side, k=k: (k, i, side))
+        image_se = claim_images.image_term(ours, [base] * n, cache, lambda i, side, k=k: (k, i, side))
         est = estimate(x.mean(axis=1), image_se)
         hits += est.ci_low <= 1.0 <= est.ci_high
     return hits / sims

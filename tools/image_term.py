@@ -3,7 +3,7 @@
 For every claim of a suite whose rows have FINISHED runs with per-image tables (mask AP, box AP,
 IoU@GT), restricted to the first k test images (what `eval.max_images: k` evaluates) for each k:
 the mean paired difference, its seed term (std / sqrt(n)) and image term (paired bootstrap of the
-images, `harness.report.claims.image_term`), and the image term's share of the variance.
+images, `harness.report.claim_images.image_term`), and the image term's share of the variance.
 
     python tools/image_term.py --suite ablations --profile mini --out reports/mini/image_term/image_term.md
 """
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
-from harness.report import claims, inference
+from harness.report import claim_images, claims, inference
 from harness.report.runs import fetch_runs, select
 from harness.tracking import resolve_tracking_uri
 from shapeprop.eval.image_ap import IMAGE_SET_CATEGORY
@@ -75,7 +75,7 @@ def main() -> None:
 
             for metric, name in claims.METRICS.items():
                 got = {
-                    side: [claims._per_image(metric, frame.at[s, "run_id"], read) for s in seeds]
+                    side: [claim_images.recomputable(metric, frame.at[s, "run_id"], read) for s in seeds]
                     for side, frame in (("ours", ours), ("baseline", base))
                 }
                 full = [
@@ -83,7 +83,9 @@ def main() -> None:
                     for a, b in zip(got["ours"], got["baseline"], strict=True)
                 ]  # fmt: skip
                 cache: dict = {}
-                image_se = claims.image_term(got["ours"], got["baseline"], cache, lambda i, side: (side, i))
+                image_se = claim_images.image_term(
+                    got["ours"], got["baseline"], cache, lambda i, side: (side, i)
+                )
                 est = inference.estimate(full, image_se)
                 share = image_se**2 / (image_se**2 + est.seed_se**2)
                 lines.append(

@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from harness.report import inference
+from harness.report import claim_images, inference
+from harness.report.claim_images import ReadTable, is_artifact_metric
 from harness.report.runs import PARAM_PREFIX, select
 from harness.suite import Suite, load_suite
-from shapeprop.eval.image_ap import GT_TABLE, IMAGE_SET_CATEGORY, MATCHES_TABLE
 
 if TYPE_CHECKING:
     import pandas
@@ -43,8 +42,6 @@ COLUMNS = (
     "ours_mean", "ours_std", "ours_n", "baseline_mean", "baseline_std", "baseline_n",
 )  # fmt: skip
 
-ReadTable = Callable[[str, str], "pandas.DataFrame | None"]
-
 
 def claim_suites(suite: str | None = None, directory: Path = SUITES_DIR) -> list[Suite]:
     """The suites with claims: `suite` (a file, or a name under `directory`), else all of `directory`."""
@@ -58,11 +55,6 @@ def claim_suites(suite: str | None = None, directory: Path = SUITES_DIR) -> list
         raise ValueError(f"{suite}: no such suite file (looked for it and for {directory}/{suite}.yaml)")
     loaded = [load_suite(path) for path in paths]
     return [s for s in loaded if s.claims or suite is not None]
-
-
-def is_artifact_metric(metric: str) -> bool:
-    """`<file>.csv:<column>`: a column of a CSV artifact of the run, not a logged metric."""
-    return ".csv:" in metric
 
 
 def add_artifact_metrics(
@@ -85,98 +77,6 @@ def add_artifact_metrics(
             values.append(100 * table[column].mean() if found else math.nan)
         runs[metric] = values
     return runs, notes
-
-
-# --------------------------------------------------------------------------- per-image values
-
-
-@dataclass(frozen=True)
-class PerImage:
-    """A run's metric as a function of image draw counts: `value(weights [B, len(image_ids)]) -> [B]`."""
-
-    image_ids: np.ndarray
-    value: Callable[[np.ndarray], np.ndarray]
-
-
-def per_image(metric: str, run_id: str, logged: float, read_table: ReadTable) -> PerImage | str:
-    """`metric` of one run recomputable on any draw of its test images, from its per-image tables;
-    else why not: the run has no such table, it cannot be read, or it does not give back the
-    logged value (to 1e-6; e.g. IoU@GT on a category subset of a run without its coco_gt.csv)."""
-    try:
-        found = _per_image(metric, run_id, read_table)
-        if found is None:
-            return "no per-image table"
-        full = found.value(np.ones((1, len(found.image_ids)), dtype=np.int64))[0]
-    except (ValueError, KeyError, TypeError):  # a malformed table: the line falls back to the seeds
-        return "a per-image table that cannot be read"
-    if not math.isclose(full, logged, rel_tol=0, abs_tol=1e-6):
-        return "per-image tables that do not give back its logged value"
-    return found
-
-
-def _per_image(metric: str, run_id: str, read_table: ReadTable) -> PerImage | None:
-    if metric in ("segm_AP", "bbox_AP"):
-        detections, gts = read_table(run_id, f"{MATCHES_TABLE}.csv"), read_table(run_id, f"{GT_TABLE}.csv")
-        if detections is None or gts is None:
-            return None
-        from shapeprop.eval.image_ap import ap_on_images, image_ids
-
-        iou_type = metric.split("_")[0]
-        return PerImage(image_ids(gts), lambda w: ap_on_images(detections, gts, w, iou_type))
-    if metric == "gtbox_mask_iou":
-        table = read_table(run_id, "gt_box_masks.csv")
-        if table is None:
-            return None
-        gts = read_table(run_id, f"{GT_TABLE}.csv")  # the evaluated categories, where the run has it
-        if gts is not None:
-            table = table[
-                table["category_id"].isin(gts.loc[gts["category_id"] != IMAGE_SET_CATEGORY, "category_id"])
-            ]
-        return _mean_per_image(table, "iou")
-    if is_artifact_metric(metric):
-        file, column = metric.rsplit(":", 1)
-        table = read_table(run_id, file)
-        if table is None or column not in table or "image_id" not in table:
-            return None
-        return _mean_per_image(table, column)
-    return None  # another logged metric: seeds only
-
-
-def _mean_per_image(table: pandas.DataFrame, column: str) -> PerImage:
-    """100 x the mean of `column` over the objects of the drawn images (an image drawn twice counts twice)."""
-    ids, where = np.unique(table["image_id"].to_numpy(), return_inverse=True)
-    values = table[column].to_numpy(dtype=float)
-
-    def value(weights: np.ndarray) -> np.ndarray:
-        w = weights[:, where]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return 100 * (w @ values) / w.sum(axis=1)
-
-    return PerImage(ids, value)
-
-
-def image_term(
-    ours: Sequence[PerImage], baseline: Sequence[PerImage], cache: dict, key: Callable[[int, str], tuple]
-) -> float:
-    """The image term of the mean paired difference: its standard deviation over bootstrap draws of
-    the test images, the same draws for both rows and every seed. `key(i, side)` names run i's
-    replicates in `cache` (a run appears in several claims)."""
-    universe = np.unique(np.concatenate([r.image_ids for r in (*ours, *baseline)]))
-    if ("draws", len(universe)) not in cache:
-        cache["draws", len(universe)] = inference.image_weights(len(universe))
-    draws = cache["draws", len(universe)]
-    total = 0.0
-    for i, (a, b) in enumerate(zip(ours, baseline, strict=True)):
-        sides = []
-        for side, run in (("ours", a), ("baseline", b)):
-            k = (*key(i, side), len(universe))
-            if k not in cache:
-                columns = np.searchsorted(universe, run.image_ids)
-                cache[k] = run.value(draws[:, columns])
-            sides.append(cache[k])
-        total = total + sides[0] - sides[1]
-    replicates = total / len(ours)
-    return float(np.nanstd(replicates, ddof=1))
 
 
 # --------------------------------------------------------------------------- one claim's lines
@@ -226,7 +126,7 @@ def claim_lines(
                 name = f"{ours_metric} vs {base_metric}"
             image_se = math.nan
             if read_table is not None and len(differences) >= 2:
-                image_se, note = _image_se(
+                image_se, note = claim_images.line_image_se(
                     ours, base, list(differences.index), (ours_metric, base_metric), read_table, cache
                 )
                 if note:
@@ -259,35 +159,6 @@ def claim_lines(
                 line[f"{side}_n"] = len(series)
             lines.append(line)
     return lines, notes
-
-
-def _image_se(
-    ours: pandas.DataFrame,
-    base: pandas.DataFrame,
-    seeds: list,
-    metrics: tuple[str, str],
-    read_table: ReadTable,
-    cache: dict,
-) -> tuple[float, str]:
-    """The image term of one line, or NaN and why not (seeds only)."""
-    found: dict[str, list[PerImage]] = {"ours": [], "baseline": []}
-    ids: dict[str, list[str]] = {"ours": [], "baseline": []}
-    for side, runs, metric in (("ours", ours, metrics[0]), ("baseline", base, metrics[1])):
-        by_seed = runs.set_index("seed")
-        for seed in seeds:
-            run_id, logged = by_seed.at[seed, "run_id"], float(by_seed.at[seed, metric])
-            key = ("per_image", run_id, metric)
-            if key not in cache:
-                cache[key] = per_image(metric, run_id, logged, read_table)
-            if isinstance(cache[key], str):
-                return math.nan, f"seeds only (a run has {cache[key]})"
-            found[side].append(cache[key])
-            ids[side].append(run_id)
-    sets = {tuple(r.image_ids) for r in found["ours"] + found["baseline"]}
-    if len(sets) > 1 and not metrics[0].startswith("gtbox"):  # IoU@GT lists only images with objects
-        return math.nan, "seeds only (the runs were tested on different images)"
-    key = lambda i, side: ("replicates", ids[side][i], metrics[0] if side == "ours" else metrics[1])  # noqa: E731
-    return image_term(found["ours"], found["baseline"], cache, key), ""
 
 
 def _number_first(value) -> tuple:
