@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.report.claims import UNDECIDED
 from harness.report.inference import Sequential
-from harness.tracking import EXPERIMENT_PREFIX
+from harness.tracking import ensure_experiment, experiment_name
 
 if TYPE_CHECKING:
     import pandas
@@ -29,16 +29,13 @@ DESIGN_TAG = "claims.sequential"
 
 def read_design(client: Any, suite: str, profile: str) -> Sequential | None:
     """The sequential design the suite's `profile` was run under, if any."""
-    experiment = client.get_experiment_by_name(EXPERIMENT_PREFIX + suite)
+    experiment = client.get_experiment_by_name(experiment_name(suite))
     raw = experiment.tags.get(f"{DESIGN_TAG}.{profile}") if experiment is not None else None
     return Sequential(**json.loads(raw)) if raw else None
 
 
 def write_design(client: Any, suite: str, profile: str, design: Sequential) -> None:
-    experiment = client.get_experiment_by_name(EXPERIMENT_PREFIX + suite)
-    experiment_id = (
-        experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT_PREFIX + suite)
-    )
+    experiment_id = ensure_experiment(client, experiment_name(suite))
     client.set_experiment_tag(
         experiment_id, f"{DESIGN_TAG}.{profile}", json.dumps(dataclasses.asdict(design))
     )

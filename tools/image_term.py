@@ -22,7 +22,6 @@ from mlflow import MlflowClient
 from harness.report import claim_images, claims, inference
 from harness.report.runs import fetch_runs, select
 from harness.tracking import resolve_tracking_uri
-from shapeprop.eval.image_ap import IMAGE_SET_CATEGORY
 
 COUNTS = (100, 250, 500, 1000)
 
@@ -63,15 +62,9 @@ def main() -> None:
                 continue
 
             def read(run_id: str, file: str, count: int = count, ids: np.ndarray = ids) -> pd.DataFrame:
-                found = first_images(table(run_id, file), count, ids)
-                if file == "gt_box_masks.csv":  # the evaluated categories only, as the logged IoU@GT
-                    gts = table(run_id, "coco_gt.csv")
-                    found = found[
-                        found["category_id"].isin(
-                            gts.loc[gts["category_id"] != IMAGE_SET_CATEGORY, "category_id"]
-                        )
-                    ]
-                return found
+                return first_images(
+                    table(run_id, file), count, ids
+                )  # recomputable keeps the evaluated categories
 
             for metric, name in claims.METRICS.items():
                 got = {

@@ -101,8 +101,9 @@ def image_term(
 ) -> float:
     """The image term of the mean paired difference: its standard deviation over bootstrap draws of
     the test images, the same draws for both rows and every seed. `key(i, side)` names run i's
-    replicates in `cache` (a run appears in several claims)."""
+    replicates in `cache` (a run appears in several claims) for one set of images."""
     universe = np.unique(np.concatenate([r.image_ids for r in (*ours, *baseline)]))
+    images = universe.tobytes()  # replicates hold for this set of images, draws for its size
     if ("draws", len(universe)) not in cache:
         cache["draws", len(universe)] = inference.image_weights(len(universe))
     draws = cache["draws", len(universe)]
@@ -110,7 +111,7 @@ def image_term(
     for i, (a, b) in enumerate(zip(ours, baseline, strict=True)):
         sides = []
         for side, run in (("ours", a), ("baseline", b)):
-            k = (*key(i, side), len(universe))
+            k = (*key(i, side), images)
             if k not in cache:
                 columns = np.searchsorted(universe, run.image_ids)
                 cache[k] = run.value(draws[:, columns])

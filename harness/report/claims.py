@@ -182,25 +182,25 @@ def judge(
         data[column] = math.nan
     data["adjustment"], data["verdict"] = "", ""
     for _, family in data.groupby(["suite", "family", "metric"], sort=False):
-        holm, bh = inference.adjust(family["p"].to_numpy(dtype=float))
-        tested = int((~np.isnan(family["p"].to_numpy(dtype=float))).sum())
+        p = family["p"].to_numpy(dtype=float)
+        holm, bh = inference.adjust(p)
         data.loc[family.index, "q_bh"] = bh
         if design is None:
+            size = int((~np.isnan(p)).sum())
             data.loc[family.index, "p_adjusted"] = holm
             data.loc[family.index, "level"] = inference.ALPHA
-            data.loc[family.index, "adjustment"] = f"Holm over {tested}"
+            data.loc[family.index, "adjustment"] = f"Holm over {size}"
         else:
             # every line counts, tested yet or not: a family's split of alpha may not change between looks
-            data.loc[family.index, "p_adjusted"] = np.minimum(
-                1.0, family["p"].to_numpy(dtype=float) * len(family)
-            )
+            size = len(family)
+            data.loc[family.index, "p_adjusted"] = np.minimum(1.0, p * size)
             data.loc[family.index, "level"] = [design.level(int(n)) for n in family["n"]]
-            data.loc[family.index, "adjustment"] = f"Bonferroni over {len(family)}, sequential"
+            data.loc[family.index, "adjustment"] = f"Bonferroni over {size}, sequential"
         for index in family.index:
             line = data.loc[index]
             data.at[index, "verdict"] = verdict(line)
             if plan and data.at[index, "verdict"] == UNDECIDED:
-                alpha = (design.alpha if design else inference.ALPHA) / max(tested, 1)
+                alpha = (design.alpha if design else inference.ALPHA) / max(size, 1)
                 target = line["paper"] if not math.isnan(line["paper"]) else line["mean"]
                 needed = inference.seeds_for_power(
                     line["std"], line["image_se"], target, alpha,

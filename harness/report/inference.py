@@ -39,8 +39,8 @@ MAX_SEEDS = 200
 
 
 # Student t's and the normal's tails through scipy.special's ufuncs: the same functions as
-# scipy.stats.t / norm, without their argument checking (x20 faster: the simulations call them
-# hundreds of thousands of times).
+# scipy.stats.t / norm, without their argument checking: 2.2 us against 55 us for t.isf + t.sf
+# (timeit, 2026-12-06), and the simulations call them hundreds of thousands of times.
 def t_isf(q: float, df: float) -> float:
     from scipy.special import stdtrit
 
