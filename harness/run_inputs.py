@@ -73,9 +73,30 @@ def log_datasets(
     test_fingerprint: str = "",
 ) -> None:
     """Log the run's training and test sets (`run_datasets`) as its MLflow dataset inputs."""
+    from mlflow.exceptions import MlflowException
+
     inputs = run_datasets(config, train_fingerprint, test_fingerprint)
-    if inputs:
+    if not inputs:
+        return
+
+    def log() -> None:
         with_retry(lambda: mlflow_client.log_inputs(run_id, datasets=inputs), "log datasets")
+
+    try:
+        log()
+    except MlflowException as err:
+        # Runs that log the same new dataset at once race in MLflow's store, which looks a dataset
+        # up and then inserts it: the loser breaks the unique key. The winner's row exists by then,
+        # so a second call only links it to the run.
+        if not is_duplicate_key(err):
+            raise
+        log()
+
+
+def is_duplicate_key(err: Exception) -> bool:
+    """Whether a store error is a unique key violated (SQLite, PostgreSQL, MySQL wording)."""
+    text = str(err).lower()
+    return "unique constraint" in text or "duplicate entry" in text
 
 
 def log_table(
