@@ -242,32 +242,37 @@ def test_a_resumed_run_logs_its_tables_and_datasets_once(uri, tmp_path, monkeypa
     assert len(c.get_run(run_id).inputs.dataset_inputs) == 2
 
 
+def log_datasets_at_once(uri, run_ids, config):
+    """Log the same datasets into each run, from one thread per run released together: the errors."""
+    import threading
+
+    start, errors = threading.Barrier(len(run_ids)), []
+
+    def log(run_id):
+        start.wait()
+        try:
+            run_inputs.log_datasets(tracking.client(uri), run_id, config, TRAIN_PRINT, TEST_PRINT)
+        except Exception as err:  # noqa: BLE001 - collected for the caller's assertion
+            errors.append(err)
+
+    threads = [threading.Thread(target=log, args=(run_id,)) for run_id in run_ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
 def test_runs_logging_the_same_new_dataset_at_once_all_log_it(tmp_path):
     """Workers starting together log the same new dataset: MLflow's store looks it up and then
     inserts it, so all but one break its unique key (CI saw it with two workers). Each run still
     gets both sets. Eight threads per round race reliably (1-4 losers per round before the fix)."""
-    import threading
-
     (spec,) = [s for s in expand(SUITE, "mini", {}) if s.row == "baseline"]
     for round_ in range(3):
         uri = f"sqlite:///{tmp_path}/race{round_}.db"
         experiment = tracking.ensure_experiment(tracking.client(uri), "race")
         run_ids = [tracking.client(uri).create_run(experiment).info.run_id for _ in range(8)]
-        start, errors = threading.Barrier(len(run_ids)), []
-
-        def log(run_id):
-            start.wait()
-            try:
-                run_inputs.log_datasets(tracking.client(uri), run_id, spec.config, TRAIN_PRINT, TEST_PRINT)
-            except Exception as err:  # noqa: BLE001 - collected for the assertion below
-                errors.append(err)
-
-        threads = [threading.Thread(target=log, args=(run_id,)) for run_id in run_ids]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert errors == []
+        assert log_datasets_at_once(uri, run_ids, spec.config) == []
         for run_id in run_ids:
             logged = tracking.client(uri).get_run(run_id).inputs.dataset_inputs
             assert sorted(d.dataset.name for d in logged) == ["synthetic/train", "synthetic/val"]
