@@ -6,17 +6,22 @@ import hashlib
 import json
 import multiprocessing as mp
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
 from shapeprop.data import DataError, catalog
 from shapeprop.data.masks import annotation_to_mask
-from shapeprop.data.synthetic import CLASS_GROUPS, CLASSES, file_digest, load_synthetic, render_image
+from shapeprop.data.synthetic import CLASSES, file_digest, load_synthetic, render_image
+from shapeprop.data.synthetic_render import _rasterize, class_groups
+from shapeprop.models.baselines.grabcut import grabcut_box
 
 SMALL = {"num_images": 12, "image_size": 64, "seed": 3}
 # render_image(0, "train", i, 96, 6) for i < 6, version 1, as generated when version 2 was added
 VERSION_1_DIGEST = "3140caf28fe5d6ba0d3979fa64918aacd1cba1dccd6822f91f20496560767628"
+# the same images of version 2, as generated when version 3 was added
+VERSION_2_DIGEST = "2c6e6b98c9b0fc7c675c5fc587f276bac9cc4b661fb25c7363035097166c77f6"
 
 
 def _render_digest(version: int) -> str:
@@ -27,10 +32,11 @@ def _render_digest(version: int) -> str:
     return digest.hexdigest()
 
 
-def test_version_1_renders_what_it_always_rendered_and_version_2_differs():
+def test_versions_1_and_2_render_what_they_always_rendered_and_3_differs():
     assert _render_digest(1) == VERSION_1_DIGEST
-    assert _render_digest(2) != VERSION_1_DIGEST
-    assert _render_digest(2) == _render_digest(2)
+    assert _render_digest(2) == VERSION_2_DIGEST
+    assert _render_digest(3) not in (VERSION_1_DIGEST, VERSION_2_DIGEST)
+    assert _render_digest(3) == _render_digest(3)
 
 
 def _part_colors(version: int, images: int = 40) -> tuple[list[float], float]:
@@ -98,7 +104,78 @@ def test_test_images_size_the_val_and_test_splits_alone(tmp_path):
         assert open(a["file_name"], "rb").read() == open(b["file_name"], "rb").read()
 
 
-@pytest.mark.parametrize("version", [1, 2])
+def _box_and_grabcut_iou(version: int, images: int = 25, size: int = 96) -> tuple[float, float]:
+    """Mean IoU with the GT masks of the filled GT box and of GrabCut started from it."""
+    box_ious, grabcut_ious = [], []
+    for i in range(images):
+        image, annotations = render_image(7, "train", i, size, 6, version)
+        bgr = np.ascontiguousarray(image[..., ::-1])
+        for ann in annotations:
+            gt = annotation_to_mask(ann, size, size).astype(bool)
+            x, y, w, h = (int(v) for v in ann["bbox"])
+            box = np.zeros_like(gt)
+            box[y : y + h, x : x + w] = True
+            grabcut = grabcut_box(bgr, [x, y, w, h]).astype(bool)
+            box_ious.append((box & gt).sum() / (box | gt).sum())
+            grabcut_ious.append((grabcut & gt).sum() / (grabcut | gt).sum())
+    return float(np.mean(box_ious)), float(np.mean(grabcut_ious))
+
+
+def test_version_3_extent_is_not_given_away_to_a_colour_model():
+    """GrabCut, which fits colour models inside and outside a box, nearly recovers every version-1
+    mask; on version 3 (one palette per image) it gains only a little over the filled box."""
+    box_1, grabcut_1 = _box_and_grabcut_iou(1)
+    box_3, grabcut_3 = _box_and_grabcut_iou(3)
+    assert grabcut_1 > 0.9 and grabcut_1 - box_1 > 0.3
+    assert grabcut_3 < 0.75 and grabcut_3 - box_3 < 0.2
+
+
+def _solidity(name: str) -> float:
+    """Area over convex-hull area of a class's full shape."""
+    mask = _rasterize(name, (100, 100), 80, 1.0, 0.0, (200, 200))
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    hull = cv2.convexHull(np.concatenate(contours))
+    return float(mask.sum() / cv2.contourArea(hull))
+
+
+def test_version_3_groups_each_hold_convex_and_non_convex_shapes():
+    """Versions 1 and 2 split the classes by geometry; version 3 puts both kinds in each group, so
+    what a model learns about extent on one group can transfer to the other."""
+    for version, mixed in ((1, False), (3, True)):
+        for names in class_groups(version).values():
+            convex = [_solidity(n) > 0.95 for n in names]
+            assert (any(convex) and not all(convex)) == mixed, (version, names)
+
+
+def test_version_3_at_160_px_has_objects_in_all_three_coco_area_ranges(tmp_path):
+    dataset = load_synthetic(tmp_path, "train", num_images=60, image_size=160, version=3)
+    areas = np.array(
+        [
+            a["area"]
+            for a in json.loads((tmp_path / "annotations" / "instances_train.json").read_text())[
+                "annotations"
+            ]
+        ]
+    )
+    assert len(areas) == sum(len(r["annotations"]) for r in dataset.records)
+    small, large = (areas < 32**2).mean(), (areas >= 96**2).mean()
+    assert small > 0.15 and 1 - small - large > 0.3 and large > 0.02
+    assert dataset.metadata.class_groups == class_groups(3)
+
+
+def test_version_3_defaults_to_larger_splits(tmp_path, monkeypatch):
+    """2000 training and 1000 val / test images unless asked otherwise (read from the cache key)."""
+    from shapeprop.data import synthetic
+
+    asked = []
+    monkeypatch.setattr(synthetic, "generate", lambda root, split, options: asked.append(options) or 1 / 0)
+    for split in ("train", "val"):
+        with pytest.raises(ZeroDivisionError):
+            load_synthetic(tmp_path / split, split, version=3)
+    assert [o["num_images"] for o in asked] == [2000, 1000]
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_masks_inside_boxes_and_box_is_mask_extent(tmp_path, version):
     dataset = load_synthetic(tmp_path, "train", num_images=30, image_size=64, seed=0, version=version)
     seen = set()
@@ -122,11 +199,12 @@ def test_masks_inside_boxes_and_box_is_mask_extent(tmp_path, version):
     assert len(seen) >= 8
     assert dataset.metadata.classes == CLASSES
     assert set(dataset.metadata.class_groups) == {"voc", "nonvoc"}
-    voc, nonvoc = CLASS_GROUPS["voc"], CLASS_GROUPS["nonvoc"]
+    voc, nonvoc = class_groups(version)["voc"], class_groups(version)["nonvoc"]
+    assert dataset.metadata.class_groups == {"voc": voc, "nonvoc": nonvoc}
     assert not set(voc) & set(nonvoc) and sorted(voc + nonvoc) == sorted(CLASSES)
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_objects_are_partly_occluded_but_stay_visible(tmp_path, version):
     dataset = load_synthetic(tmp_path, "train", num_images=30, image_size=64, seed=1, version=version)
     data = json.loads((tmp_path / "annotations" / "instances_train.json").read_text())
@@ -160,8 +238,8 @@ def test_bad_options(tmp_path):
         catalog.load("synthetic", tmp_path, image_size=8)
     with pytest.raises(DataError, match="unknown split"):
         catalog.load("synthetic", tmp_path, split="holdout")
-    with pytest.raises(DataError, match=r"options.version.*unknown generator version 3.*\(1, 2\)"):
-        catalog.load("synthetic", tmp_path, version=3)
+    with pytest.raises(DataError, match=r"options.version.*unknown generator version 4.*\(1, 2, 3\)"):
+        catalog.load("synthetic", tmp_path, version=4)
 
 
 def _generate(root):
