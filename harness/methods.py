@@ -123,6 +123,11 @@ METHODS: dict[str, Method] = {
             _more_head_params_finalize,
         ),
         Method(
+            "box_masks",
+            "Mask R-CNN trained on filled boxes as the masks of box-only instances (the floor)",
+            _fixed("mask_rcnn", **{"model.pseudo_masks": "box"}),
+        ),
+        Method(
             "grabcut",
             "Mask R-CNN trained on GrabCut pseudo masks for box-only instances",
             _fixed("mask_rcnn", **{"model.pseudo_masks": "grabcut"}),

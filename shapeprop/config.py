@@ -196,8 +196,8 @@ class ModelConfig(_Strict):
         description="proposal and sampling sizes that replace the backbone recipe's "
         "(shapeprop.models.recipes); None = the recipe's",
     )
-    pseudo_masks: Literal["none", "grabcut", "progressive"] = Field(
-        "none", description="baselines: masks for box-only instances"
+    pseudo_masks: Literal["none", "box", "grabcut", "progressive"] = Field(
+        "none", description="baselines: masks for box-only instances (box: the filled box)"
     )
     mask_transfer: bool = Field(False, description="Mask^X R-CNN weight transfer from box head to mask head")
 

@@ -123,7 +123,11 @@ def run_experiment(
             cfg.eval.detections_per_image,
         )
 
-    if cfg.model.pseudo_masks == "grabcut":
+    if cfg.model.pseudo_masks == "box":
+        from shapeprop.models.baselines.box_masks import box_pseudo_masks
+
+        records = box_pseudo_masks(records)
+    elif cfg.model.pseudo_masks == "grabcut":
         from shapeprop.models.baselines.grabcut import grabcut_pseudo_masks
 
         records = grabcut_pseudo_masks(records, fingerprint)
