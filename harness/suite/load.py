@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from harness import methods
 from harness.suite.config_keys import config_key_problem, flatten_base, keys_at
 from harness.suite.expand import expand
+from harness.suite.include import include_profiles
 from harness.suite.positions import load_yaml
 from harness.suite.problems import Problems, suggest
 from harness.suite.schema import Suite, SuiteError, YamlPath
@@ -45,6 +46,8 @@ def parse_suite(text: str, source: str = "<string>") -> Suite:
             (), f"a suite must be a mapping with keys {list(_suite_keys())}, not {type(data).__name__}"
         )
         problems.raise_if_any()
+    data = include_profiles(data, positions, source, problems)
+    problems.raise_if_any()
     try:
         suite = Suite.model_validate(data)
     except ValidationError as err:

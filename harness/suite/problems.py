@@ -15,7 +15,7 @@ MAX_PROBLEMS_SHOWN = 12
 class Problems:
     """Collects problems, each located in the file by its YAML key path."""
 
-    def __init__(self, suite_source: str, positions: Mapping[YamlPath, tuple[int, int]]):
+    def __init__(self, suite_source: str, positions: Mapping[YamlPath, tuple]):
         self.source = suite_source
         self.positions = positions
         self.lines: list[str] = []
@@ -26,12 +26,13 @@ class Problems:
         if (path, message) in self._seen:
             return
         self._seen.add((path, message))
-        line = None
+        line, source = None, self.source
         for n in range(len(path), -1, -1):  # the deepest part of the path that is in the file
             if path[:n] in self.positions:
-                line = self.positions[path[:n]][0]
+                place = self.positions[path[:n]]  # (line, column[, file]): a third is an included file
+                line, source = place[0], place[2] if len(place) > 2 else self.source
                 break
-        where = f"{self.source}:{line}" if line else self.source
+        where = f"{source}:{line}" if line else source
         self.lines.append(f"{where}: {format_path(path)}: {message}{context}")
 
     def raise_if_any(self) -> None:

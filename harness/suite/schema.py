@@ -47,6 +47,11 @@ class Profile(_Strict):
     leaves runs without ShapeProp unchanged), so one profile can shrink every method.
     """
 
+    include: str | None = Field(
+        None,
+        description="a shared profile file (path relative to the suite) merged under this one; "
+        "this profile's own datasets, overrides, rows and seeds win (harness.suite.include)",
+    )
     datasets: dict[str, DatasetMapping] = Field(default_factory=dict)
     overrides: dict[str, Any] = Field(default_factory=dict)
     seeds: list[int] | None = Field(
