@@ -237,9 +237,8 @@ def test_every_method_resolves_and_patches_the_config():
         patched = ExperimentConfig.model_validate(_apply(cfg, methods.get(name).patch(cfg)))
         assert patched.model.arch == ("retinamask" if name.startswith("retinamask") else "mask_rcnn")
         assert (patched.model.shapeprop is not None) == ("shapeprop" in name), name
-        assert patched.model.pseudo_masks == {"grabcut": "grabcut", "progressive": "progressive"}.get(
-            name, "none"
-        )
+        pseudo = {"box_masks": "box", "grabcut": "grabcut", "progressive": "progressive"}
+        assert patched.model.pseudo_masks == pseudo.get(name, "none")
         assert patched.model.mask_transfer == (name == "maskx")
         assert patched.data.masks.kind == ("all" if name == "oracle" else "categories")
 
