@@ -17,8 +17,8 @@ from harness.suite import RunSpec
 from harness.tracking import sqlite_path
 from shapeprop.data import catalog
 from shapeprop.data.records import DataError
+from shapeprop.models.recipes import SYNTHETIC_PRETRAINED
 
-NAMED_WEIGHTS = ("synthetic-pretrained",)  # made by the library on first use (shapeprop.models.pretrain)
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".pkl")
 
 
@@ -106,7 +106,7 @@ def weights_problems(specs: Iterable[RunSpec]) -> list[Problem]:
     or downloaded by the run."""
     problems: list[Problem] = []
     for weights in sorted({s.config.model.weights for s in specs if s.config.model.weights}):
-        if weights in NAMED_WEIGHTS:
+        if weights in SYNTHETIC_PRETRAINED:  # made by the library on first use
             continue
         path = Path(weights).expanduser()
         if path.suffix in CHECKPOINT_SUFFIXES or os.sep in weights:

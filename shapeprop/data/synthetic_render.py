@@ -47,8 +47,10 @@ V3_CLASS_GROUPS = {
     "voc": ["ellipse", "triangle", "ring", "cross", "crescent"],
     "nonvoc": ["rectangle", "hexagon", "half_disc", "star", "dumbbell"],
 }
-V3_HALF_EXTENT = (0.04, 0.7)  # of the image size, log-uniform
-V3_COLOR_JITTER = 12.0  # std of an object's colours around the background's palette
+V3_HALF_EXTENT = (0.07, 0.24)  # of the image size, uniform, as in versions 1 and 2
+V3_LARGE_HALF_EXTENT = (0.45, 0.6)  # the first object of an image, with probability V3_LARGE_SHARE
+V3_LARGE_SHARE = 0.35
+V3_COLOR_JITTER = 12.0  # std of an object's colours around the background's two
 MIN_VISIBLE = 0.5  # an object keeps at least this fraction of its area visible
 MIN_AREA = 24  # pixels
 
@@ -227,25 +229,33 @@ def render_image(
 def _render_v3(
     rng: np.random.Generator, image_size: int, max_objects: int
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Version 3: one palette per image, objects told from the background by pattern alone.
+    """Version 3: one palette per image; objects told from the background by their pattern alone.
 
-    The background is a pattern of two colours; every object mixes the same two colours (jittered
-    a little) in another kind of pattern, so a colour model fitted in a box (GrabCut) sees the
-    same colours inside and out, while a change of texture still marks the object for a detector.
-    Half-extents are log-uniform over `V3_HALF_EXTENT` of the image, placed largest first, so small,
-    medium and large objects (COCO's area ranges, at 160 px) all occur."""
+    The background is a smooth mix (blotches or a gradient) of two colours; every object is a fine
+    pattern (stripes or checks) of the same two colours, jittered a little. A colour model fitted in
+    a box (GrabCut) sees the same colours inside and out, while the change of texture marks the
+    object for a detector. Sizes are version 1's, plus, in a share of the images, a large object
+    first (behind the others), so that COCO's large area range occurs too."""
     hw = (image_size, image_size)
-    bg_colors, bg_kind = rng.uniform(30, 225, (2, 3)), int(rng.integers(4))
-    image = _texture(rng, hw, bg_colors, bg_kind)
-    # largest first, as in a scene's depth order: a later object may hide only part of an earlier one,
-    # so a large object drawn late would rarely find room
-    sizes = sorted(image_size * np.exp(rng.uniform(*np.log(V3_HALF_EXTENT), max_objects)), reverse=True)
-    objects = _place_objects(rng, image_size, max_objects, lambda placed: sizes[placed])
+    bg_colors = rng.uniform(30, 225, (2, 3))
+    image = _texture(rng, hw, bg_colors, int(rng.integers(2, 4)))  # smooth: blotches or a gradient
+    # Now and then a large object first, behind the others (a later object may hide only part of an
+    # earlier one, so a large one drawn late would rarely find room).
+    large = rng.random() < V3_LARGE_SHARE
+
+    def half_extent(placed: int) -> float:
+        low, high = V3_LARGE_HALF_EXTENT if large and placed == 0 else V3_HALF_EXTENT
+        return image_size * rng.uniform(low, high)
+
+    def center(placed: int) -> tuple[float, float]:  # a large object mostly inside the image
+        return (0.3, 0.7) if large and placed == 0 else (0.1, 0.9)
+
+    objects = _place_objects(rng, image_size, max_objects, half_extent, center)
     annotations = []
     for cls, visible, full_area, _ in objects:
         colors = (bg_colors[rng.permutation(2)] + rng.normal(0, V3_COLOR_JITTER, (2, 3))).clip(0, 255)
-        kind = (bg_kind + int(rng.integers(1, 4))) % 4  # any pattern but the background's
-        image = np.where(visible[..., None], _texture(rng, hw, colors, kind), image)
+        texture = _texture(rng, hw, colors, int(rng.integers(2)))  # a fine pattern: stripes or checks
+        image = np.where(visible[..., None], texture, image)
         annotations.append(_annotation(cls, visible, full_area))
     image = image + rng.normal(0, 6, image.shape)
     return image.clip(0, 255).round().astype(np.uint8), annotations
@@ -255,10 +265,15 @@ Placed = tuple[int, np.ndarray, int, np.ndarray]  # (class, visible mask, full a
 
 
 def _place_objects(
-    rng: np.random.Generator, image_size: int, max_objects: int, half_extent: Callable[[int], float]
+    rng: np.random.Generator,
+    image_size: int,
+    max_objects: int,
+    half_extent: Callable[[int], float],
+    center: Callable[[int], tuple[float, float]] = lambda placed: (0.1, 0.9),
 ) -> list[Placed]:
     """1..max_objects objects painted in order; a later one may hide at most part of an earlier one.
-    `half_extent(k)` is the size (px) of an attempt to place object k (0-based)."""
+    An attempt to place object k (0-based) draws its size (px) from `half_extent(k)` and its centre
+    uniformly in `center(k)` (fractions of the image size)."""
     hw = (image_size, image_size)
     wanted = int(rng.integers(1, max_objects + 1))
     objects: list[Placed] = []
@@ -267,8 +282,9 @@ def _place_objects(
             break
         cls = int(rng.integers(len(CLASSES)))
         size = half_extent(len(objects))
-        center = rng.uniform(0.1 * image_size, 0.9 * image_size, 2)
-        full = _rasterize(CLASSES[cls], center, size, rng.uniform(0.6, 1.6), rng.uniform(0, 2 * np.pi), hw)
+        low, high = center(len(objects))
+        middle = rng.uniform(low * image_size, high * image_size, 2)
+        full = _rasterize(CLASSES[cls], middle, size, rng.uniform(0.6, 1.6), rng.uniform(0, 2 * np.pi), hw)
         full = full.astype(bool)
         area = int(full.sum())
         if area < MIN_AREA:

@@ -6,9 +6,11 @@ barely learns to detect (box AP of a few points), which leaves nothing for a mas
 This module pretrains the tiny backbone as ImageNet pretrains a ResNet: image-level class labels
 only (no masks), on images that no experiment trains or evaluates on (the synthetic generator's
 `pretrain` split), and caches the weights. A config selects them with
-`model.weights: synthetic-pretrained` (tiny backbone only).
+`model.weights: synthetic-pretrained` (version-1 images) or `synthetic-pretrained-v3` (version-3
+images at 160 px; `shapeprop.models.recipes.SYNTHETIC_PRETRAINED`), tiny backbone only.
 
-    python -m shapeprop.models.pretrain   # trains once (a few minutes on 2 CPU cores), then cached
+    python -m shapeprop.models.pretrain              # trains once (a few minutes on 2 CPU cores), then cached
+    python -m shapeprop.models.pretrain --weights synthetic-pretrained-v3
 """
 
 from __future__ import annotations
@@ -33,11 +35,10 @@ from torch import nn
 from shapeprop.data.synthetic import CLASSES, default_cache_dir, render_image
 from shapeprop.files import atomic_path
 from shapeprop.models.labels import label_to_class
-from shapeprop.models.recipes import recipe
+from shapeprop.models.recipes import SYNTHETIC_PRETRAINED, recipe
 from shapeprop.models.tiny import TINY_CHANNELS, TinyNet
 from shapeprop.models.transform import IMAGE_MEAN, IMAGE_STD
 
-PRETRAINED_TINY = "synthetic-pretrained"  # the `model.weights` value that selects these weights
 SPLIT = "pretrain"  # a generator split disjoint from train / val / test
 DEFAULTS = {
     "version": 1,
@@ -67,7 +68,9 @@ def _crops_of_images(options: dict, indices: range) -> tuple[list[np.ndarray], l
     crops, labels = [], []
     size, c = options["image_size"], options["crop"]
     for index in indices:
-        image, annotations = render_image(options["seed"], SPLIT, index, size, options["max_objects"])
+        image, annotations = render_image(
+            options["seed"], SPLIT, index, size, options["max_objects"], options["version"]
+        )
         padded = cv2.copyMakeBorder(image, size, size, size, size, cv2.BORDER_REFLECT)
         for ann in annotations:
             x, y, w, h = ann["bbox"]
@@ -198,24 +201,23 @@ def pretrained_tiny_weights(
 
 
 def resolve_weights(backbone: str, weights: str | None) -> str | None:
-    """`model.weights` as a backbone loads it: `PRETRAINED_TINY` becomes the cached checkpoint's path
+    """`model.weights` as a backbone loads it: a `SYNTHETIC_PRETRAINED` name becomes the cached checkpoint's path
     (trained first if missing; only for a backbone whose recipe has synthetic pretraining), any
     other value is returned as it is."""
-    if weights != PRETRAINED_TINY:
+    if weights not in SYNTHETIC_PRETRAINED:
         return weights
     if not recipe(backbone).synthetic_pretraining:
-        raise ValueError(
-            f"model.weights: {PRETRAINED_TINY!r} exists only for the tiny backbone, not {backbone!r}"
-        )
-    return str(pretrained_tiny_weights())
+        raise ValueError(f"model.weights: {weights!r} exists only for the tiny backbone, not {backbone!r}")
+    return str(pretrained_tiny_weights(**SYNTHETIC_PRETRAINED[weights]))
 
 
 def main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cache-dir", type=Path, default=None, help="default: $SHAPEPROP_DATA/pretrained")
     p.add_argument("--steps", type=int, default=DEFAULTS["steps"])
+    p.add_argument("--weights", choices=sorted(SYNTHETIC_PRETRAINED), default="synthetic-pretrained")
     args = p.parse_args(argv)
-    path = pretrained_tiny_weights(args.cache_dir, steps=args.steps)
+    path = pretrained_tiny_weights(args.cache_dir, steps=args.steps, **SYNTHETIC_PRETRAINED[args.weights])
     info = torch.load(path, map_location="cpu", weights_only=False)
     print(f"{path}\naccuracy: {info['accuracy']}")
     return path

@@ -19,6 +19,15 @@ if TYPE_CHECKING:
     from shapeprop.config import ModelConfig
 
 
+# `model.weights` names of the tiny backbone's pretrained stand-ins (shapeprop.models.pretrain): the
+# pretraining options each changes from its defaults. Version 3 of the synthetic benchmark has its
+# own, pretrained on that version's images at its size, as ImageNet matches a real benchmark's images.
+SYNTHETIC_PRETRAINED: dict[str, dict[str, int]] = {
+    "synthetic-pretrained": {},
+    "synthetic-pretrained-v3": {"version": 3, "image_size": 160},
+}
+
+
 @dataclass(frozen=True)
 class BackboneRecipe:
     """The sizes of a detector on one backbone (torchvision names; detectron2 keys in comments)."""
@@ -32,7 +41,7 @@ class BackboneRecipe:
     box_batch_size_per_image: int  # sampled RoIs per image (ROI_HEADS.BATCH_SIZE_PER_IMAGE)
     box_head_channels: int  # TwoMLPHead representation size (ROI_BOX_HEAD.FC_DIM)
     retinanet_topk_candidates: int  # per level, before NMS (RETINANET.TOPK_CANDIDATES_TEST)
-    synthetic_pretraining: bool = False  # model.weights 'synthetic-pretrained' exists (models.pretrain)
+    synthetic_pretraining: bool = False  # the SYNTHETIC_PRETRAINED weights exist (models.pretrain)
 
 
 _RESNET = dict(
