@@ -6,11 +6,10 @@ barely learns to detect (box AP of a few points), which leaves nothing for a mas
 This module pretrains the tiny backbone as ImageNet pretrains a ResNet: image-level class labels
 only (no masks), on images that no experiment trains or evaluates on (the synthetic generator's
 `pretrain` split), and caches the weights. A config selects them with
-`model.weights: synthetic-pretrained` (version-1 images) or `synthetic-pretrained-v3` (version-3
-images at 160 px; `shapeprop.models.recipes.SYNTHETIC_PRETRAINED`), tiny backbone only.
+`model.weights: synthetic-pretrained` (tiny backbone only; `shapeprop.models.recipes.SYNTHETIC_PRETRAINED`).
+Like ImageNet for COCO, its images are not the benchmark's: version 1's, whatever version a suite runs.
 
-    python -m shapeprop.models.pretrain              # trains once (a few minutes on 2 CPU cores), then cached
-    python -m shapeprop.models.pretrain --weights synthetic-pretrained-v3
+    python -m shapeprop.models.pretrain   # trains once (a few minutes on 2 CPU cores), then cached
 """
 
 from __future__ import annotations
@@ -215,9 +214,8 @@ def main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cache-dir", type=Path, default=None, help="default: $SHAPEPROP_DATA/pretrained")
     p.add_argument("--steps", type=int, default=DEFAULTS["steps"])
-    p.add_argument("--weights", choices=sorted(SYNTHETIC_PRETRAINED), default="synthetic-pretrained")
     args = p.parse_args(argv)
-    path = pretrained_tiny_weights(args.cache_dir, steps=args.steps, **SYNTHETIC_PRETRAINED[args.weights])
+    path = pretrained_tiny_weights(args.cache_dir, steps=args.steps)
     info = torch.load(path, map_location="cpu", weights_only=False)
     print(f"{path}\naccuracy: {info['accuracy']}")
     return path

@@ -20,12 +20,8 @@ if TYPE_CHECKING:
 
 
 # `model.weights` names of the tiny backbone's pretrained stand-ins (shapeprop.models.pretrain): the
-# pretraining options each changes from its defaults. Version 3 of the synthetic benchmark has its
-# own, pretrained on that version's images at its size, as ImageNet matches a real benchmark's images.
-SYNTHETIC_PRETRAINED: dict[str, dict[str, int]] = {
-    "synthetic-pretrained": {},
-    "synthetic-pretrained-v3": {"version": 3, "image_size": 160},
-}
+# pretraining options each changes from its defaults (version-1 images at 128 px).
+SYNTHETIC_PRETRAINED: dict[str, dict[str, int]] = {"synthetic-pretrained": {}}
 
 
 @dataclass(frozen=True)
