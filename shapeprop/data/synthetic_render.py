@@ -22,9 +22,10 @@ carries unannotated clutter (strokes and irregular blobs in object-like colours)
 reached only 7-9 box AP in miniature.
 
 Version 3 (issue 41) keeps objects detectable and their extent hidden from colour models: one palette
-per image, objects told from the background by pattern alone (`_render_v3`); sizes spanning COCO's
-three area ranges; and groups that each hold both kinds of geometry (`V3_CLASS_GROUPS`), so extent
-learned on one group can transfer to the other, as it does between COCO's groups.
+per image, objects told from the background by pattern alone, with unannotated patches of the same
+patterns (`_render_v3`); sizes spanning COCO's three area ranges; and groups that each hold both
+kinds of geometry (`V3_CLASS_GROUPS`), so extent learned on one group can transfer to the other, as
+it does between COCO's groups.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ V3_CLASS_GROUPS = {
 V3_HALF_EXTENT = (0.07, 0.24)  # of the image size, uniform, as in versions 1 and 2
 V3_LARGE_HALF_EXTENT = (0.45, 0.6)  # the first object of an image, with probability V3_LARGE_SHARE
 V3_LARGE_SHARE = 0.35
+V3_CLUTTER = (2, 6)  # unannotated patterned patches per image (low, high exclusive)
 V3_COLOR_JITTER = 12.0  # std of an object's colours around the background's two
 MIN_VISIBLE = 0.5  # an object keeps at least this fraction of its area visible
 MIN_AREA = 24  # pixels
@@ -234,11 +236,21 @@ def _render_v3(
     The background is a smooth mix (blotches or a gradient) of two colours; every object is a fine
     pattern (stripes or checks) of the same two colours, jittered a little. A colour model fitted in
     a box (GrabCut) sees the same colours inside and out, while the change of texture marks the
-    object for a detector. Sizes are version 1's, plus, in a share of the images, a large object
-    first (behind the others), so that COCO's large area range occurs too."""
+    object for a detector. Unannotated patches in the same patterns lie on the background, so that
+    "patterned" does not mean "object": a mask must know the shape. Sizes are version 1's, plus, in
+    a share of the images, a large object first (behind the others), so that COCO's large area range
+    occurs too."""
     hw = (image_size, image_size)
     bg_colors = rng.uniform(30, 225, (2, 3))
     image = _texture(rng, hw, bg_colors, int(rng.integers(2, 4)))  # smooth: blotches or a gradient
+    for _ in range(int(rng.integers(*V3_CLUTTER))):  # unannotated patches in the objects' patterns
+        k = int(rng.integers(5, 9))
+        angles = np.sort(rng.uniform(0, 2 * np.pi, k))
+        radii = image_size * rng.uniform(*V3_HALF_EXTENT) * rng.uniform(0.5, 1.0, k)
+        points = rng.uniform(0, image_size, 2) + np.stack([radii * np.cos(angles), radii * np.sin(angles)], 1)
+        patch = np.zeros(hw, np.uint8)
+        cv2.fillPoly(patch, [np.round(points).astype(np.int32)], 1)
+        image = np.where(patch.astype(bool)[..., None], _v3_pattern(rng, hw, bg_colors), image)
     # Now and then a large object first, behind the others (a later object may hide only part of an
     # earlier one, so a large one drawn late would rarely find room).
     large = rng.random() < V3_LARGE_SHARE
@@ -253,12 +265,16 @@ def _render_v3(
     objects = _place_objects(rng, image_size, max_objects, half_extent, center)
     annotations = []
     for cls, visible, full_area, _ in objects:
-        colors = (bg_colors[rng.permutation(2)] + rng.normal(0, V3_COLOR_JITTER, (2, 3))).clip(0, 255)
-        texture = _texture(rng, hw, colors, int(rng.integers(2)))  # a fine pattern: stripes or checks
-        image = np.where(visible[..., None], texture, image)
+        image = np.where(visible[..., None], _v3_pattern(rng, hw, bg_colors), image)
         annotations.append(_annotation(cls, visible, full_area))
     image = image + rng.normal(0, 6, image.shape)
     return image.clip(0, 255).round().astype(np.uint8), annotations
+
+
+def _v3_pattern(rng: np.random.Generator, hw: tuple[int, int], bg_colors: np.ndarray) -> np.ndarray:
+    """Version 3: a fine pattern (stripes or checks) of the background's two colours, jittered."""
+    colors = (bg_colors[rng.permutation(2)] + rng.normal(0, V3_COLOR_JITTER, (2, 3))).clip(0, 255)
+    return _texture(rng, hw, colors, int(rng.integers(2)))
 
 
 Placed = tuple[int, np.ndarray, int, np.ndarray]  # (class, visible mask, full area, full mask)
