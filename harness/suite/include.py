@@ -35,7 +35,7 @@ def include_profiles(
         if included is None:
             continue
         shared, shared_positions, path = included
-        merged = {key: value for key, value in shared.items()}
+        merged = dict(shared)
         for key, value in profile.items():
             if key in MERGED and isinstance(value, dict) and isinstance(shared.get(key), dict):
                 merged[key] = {**shared[key], **value}
