@@ -1,23 +1,23 @@
 #!/usr/bin/env bash
-# Every table in miniature (issue 21): the `mini` profiles of every suite, 3 seeds (5 for Table 1),
-# at the converged schedules (3000 steps, reports/mini/curves/), on the synthetic benchmark, then the
-# reports and the claims in this folder. From the repository root, after `make install`:
+# Every table in miniature on benchmark version 3, as registered in reports/mini/PROTOCOL.md (issue
+# 41): the `mini` profiles of every suite (one shared recipe, suites/profiles/mini.yaml), Table 1 at
+# 5 seeds, the others at 3, then Table 4 until its claims are decided, on the synthetic val split.
+# From the repository root, after `make install`:
 #
 #     bash reports/mini/run.sh
 #
-# About a day of training on 2 cores (two runs at a time, 7-10 min per 3000-step run in bfloat16),
-# so it runs in parts: a run that already FINISHED is skipped and a stopped one resumes from its last
-# checkpoint (every 300 steps), so the script can be stopped and started again, and the reports
-# render whatever has finished.
-# Order: Table 1's claim rows (the paper's headline), then the other claim rows, the context rows
-# (oracle, GrabCut, Mask^X), Table 4's more-head-params and channel-agnostic rows, Table 2 (4800
-# steps, 6600 for RetinaMask: its own curves, decided after the store had to start again;
-# reports/mini/curves/README.md), and last Table 4's More boxes rows (28714 steps each, the most
-# training time for the fewest claims). Runs go to runs/mini/ (MLflow store
-# runs/mini/mlflow.db). The wall time of every `run` call that had runs to do is appended to
-# reports/mini/wall_times.tsv.
+# Many hours of training on 2 cores (two runs at a time, ~6-9 min per 3000-step run at 160 px in
+# bfloat16), so it runs in parts: a run that already FINISHED is skipped and a stopped one resumes
+# from its last checkpoint (every 300 steps), so the script can be stopped and started again, and the
+# reports render whatever has finished.
+# Order (PROTOCOL.md): Table 1 (its claim rows, then the context rows), Table 4's cheap rows, Figs. 6
+# and 9, Table 3 and Table 2, Table 4's More boxes rows (28714 steps each), then Table 4 until its
+# claims are decided. Runs go to runs/mini/ (MLflow store runs/mini/mlflow.db). The wall
+# time of every `run` call that had runs to do is appended to reports/mini/wall_times.tsv.
 # After every call the finished runs are archived in reports/mini/runs.jsonl (commit it), and a
 # fresh store starts from that archive: a lost store (a new checkout) loses only the runs in progress.
+# The version-1 runs of the same archive (before 2026-12-06) no longer match any suite's keys; their
+# reports are kept in reports/mini/v1/.
 set -euo pipefail
 BIN=${BIN:-.venv/bin}
 RUNS=${RUNS:-runs/mini}  # a store of its own: the 300-step runs of runs-mini/ would fill cells not yet rerun
@@ -52,19 +52,26 @@ step() {  # step SUITE [--only FILTER]...: one `run` call, timed
   archive
 }
 
+# Registered before it is run (issue 41): no val run of the benchmark before its protocol is committed.
+if ! git ls-files --error-unmatch "$OUT/PROTOCOL.md" > /dev/null 2>&1 || ! git diff --quiet HEAD -- "$OUT/PROTOCOL.md"; then
+  echo "reports/mini/run.sh: $OUT/PROTOCOL.md is not committed as it is: register the protocol first" \
+    "(reports/mini/v3/README.md says where its design stands)" >&2
+  exit 1
+fi
 [ ! -f "$ARCHIVE" ] || "$BIN/shapeprop-bench" archive import "$ARCHIVE"  # runs finished on another machine
 "$BIN/python" -m shapeprop.models.pretrain  # the tiny backbone's ImageNet stand-in, trained once and cached
 
 step table1 --only "*Mask R-CNN (Baseline)" --only "*w/ ShapeProp (Ours)"
-step table1 --only "*Fully supervised (Oracle)"
+step table1 --only "*Fully supervised (Oracle)" --only "*trained w/ box masks"
+step table1
 step ablations --only "baselin[e]" --only "baseline + ShapePro[p]"
+step ablations --only "baseline + More head param[s]" --only "baseline + ShapeProp (Channel-agnostic)"
 step fractions
 step best_overlap
 step table3
-step table1
-step ablations --only "baseline + More head param[s]" --only "baseline + ShapeProp (Channel-agnostic)"
-step table2 --only "*| Mask R-CNN" --only "*| Mask R-CNN w/ ShapeProp"
 step table2
 step ablations  # the More boxes rows
+# Table 4's undecided claims get seeds, one per round, up to 8 (run --until-decided: alpha spending)
+step ablations --until-decided --max-seeds 8 --seeds-per-round 1
 "$BIN/shapeprop-bench" report --table 1 --table 2 --table 3 --table 4 --figure 6 --figure 9 --profile mini --out "$OUT" --no-log
 "$BIN/shapeprop-bench" report --claims --profile mini --out "$OUT" --no-log  # the suites' claims: claims.md, claims.csv
