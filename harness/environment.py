@@ -21,6 +21,17 @@ def package_version(dist: str) -> str:
         return "not installed"
 
 
+def module_version(module: str) -> str:
+    """The version of whichever installed distribution provides import package `module`, or "not
+    installed". detectron2 built from its repository is the distribution `detectron2`; the
+    pure-Python copy the tests install is `sal-detectron2`, and its version says so."""
+    for dist in importlib.metadata.packages_distributions().get(module, [module]):
+        version = package_version(dist)
+        if version != "not installed":
+            return version if dist == module else f"{version} ({dist})"
+    return "not installed"
+
+
 def extension_status() -> str:
     """Whether `shapeprop._C` (the compiled propagation operator) is built, and for which devices."""
     import torch  # noqa: F401  (the extension links against torch's libraries: load them first)
@@ -50,7 +61,7 @@ def collect() -> dict[str, str]:
         "gpu": gpu,
         "lightning": package_version("lightning"),
         "mlflow": package_version("mlflow"),
-        "detectron2": package_version("detectron2"),
+        "detectron2": module_version("detectron2"),
         "propagation operator": extension_status(),
     }
 

@@ -36,6 +36,11 @@ def test_env_reports_every_component():
     import torch
 
     assert "torch" in out.stdout and torch.__version__ in out.stdout
+    # detectron2 is found by its import name, whatever its distribution is called
+    detectron2 = pytest.importorskip("detectron2", reason="detectron2 is not installed here")
+
+    (line,) = [line for line in out.stdout.splitlines() if line.startswith("detectron2")]
+    assert "not installed" not in line and detectron2.__version__ in line, line
 
 
 def test_help_lists_commands():
