@@ -19,7 +19,13 @@ from harness.cli.options import console as make_console
     "--executor", type=click.Choice(["inline", "local", "slurm"]), default="inline", show_default=True
 )
 @click.option(
-    "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs at once (local, slurm)."
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Runs at once (local, slurm). On a CPU each local worker gets cores / workers threads: run "
+    "several runs in one call with more workers, not several calls at once (two 1-worker calls on "
+    "2 cores each take both cores and slowed each other ~30x).",
 )
 @click.option("--dry-run", is_flag=True, help="Show what would run, run nothing.")
 @click.option(
