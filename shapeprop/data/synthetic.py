@@ -30,8 +30,11 @@ __all__ = ["CLASSES", "CLASS_GROUPS", "load_synthetic", "render_image"]
 GENERATOR_VERSION = 1  # the default; 2 and 3 are the harder variants (synthetic_render)
 GENERATOR_VERSIONS = (1, 2, 3)
 # Version 3 has more images: its detector must not be starved of boxes (issue 41).
-DEFAULT_NUM_IMAGES = {1: {"train": 400, "val": 100, "test": 100}, 2: {"train": 400, "val": 100, "test": 100}}
-DEFAULT_NUM_IMAGES[3] = {"train": 2000, "val": 1000, "test": 1000}
+DEFAULT_NUM_IMAGES = {
+    1: {"train": 400, "val": 100, "test": 100},
+    2: {"train": 400, "val": 100, "test": 100},
+    3: {"train": 2000, "val": 1000, "test": 1000},
+}
 SPLITS = ("train", "val", "test")
 
 

@@ -169,14 +169,20 @@ def _clutter(rng: np.random.Generator, image: np.ndarray, background_mean: np.nd
             cv2.line(
                 canvas, tuple(int(v) for v in p), tuple(int(v) for v in q), color, int(rng.integers(1, 4))
             )
-        else:  # a blob: a random polygon around a point, like no class
-            k = int(rng.integers(5, 9))
-            angles = np.sort(rng.uniform(0, 2 * np.pi, k))
-            radii = size * rng.uniform(0.02, 0.08, k)
-            center = rng.uniform(0, size, 2)
-            points = center + np.stack([radii * np.cos(angles), radii * np.sin(angles)], 1)
-            cv2.fillPoly(canvas, [np.round(points).astype(np.int32)], color)
+        else:  # a blob, like no class
+            points = _blob(rng, size, lambda k: size * rng.uniform(0.02, 0.08, k))
+            cv2.fillPoly(canvas, [points], color)
     return canvas
+
+
+def _blob(rng: np.random.Generator, size: int, radii: Callable[[int], np.ndarray]) -> np.ndarray:
+    """An irregular polygon (int32 points) around a random point of the image: 5-8 vertices at
+    sorted random angles, `radii(k)` px from the point."""
+    k = int(rng.integers(5, 9))
+    angles = np.sort(rng.uniform(0, 2 * np.pi, k))
+    r = radii(k)
+    center = rng.uniform(0, size, 2)
+    return np.round(center + np.stack([r * np.cos(angles), r * np.sin(angles)], 1)).astype(np.int32)
 
 
 def _paint_in_parts(
@@ -244,13 +250,11 @@ def _render_v3(
     bg_colors = rng.uniform(30, 225, (2, 3))
     image = _texture(rng, hw, bg_colors, int(rng.integers(2, 4)))  # smooth: blotches or a gradient
     for _ in range(int(rng.integers(*V3_CLUTTER))):  # unannotated patches in the objects' patterns
-        k = int(rng.integers(5, 9))
-        angles = np.sort(rng.uniform(0, 2 * np.pi, k))
-        radii = image_size * rng.uniform(*V3_HALF_EXTENT) * rng.uniform(0.5, 1.0, k)
-        points = rng.uniform(0, image_size, 2) + np.stack([radii * np.cos(angles), radii * np.sin(angles)], 1)
-        patch = np.zeros(hw, np.uint8)
-        cv2.fillPoly(patch, [np.round(points).astype(np.int32)], 1)
-        image = np.where(patch.astype(bool)[..., None], _v3_pattern(rng, hw, bg_colors), image)
+        points = _blob(
+            rng, image_size, lambda k: image_size * rng.uniform(*V3_HALF_EXTENT) * rng.uniform(0.5, 1, k)
+        )
+        patch = cv2.fillPoly(np.zeros(hw, np.uint8), [points], 1).astype(bool)
+        image = np.where(patch[..., None], _v3_pattern(rng, hw, bg_colors), image)
     # Now and then a large object first, behind the others (a later object may hide only part of an
     # earlier one, so a large one drawn late would rarely find room).
     large = rng.random() < V3_LARGE_SHARE
