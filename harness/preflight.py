@@ -106,7 +106,7 @@ def weights_problems(specs: Iterable[RunSpec]) -> list[Problem]:
     or downloaded by the run."""
     problems: list[Problem] = []
     for weights in sorted({s.config.model.weights for s in specs if s.config.model.weights}):
-        if weights in SYNTHETIC_PRETRAINED:  # made by the library on first use
+        if weights == SYNTHETIC_PRETRAINED:  # made by the library on first use
             continue
         path = Path(weights).expanduser()
         if path.suffix in CHECKPOINT_SUFFIXES or os.sep in weights:

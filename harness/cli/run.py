@@ -25,7 +25,7 @@ from harness.cli.options import console as make_console
     show_default=True,
     help="Runs at once (local, slurm). On a CPU each local worker gets cores / workers threads: run "
     "several runs in one call with more workers, not several calls at once (two 1-worker calls on "
-    "2 cores each take both cores and slowed each other ~30x).",
+    "2 cores each take both cores and slowed each other ~40x).",
 )
 @click.option("--dry-run", is_flag=True, help="Show what would run, run nothing.")
 @click.option(

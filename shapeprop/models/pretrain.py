@@ -200,14 +200,14 @@ def pretrained_tiny_weights(
 
 
 def resolve_weights(backbone: str, weights: str | None) -> str | None:
-    """`model.weights` as a backbone loads it: a `SYNTHETIC_PRETRAINED` name becomes the cached checkpoint's path
+    """`model.weights` as a backbone loads it: `SYNTHETIC_PRETRAINED` becomes the cached checkpoint's path
     (trained first if missing; only for a backbone whose recipe has synthetic pretraining), any
     other value is returned as it is."""
-    if weights not in SYNTHETIC_PRETRAINED:
+    if weights != SYNTHETIC_PRETRAINED:
         return weights
     if not recipe(backbone).synthetic_pretraining:
         raise ValueError(f"model.weights: {weights!r} exists only for the tiny backbone, not {backbone!r}")
-    return str(pretrained_tiny_weights(**SYNTHETIC_PRETRAINED[weights]))
+    return str(pretrained_tiny_weights())
 
 
 def main(argv: list[str] | None = None) -> Path:

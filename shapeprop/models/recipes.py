@@ -19,9 +19,9 @@ if TYPE_CHECKING:
     from shapeprop.config import ModelConfig
 
 
-# `model.weights` names of the tiny backbone's pretrained stand-ins (shapeprop.models.pretrain): the
-# pretraining options each changes from its defaults (version-1 images at 128 px).
-SYNTHETIC_PRETRAINED: dict[str, dict[str, int]] = {"synthetic-pretrained": {}}
+# The `model.weights` name of the tiny backbone's pretrained stand-in (shapeprop.models.pretrain),
+# here so that torch-free code (preflight) can recognise it.
+SYNTHETIC_PRETRAINED = "synthetic-pretrained"
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class BackboneRecipe:
     box_batch_size_per_image: int  # sampled RoIs per image (ROI_HEADS.BATCH_SIZE_PER_IMAGE)
     box_head_channels: int  # TwoMLPHead representation size (ROI_BOX_HEAD.FC_DIM)
     retinanet_topk_candidates: int  # per level, before NMS (RETINANET.TOPK_CANDIDATES_TEST)
-    synthetic_pretraining: bool = False  # the SYNTHETIC_PRETRAINED weights exist (models.pretrain)
+    synthetic_pretraining: bool = False  # SYNTHETIC_PRETRAINED weights exist (models.pretrain)
 
 
 _RESNET = dict(
