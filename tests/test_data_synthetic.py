@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing as mp
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -15,7 +17,9 @@ from shapeprop.data import DataError, catalog
 from shapeprop.data.masks import annotation_to_mask
 from shapeprop.data.synthetic import CLASSES, file_digest, load_synthetic, render_image
 from shapeprop.data.synthetic_render import _rasterize, class_groups
-from shapeprop.models.baselines.grabcut import grabcut_box
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from synthetic_cues import box_and_grabcut_iou  # noqa: E402
 
 SMALL = {"num_images": 12, "image_size": 64, "seed": 3}
 # render_image(0, "train", i, 96, 6) for i < 6, version 1, as generated when version 2 was added
@@ -106,19 +110,12 @@ def test_test_images_size_the_val_and_test_splits_alone(tmp_path):
 
 def _box_and_grabcut_iou(version: int, images: int = 25, size: int = 96) -> tuple[float, float]:
     """Mean IoU with the GT masks of the filled GT box and of GrabCut started from it."""
-    box_ious, grabcut_ious = [], []
-    for i in range(images):
-        image, annotations = render_image(7, "train", i, size, 6, version)
-        bgr = np.ascontiguousarray(image[..., ::-1])
-        for ann in annotations:
-            gt = annotation_to_mask(ann, size, size).astype(bool)
-            x, y, w, h = (int(v) for v in ann["bbox"])
-            box = np.zeros_like(gt)
-            box[y : y + h, x : x + w] = True
-            grabcut = grabcut_box(bgr, [x, y, w, h]).astype(bool)
-            box_ious.append((box & gt).sum() / (box | gt).sum())
-            grabcut_ious.append((grabcut & gt).sum() / (grabcut | gt).sum())
-    return float(np.mean(box_ious)), float(np.mean(grabcut_ious))
+    ious = [
+        box_and_grabcut_iou(np.ascontiguousarray(image[..., ::-1]), ann, size, size)[1:]
+        for image, annotations in (render_image(7, "train", i, size, 6, version) for i in range(images))
+        for ann in annotations
+    ]
+    return tuple(float(v) for v in np.mean(ious, axis=0))
 
 
 def test_version_3_extent_is_not_given_away_to_a_colour_model():

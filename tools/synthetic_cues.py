@@ -22,6 +22,7 @@ from shapeprop.data.masks import annotation_to_mask
 from shapeprop.data.synthetic import load_synthetic
 from shapeprop.data.synthetic_render import class_groups
 from shapeprop.eval.coco import bbox_xywh
+from shapeprop.models.baselines.box_masks import filled_box_rle
 from shapeprop.models.baselines.grabcut import grabcut_box
 
 AREA_RANGES = {"small": (0, 32**2), "medium": (32**2, 96**2), "large": (96**2, float("inf"))}
@@ -32,6 +33,17 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 0.0
 
 
+def box_and_grabcut_iou(
+    image_bgr: np.ndarray, ann: dict, height: int, width: int
+) -> tuple[float, float, float]:
+    """(GT area, IoU of the filled GT box, IoU of GrabCut started from it) for one annotation."""
+    gt = annotation_to_mask(ann, height, width).astype(bool)
+    box_xywh = bbox_xywh(ann)
+    box = annotation_to_mask({"segmentation": filled_box_rle(box_xywh, height, width)}, height, width)
+    grabcut = grabcut_box(image_bgr, box_xywh)
+    return float(gt.sum()), iou(box.astype(bool), gt), iou(grabcut.astype(bool), gt)
+
+
 def object_table(version: int, split: str, images: int, size: int) -> pd.DataFrame:
     """One row per object: its group, area range, and the IoU of the filled box and of GrabCut."""
     dataset = load_synthetic(None, split, num_images=images, image_size=size, version=version)
@@ -40,19 +52,14 @@ def object_table(version: int, split: str, images: int, size: int) -> pd.DataFra
     for record in dataset.records:
         image = cv2.imread(str(record["file_name"]), cv2.IMREAD_COLOR)
         for ann in record["annotations"]:
-            gt = annotation_to_mask(ann, record["height"], record["width"]).astype(bool)
-            x, y, w, h = bbox_xywh(ann)
-            box = np.zeros_like(gt)
-            box[int(y) : int(np.ceil(y + h)), int(x) : int(np.ceil(x + w))] = True
-            name = dataset.metadata.classes[ann["category_id"]]
-            area = float(gt.sum())
+            area, box, grabcut = box_and_grabcut_iou(image, ann, record["height"], record["width"])
             rows.append(
                 {
                     "version": version,
-                    "group": group_of[name],
+                    "group": group_of[dataset.metadata.classes[ann["category_id"]]],
                     "range": next(r for r, (lo, hi) in AREA_RANGES.items() if lo <= area < hi),
-                    "box_iou": iou(box, gt),
-                    "grabcut_iou": iou(grabcut_box(image, [x, y, w, h]).astype(bool), gt),
+                    "box_iou": box,
+                    "grabcut_iou": grabcut,
                 }
             )
     return pd.DataFrame(rows)
