@@ -127,6 +127,45 @@ def test_version_3_extent_is_not_given_away_to_a_colour_model():
     assert grabcut_3 < 0.75 and grabcut_3 - box_3 < 0.2
 
 
+def _period_px(image: np.ndarray, mask: np.ndarray) -> float | None:
+    """The dominant period (px) of the grey-level pattern inside `mask`: the peak of the power
+    spectrum of the object's box, the pixels outside the mask set to the object's mean, zero-padded
+    to 64 x 64 (None for an object under 12 px across)."""
+    ys, xs = np.nonzero(mask)
+    if min(np.ptp(ys), np.ptp(xs)) < 12:
+        return None
+    box = np.s_[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    grey, inside = image[box].mean(2), mask[box]
+    values = np.where(inside, grey - grey[inside].mean(), 0.0)
+    power = np.abs(np.fft.fft2(values, s=(64, 64))) ** 2
+    power[0, 0] = 0
+    fy, fx = np.unravel_index(np.argmax(power), power.shape)
+    freq = np.hypot(min(fy, 64 - fy), min(fx, 64 - fx)) / 64
+    return float(1 / freq) if freq > 0 else None
+
+
+def test_version_3_classes_have_patterns_of_their_own():
+    """Version 3 paints each class in a pattern family and period band of its own (as each COCO
+    category has its own appearance) that a box-level learner can pick up: of the two classes
+    sharing a family, one is fine (period 3.5-5.5 px) and one coarse (7-10 px), measured in the
+    images as the peak of each object's power spectrum."""
+    periods: dict[str, list[float]] = {name: [] for name in CLASSES}
+    for i in range(60):
+        image, annotations = render_image(1, "train", i, 160, 6, 3)
+        for a in annotations:
+            period = _period_px(image.astype(float), annotation_to_mask(a, 160, 160).astype(bool))
+            if period is not None:
+                periods[CLASSES[a["category_id"] - 1]].append(period)
+    median = {name: float(np.median(p)) for name, p in periods.items() if len(p) >= 5}
+    assert len(median) >= 8, {n: len(p) for n, p in periods.items()}  # most classes measured
+    # (fine, coarse) pairs of one family: stripes, checks, dots, rings, grid
+    pairs = [("ellipse", "rectangle"), ("hexagon", "triangle"), ("ring", "half_disc"), ("star", "cross")]
+    pairs.append(("crescent", "dumbbell"))
+    for fine, coarse in pairs:
+        if fine in median and coarse in median:
+            assert median[fine] < 0.75 * median[coarse], (fine, coarse, median)
+
+
 def _solidity(name: str) -> float:
     """Area over convex-hull area of a class's full shape."""
     mask = _rasterize(name, (100, 100), 80, 1.0, 0.0, (200, 200))

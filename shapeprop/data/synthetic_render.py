@@ -7,10 +7,10 @@ VOC / non-VOC split runs on it unchanged:
 - "nonvoc" (non-convex, with holes or thin parts): ring (a hole), star (deep concavities),
   cross (thin arms), crescent (one concave side), dumbbell (two blobs joined by a thin bar).
 
-Textures are drawn independently of the class (striped, checkered, noisy or graded fills on a
-textured background), so shape is the only class cue. Objects are painted in order and later ones
-may hide up to half of an earlier one; each annotation is the *visible* part (RLE), and its box is
-exactly that mask's extent.
+In versions 1 and 2 textures are drawn independently of the class (striped, checkered, noisy or
+graded fills on a textured background), so shape is the only class cue. Objects are painted in
+order and later ones may hide up to half of an earlier one; each annotation is the *visible* part
+(RLE), and its box is exactly that mask's extent.
 
 Version 1: every object's colours are far from the background's.
 
@@ -22,10 +22,11 @@ carries unannotated clutter (strokes and irregular blobs in object-like colours)
 reached only 7-9 box AP in miniature.
 
 Version 3 (issue 41) keeps objects detectable and their extent hidden from colour models: one palette
-per image, objects told from the background by pattern alone, with unannotated patches of the same
-patterns (`_render_v3`); sizes spanning COCO's three area ranges; and groups that each hold both
-kinds of geometry (`V3_CLASS_GROUPS`), so extent learned on one group can transfer to the other, as
-it does between COCO's groups.
+per image, objects told from the background by pattern alone, with unannotated patches in patterns
+too (`_render_v3`); each class its own pattern (a family and a period band, `V3_CLASS_PATTERNS`), as
+each COCO category has its own appearance, which boxes alone can teach; sizes spanning COCO's three
+area ranges; and groups that each hold both kinds of geometry (`V3_CLASS_GROUPS`), so extent
+learned on one group can transfer to the other, as it does between COCO's groups.
 """
 
 from __future__ import annotations
@@ -52,6 +53,23 @@ V3_HALF_EXTENT = (0.07, 0.24)  # of the image size, uniform, as in versions 1 an
 V3_LARGE_HALF_EXTENT = (0.45, 0.6)  # the first object of an image, with probability V3_LARGE_SHARE
 V3_LARGE_SHARE = 0.35
 V3_CLUTTER = (2, 6)  # unannotated patterned patches per image (low, high exclusive)
+# Version 3: each class its own pattern, a family and a period band (px), as each COCO category has an
+# appearance of its own. Each family serves one class of each group, fine in one and coarse in the
+# other, so a pattern seen as an object in one group is a near miss of one in the other.
+V3_FINE, V3_COARSE = (3.5, 5.5), (7.0, 10.0)
+V3_CLASS_PATTERNS = {
+    "ellipse": ("stripes", V3_FINE),
+    "rectangle": ("stripes", V3_COARSE),
+    "triangle": ("checks", V3_COARSE),
+    "hexagon": ("checks", V3_FINE),
+    "ring": ("dots", V3_FINE),
+    "half_disc": ("dots", V3_COARSE),
+    "cross": ("rings", V3_COARSE),
+    "star": ("rings", V3_FINE),
+    "crescent": ("grid", V3_FINE),
+    "dumbbell": ("grid", V3_COARSE),
+}
+V3_FAMILIES = ("stripes", "checks", "dots", "rings", "grid")
 V3_COLOR_JITTER = 12.0  # std of an object's colours around the background's two
 MIN_VISIBLE = 0.5  # an object keeps at least this fraction of its area visible
 MIN_AREA = 24  # pixels
@@ -240,10 +258,11 @@ def _render_v3(
     """Version 3: one palette per image; objects told from the background by their pattern alone.
 
     The background is a smooth mix (blotches or a gradient) of two colours; every object is a fine
-    pattern (stripes or checks) of the same two colours, jittered a little. A colour model fitted in
-    a box (GrabCut) sees the same colours inside and out, while the change of texture marks the
-    object for a detector. Unannotated patches in the same patterns lie on the background, so that
-    "patterned" does not mean "object": a mask must know the shape. Sizes are version 1's, plus, in
+    pattern of the same two colours, jittered a little, in its class's family and period band
+    (`V3_CLASS_PATTERNS`). A colour model fitted in a box (GrabCut) sees the same colours inside and
+    out, while the change of texture marks the object for a detector. Unannotated patches in any
+    family and period lie on the background, so that "patterned" does not mean "object": a mask
+    must know the class's pattern or the shape. Sizes are version 1's, plus, in
     a share of the images, a large object first (behind the others), so that COCO's large area range
     occurs too."""
     hw = (image_size, image_size)
@@ -254,7 +273,7 @@ def _render_v3(
             rng, image_size, lambda k: image_size * rng.uniform(*V3_HALF_EXTENT) * rng.uniform(0.5, 1, k)
         )
         patch = cv2.fillPoly(np.zeros(hw, np.uint8), [points], 1).astype(bool)
-        image = np.where(patch[..., None], _v3_pattern(rng, hw, bg_colors), image)
+        image = np.where(patch[..., None], _v3_patch_pattern(rng, hw, bg_colors), image)
     # Now and then a large object first, behind the others (a later object may hide only part of an
     # earlier one, so a large one drawn late would rarely find room).
     large = rng.random() < V3_LARGE_SHARE
@@ -269,16 +288,46 @@ def _render_v3(
     objects = _place_objects(rng, image_size, max_objects, half_extent, center)
     annotations = []
     for cls, visible, full_area, _ in objects:
-        image = np.where(visible[..., None], _v3_pattern(rng, hw, bg_colors), image)
+        pattern = _v3_pattern(rng, hw, bg_colors, *V3_CLASS_PATTERNS[CLASSES[cls]])
+        image = np.where(visible[..., None], pattern, image)
         annotations.append(_annotation(cls, visible, full_area))
     image = image + rng.normal(0, 6, image.shape)
     return image.clip(0, 255).round().astype(np.uint8), annotations
 
 
-def _v3_pattern(rng: np.random.Generator, hw: tuple[int, int], bg_colors: np.ndarray) -> np.ndarray:
-    """Version 3: a fine pattern (stripes or checks) of the background's two colours, jittered."""
+def _v3_pattern(
+    rng: np.random.Generator,
+    hw: tuple[int, int],
+    bg_colors: np.ndarray,
+    family: str,
+    period: tuple[float, float],
+) -> np.ndarray:
+    """Version 3: a pattern of `family` (`V3_FAMILIES`), its period drawn from `period` (px) and its
+    orientation at random, in the background's two colours, jittered."""
     colors = (bg_colors[rng.permutation(2)] + rng.normal(0, V3_COLOR_JITTER, (2, 3))).clip(0, 255)
-    return _texture(rng, hw, colors, int(rng.integers(2)))
+    p, theta = rng.uniform(*period), rng.uniform(0, np.pi)
+    yy, xx = np.mgrid[0 : hw[0], 0 : hw[1]].astype(np.float32)
+    u = (xx * np.cos(theta) + yy * np.sin(theta)) / p  # coordinates in periods, rotated
+    v = (-xx * np.sin(theta) + yy * np.cos(theta)) / p
+    if family == "stripes":
+        t = 0.5 + 0.5 * np.sin(2 * np.pi * u)
+    elif family == "checks":
+        t = (np.floor(u) + np.floor(v)) % 2
+    elif family == "dots":  # a disc of radius 0.3 periods at each lattice point
+        t = (u - np.round(u)) ** 2 + (v - np.round(v)) ** 2 < 0.09
+    elif family == "rings":  # concentric about a random point
+        cy, cx = rng.uniform(0, hw[0]), rng.uniform(0, hw[1])
+        t = 0.5 + 0.5 * np.sin(2 * np.pi * np.hypot(xx - cx, yy - cy) / p)
+    else:  # grid: thin lines along both axes
+        t = (np.abs(u - np.round(u)) < 0.15) | (np.abs(v - np.round(v)) < 0.15)
+    t = t.astype(np.float32)
+    return colors[0] + t[..., None] * (colors[1] - colors[0])
+
+
+def _v3_patch_pattern(rng: np.random.Generator, hw: tuple[int, int], bg_colors: np.ndarray) -> np.ndarray:
+    """Version 3: an unannotated patch's pattern, any family at any period of the classes'."""
+    family = V3_FAMILIES[int(rng.integers(len(V3_FAMILIES)))]
+    return _v3_pattern(rng, hw, bg_colors, family, (V3_FINE[0], V3_COARSE[1]))
 
 
 Placed = tuple[int, np.ndarray, int, np.ndarray]  # (class, visible mask, full area, full mask)

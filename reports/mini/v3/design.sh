@@ -11,7 +11,7 @@
 set -euo pipefail
 BIN=${BIN:-.venv/bin}
 RUNS=${RUNS:-runs/v3-design}
-OUT=reports/mini/v3/design
+OUT=${OUT:-reports/mini/v3/design}
 mkdir -p "$RUNS" "$OUT"
 export MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-sqlite:///$RUNS/mlflow.db}
 TEST=(--set data.test_split=test)
