@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from harness import run_inputs, run_tags, tracking
+from harness import plugins, run_inputs, run_tags, tracking
 from harness.callbacks import TrackingHooks, tracking_callbacks
 from harness.executors import RunOutcome, make_executor, run_shape
 from harness.plan import PlannedRun, plan
@@ -102,6 +102,7 @@ def run_one(
     A run of several processes (DDP) calls this in every process; only global rank 0 (`RANK`, set
     by the executors) opens and logs the MLflow run, the others train their share silently.
     """
+    plugins.load_all()  # a worker process registers the plugins its parent loaded
     if experiment_fn is None:
         from shapeprop.experiment import run_experiment as experiment_fn
     started = time.monotonic()

@@ -52,7 +52,7 @@ def evaluation_records(cfg: ExperimentConfig) -> tuple[list[dict[str, Any]], lis
     from shapeprop.data.records import DataError
 
     try:
-        test = catalog.load(cfg.data.dataset, cfg.data.root, cfg.data.test_split, **cfg.data.options)
+        test = catalog.load_data(cfg.data, cfg.data.test_split)
     except DataError as err:
         raise ShowError(f"cannot load the run's evaluation split: {err}") from None
     records = test.records[: cfg.eval.max_images] if cfg.eval.max_images else test.records

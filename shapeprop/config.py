@@ -132,9 +132,28 @@ class MaskSupervision(_Strict):
     )
 
 
+class SplitFiles(_Strict):
+    """One split of a COCO-format dataset of one's own."""
+
+    annotations: str = Field(min_length=1, description="the COCO instances JSON")
+    images: str = Field(min_length=1, description="the folder its images' file_names are relative to")
+
+
 class DataConfig(_Strict):
     dataset: str = Field(
-        "synthetic", description="catalog name, e.g. synthetic, coco_2017, voc_2012, bdd100k_fused"
+        "synthetic",
+        description="a registered dataset (synthetic, coco_2017, voc_2012, bdd100k_fused, a plugin's), "
+        "or the name of the dataset `files` gives",
+    )
+    files: dict[str, SplitFiles] | None = Field(
+        None,
+        description="a COCO-format dataset of your own: per split name, its annotation file and image "
+        "folder (then `root` and `options` do not apply)",
+    )
+    class_groups: dict[str, list[str]] | None = Field(
+        None,
+        description="with `files`: named groups of its classes (e.g. seen / unseen), usable in "
+        "masks.classes and eval.categories like COCO's voc / nonvoc",
     )
     root: str | None = Field(
         None, description="dataset root directory; None = the dataset's default (synthetic: a cache dir)"
@@ -153,6 +172,23 @@ class DataConfig(_Strict):
     max_size: int = Field(1333, ge=16)
     hflip: bool = True
     num_workers: int = Field(2, ge=0)
+
+    @model_validator(mode="after")
+    def _dataset_known(self) -> DataConfig:
+        if self.files is None:
+            if self.class_groups is not None:
+                raise ValueError("class_groups needs files (a registered dataset brings its own groups)")
+            from shapeprop.data.catalog import DATASETS
+
+            DATASETS.check(self.dataset)
+            return self
+        missing = [s for s in (self.train_split, self.test_split) if s not in self.files]
+        if missing:
+            raise ValueError(
+                f"files has no split {', '.join(map(repr, missing))} (its splits: {', '.join(self.files)}); "
+                "add it, or set train_split / test_split to one of them"
+            )
+        return self
 
 
 class DetectorSizes(_Strict):

@@ -108,7 +108,7 @@ def run_experiment(
         raise ValueError("eval.best_overlap needs a model with ShapeProp (model.shapeprop is None)")
 
     records, metadata, fingerprint = prepare_training_records(cfg.data)
-    test = catalog.load(cfg.data.dataset, cfg.data.root, cfg.data.test_split, **cfg.data.options)
+    test = catalog.load_data(cfg.data, cfg.data.test_split)
     test_records = test.records[: cfg.eval.max_images] if cfg.eval.max_images else test.records
     test_print = evaluation_fingerprint(test.metadata, cfg)
     category_ids = resolve_categories(cfg.eval.categories, metadata.classes, metadata.class_groups)

@@ -10,11 +10,27 @@ between two plugins names both.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+BUILTIN = "shapeprop"
+# Who is registering now: a plugin's name while `harness.plugins` imports it, else the built-ins.
+_SOURCE: contextvars.ContextVar[str] = contextvars.ContextVar("registry_source", default=BUILTIN)
+
+
+@contextlib.contextmanager
+def registering_as(source: str) -> Iterator[None]:
+    """Entries registered inside the block are recorded as `source`'s (a plugin's name)."""
+    token = _SOURCE.set(source)
+    try:
+        yield
+    finally:
+        _SOURCE.reset(token)
 
 
 def did_you_mean(word: object, choices: list[str]) -> str:
@@ -40,9 +56,10 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
         self._sources: dict[str, str] = {}
 
-    def register(self, name: str, entry: T, *, source: str = "shapeprop", replace: bool = False) -> T:
-        """Add `entry` as `name`; `source` names who adds it (a plugin). A name taken already is an
-        error naming both sources, unless `replace`."""
+    def register(self, name: str, entry: T, *, source: str | None = None, replace: bool = False) -> T:
+        """Add `entry` as `name`; `source` names who adds it (default: the plugin being loaded, see
+        `registering_as`). A name taken already is an error naming both sources, unless `replace`."""
+        source = source or _SOURCE.get()
         if not isinstance(name, str) or not name:
             raise ValueError(f"{source}: a {self.kind} needs a non-empty string name, got {name!r}")
         if name in self._entries and not replace:
@@ -51,7 +68,7 @@ class Registry(Generic[T]):
         self._sources[name] = source
         return entry
 
-    def decorator(self, name: str, *, source: str = "shapeprop") -> Callable[[T], T]:
+    def decorator(self, name: str, *, source: str | None = None) -> Callable[[T], T]:
         """`@registry.decorator("name")` registers the decorated object."""
         return lambda entry: self.register(name, entry, source=source)
 
@@ -67,7 +84,7 @@ class Registry(Generic[T]):
         return name
 
     def source(self, name: str) -> str:
-        """Who registered `name` ("shapeprop" for the built-ins, else the plugin's name)."""
+        """Who registered `name` (`BUILTIN` for the built-ins, else the plugin's name)."""
         self.get(name)
         return self._sources[name]
 

@@ -37,3 +37,15 @@ def test_decorator_registers_in_order():
 
     reg.register("a", object())
     assert reg.names() == ["b", "a"] and reg.get("b") is b and len(reg) == 2
+
+
+def test_entries_registered_inside_registering_as_are_the_plugins():
+    from shapeprop.registry import BUILTIN, registering_as
+
+    reg: Registry[int] = Registry("method")
+    reg.register("builtin", 0)
+    with registering_as("my_plugin"):
+        reg.register("mine", 1)
+    assert reg.source("builtin") == BUILTIN and reg.source("mine") == "my_plugin"
+    with registering_as("other_plugin"), pytest.raises(ValueError, match="other_plugin: .* by my_plugin"):
+        reg.register("mine", 2)

@@ -166,7 +166,9 @@ def expand(suite: Suite, profile: str = "full", overrides: Mapping[str, Any] | N
             stand_in_path = ("profiles", profile, "datasets", dataset)
             if stand_in is not None:
                 r.set("data.dataset", stand_in.dataset, stand_in_path)
-                r.set("data.root", None, stand_in_path)  # the real dataset's root does not hold the stand-in
+                # the real dataset's root (or files) does not hold the stand-in
+                for key in ("data.root", "data.files", "data.class_groups"):
+                    r.set(key, None, stand_in_path)
             for dotted, value in prof.overrides.items():
                 r.set(dotted, value, ("profiles", profile, "overrides", dotted), enable_sections=False)
             if stand_in is not None:
@@ -186,6 +188,11 @@ def expand(suite: Suite, profile: str = "full", overrides: Mapping[str, Any] | N
             for dotted, value in finalize.items():  # e.g. widths that depend on the backbone
                 r.set(dotted, value, method_path)
 
+            own = suite.datasets.get(r.get("data.dataset"))
+            if own is not None and r.get("data.files") is None:  # a dataset of the suite's own
+                where = ("datasets", r.get("data.dataset"))
+                r.set("data.files", own.model_dump(mode="json")["files"], where + ("files",))
+                r.set("data.class_groups", own.class_groups, where + ("class_groups",))
             try:
                 config = ExperimentConfig.model_validate(r.cfg)
             except ValidationError as err:

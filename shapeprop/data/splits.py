@@ -143,7 +143,7 @@ def prepare_training_records(
     """
     from shapeprop.data import catalog
 
-    dataset = catalog.load(data_cfg.dataset, data_cfg.root, data_cfg.train_split, **data_cfg.options)
+    dataset = catalog.load_data(data_cfg, data_cfg.train_split)
     records = apply_data_fraction(dataset.records, data_cfg.data_fraction, data_cfg.split_seed)
     records = apply_mask_supervision(records, dataset.metadata, data_cfg.masks, data_cfg.split_seed)
     return records, dataset.metadata, split_fingerprint(dataset.metadata, data_cfg)
