@@ -45,15 +45,30 @@ def _where(err: BaseException) -> str:
     return f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
 
 
-def load(name: str, relative_to: str | Path | None = None) -> None:
-    """Import plugin `name` (a module name, or a `.py` file, relative to `relative_to` if not absolute)
-    once per process, and record it for worker processes. Raises `PluginError` naming it."""
-    target = name
+def _target(name: str, relative_to: str | Path | None) -> str:
+    """What loads plugin `name` in any process: a .py file's absolute path; a module name, with
+    `@<folder>` when it is not importable as it is but sits in `relative_to` (a suite's folder)."""
+    base = Path(relative_to or Path.cwd())
     if name.endswith(".py"):
         path = Path(name).expanduser()
-        target = str(path if path.is_absolute() else (Path(relative_to or Path.cwd()) / path).resolve())
+        return str(path if path.is_absolute() else (base / path).resolve())
+    top = name.split(".")[0]
+    if "@" not in name and importlib.util.find_spec(top) is None:
+        if (base / top / "__init__.py").is_file() or (base / f"{top}.py").is_file():
+            return f"{name}@{base.resolve()}"
+    return name
+
+
+def load(name: str, relative_to: str | Path | None = None) -> None:
+    """Import plugin `name` once per process, and record it for worker processes: a module name (also
+    found in `relative_to`, a suite's folder), or a `.py` file (relative to `relative_to` if not
+    absolute). Raises `PluginError` naming it."""
+    target = _target(name, relative_to)
     if target in _loaded:
         return
+    module, _, folder = target.partition("@")
+    if folder and folder not in sys.path:
+        sys.path.append(folder)
     with registering_as(f"plugin '{name}'"):
         try:
             if target.endswith(".py"):
@@ -66,11 +81,11 @@ def load(name: str, relative_to: str | Path | None = None) -> None:
                 sys.modules[module_name] = module
                 spec.loader.exec_module(module)
             else:
-                importlib.import_module(target)
+                importlib.import_module(module)
         except PluginError:
             raise
         except ModuleNotFoundError as err:
-            if err.name and target.startswith(err.name):
+            if err.name and module.startswith(err.name):
                 raise PluginError(
                     f"plugin '{name}': no module named '{err.name}' (install the package that provides it, "
                     "or give the plugin as a .py file)"
