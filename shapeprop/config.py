@@ -7,9 +7,14 @@ unknown keys, so a misspelt key fails validation instead of being silently ignor
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# torch-free registries: the harness validates configs without importing torch
+from shapeprop.models.detectors import DETECTORS
+from shapeprop.models.recipes import BACKBONES, BackboneRecipe
 
 
 class _Strict(BaseModel):
@@ -207,8 +212,10 @@ class DetectorSizes(_Strict):
 
 class ModelConfig(_Strict):
     framework: Literal["torchvision", "detectron2"] = "torchvision"
-    arch: Literal["mask_rcnn", "retinamask"] = "mask_rcnn"
-    backbone: Literal["tiny", "resnet18", "resnet50", "resnet101"] = "resnet50"
+    arch: str = Field("mask_rcnn", description="a registered detector (shapeprop.models.detectors.DETECTORS)")
+    backbone: str = Field(
+        "resnet50", description="a registered backbone (shapeprop.models.recipes.BACKBONES)"
+    )
     weights: str | None = Field(
         None,
         description="local checkpoint path, a torchvision weight name, or 'synthetic-pretrained' "
@@ -236,6 +243,27 @@ class ModelConfig(_Strict):
         "none", description="baselines: masks for box-only instances (box: the filled box)"
     )
     mask_transfer: bool = Field(False, description="Mask^X R-CNN weight transfer from box head to mask head")
+
+    @field_validator("arch")
+    @classmethod
+    def _registered_detector(cls, name: str) -> str:
+        return DETECTORS.check(name)
+
+    @field_validator("backbone")
+    @classmethod
+    def _registered_backbone(cls, name: str) -> str:
+        return BACKBONES.check(name)
+
+    def backbone_recipe(self) -> BackboneRecipe:
+        """The sizes of the detector: the backbone's recipe with those `sizes` sets in its place."""
+        base = BACKBONES.get(self.backbone).recipe
+        return base if self.sizes is None else replace(base, **self.sizes.model_dump(exclude_none=True))
+
+    def mask_head_width(self) -> int:
+        """`mask_head_channels`, else the width of `backbone_recipe()`."""
+        if self.mask_head_channels is not None:
+            return self.mask_head_channels
+        return self.backbone_recipe().mask_head_channels
 
 
 class ScheduleConfig(_Strict):

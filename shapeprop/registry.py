@@ -1,7 +1,7 @@
 """Named registries: one per kind of thing a suite may name (datasets, methods, detectors, backbones).
 
 Each kind has exactly one `Registry`, defined beside what it registers (`shapeprop.data.catalog`,
-`harness.methods`, `shapeprop.models.detectors`, `shapeprop.models.backbones`); plugins add to them
+`harness.methods`, `shapeprop.models.detectors`, `shapeprop.models.recipes`); plugins add to them
 (`harness.plugins`). A lookup of an unknown name raises `UnknownName` (a `KeyError` and a
 `ValueError`, so pydantic validators and dict-style callers both report it) naming the kind, the
 closest known name and the known ones. Registering records who registered the entry, so a clash
