@@ -379,7 +379,7 @@ BAD = {
             overrides:
               model.backbone: resnet5
         """,
-        ":6: profiles.mini.overrides['model.backbone']: model.backbone: Value error, unknown backbone "
+        ":6: profiles.mini.overrides['model.backbone']: model.backbone: unknown backbone "
         "'resnet5' (did you mean 'resnet50'?); known: tiny, resnet18, resnet50, resnet101",
     ),
     "bad axis value": (

@@ -204,7 +204,9 @@ def expand(suite: Suite, profile: str = "full", overrides: Mapping[str, Any] | N
                         valid = keys_at(ExperimentConfig, loc[:-1])
                         msg = f"unknown config key '{dotted}'{suggest(loc[-1], valid)}"
                     else:
-                        msg = f"{dotted}: {e['msg']} (got {e.get('input')!r})"
+                        # a validator's own message (e.g. an unknown registry name) without pydantic's prefix
+                        text = e["msg"].removeprefix("Value error, ")
+                        msg = f"{dotted}: {text} (got {e.get('input')!r})"
                     problems.add(ypath, msg, context=f" [profile {profile}, run '{label}']")
                 continue
             key = run_key(suite.name, config)
