@@ -66,9 +66,21 @@ def log_run_model(
 
 
 def load(uri: str, model: str, device: str | None = None) -> Any:
-    """`mlflow.pyfunc.load_model(model)` from the store at `uri`, on `device` (None: the GPU if any)."""
+    """`mlflow.pyfunc.load_model(model)` from the store at `uri`, to run on `device` (None: the GPU
+    if there is one); a ValueError if it is not the model of a run (`shapeprop.serving`)."""
     import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
 
-    config = {"device": device} if device else None
+    from shapeprop.serving import ShapePropModel
+
     with tracking.fluent_uri(uri), tracking.quiet_downloads():
-        return mlflow.pyfunc.load_model(model, model_config=config)
+        loaded = mlflow.pyfunc.load_model(model)
+    try:
+        python_model = loaded.unwrap_python_model()
+    except MlflowException:  # a pyfunc of another flavor
+        python_model = None
+    if not isinstance(python_model, ShapePropModel):
+        raise ValueError(f"{model} is an MLflow Model, but not the model of a shapeprop-bench run")
+    if device:
+        python_model.device = device
+    return loaded

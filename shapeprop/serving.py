@@ -24,8 +24,8 @@ are exactly those the run's evaluation scored (`shapeprop.eval.inference.predict
 
 The model's artifacts are the run's resolved `config.yaml`, its final weights (`weights.pt`,
 `shapeprop.engine.train.write_model_weights`) and its class names (`classes.json`); `load_context`
-rebuilds the detector from them (`shapeprop.models.build.load_detector`) on the GPU when there is
-one, else on the CPU (`model_config={"device": "cpu"}` chooses).
+rebuilds the detector from them (`shapeprop.models.build.load_detector`); it runs on the GPU when
+there is one, else on the CPU (`loaded.unwrap_python_model().device = "cpu"` chooses).
 """
 
 from __future__ import annotations
@@ -99,8 +99,7 @@ class ShapePropModel(mlflow.pyfunc.PythonModel):
         )
         self.classes = json.loads(Path(artifacts[CLASSES_ARTIFACT]).read_text())
         self.model, _ = load_detector(self.config, len(self.classes), artifacts[WEIGHTS_ARTIFACT])
-        device = (context.model_config or {}).get("device")
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"  # where `predict` runs it
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None):
         from PIL import Image, UnidentifiedImageError

@@ -151,6 +151,8 @@ def test_predict_cli_on_a_folder_writes_coco_results(store, tmp_path, one_thread
         str(out),
         "--min-score",
         "0",
+        "--device",
+        "cpu",
     )
     assert result.exit_code == 0, result.output
     assert f"runs:/{store.run_id}/model" in result.output
@@ -225,9 +227,16 @@ def test_predict_cli_on_a_coco_file_uses_its_ids(store, tmp_path, one_thread):
     assert len(list((out / "overlays").glob("*.png"))) == len(gt.imgs)
 
 
+class _Echo(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+
 def test_predict_cli_names_what_is_wrong(store, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
+    other = tmp_path / "other-model"  # an MLflow Model, not a run's
+    mlflow.pyfunc.save_model(str(other), python_model=_Echo(), pip_requirements=[])
     cases = [
         ((str(empty), "--run-id", store.run_id), f"{empty}: no image files"),
         ((str(tmp_path / "nope"), "--run-id", store.run_id), "no such folder (the IMAGES argument)"),
@@ -241,7 +250,11 @@ def test_predict_cli_names_what_is_wrong(store, tmp_path):
         ((str(store.dir / "data" / "val"), "--run-id", "0" * 32), "no MLflow run with id"),
         (
             (str(store.dir / "data" / "val"), "--model-uri", "models:/no-such-model/1"),
-            "--model-uri models:/no-such-model/1: cannot load",
+            "--model-uri models:/no-such-model/1: cannot use it",
+        ),
+        (
+            (str(store.dir / "data" / "val"), "--model-uri", str(other)),
+            "is an MLflow Model, but not the model of a shapeprop-bench run",
         ),
     ]
     for args, message in cases:

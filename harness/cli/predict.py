@@ -126,9 +126,7 @@ def predict(
     try:
         model = run_model.load(uri, model_uri, None if device == "auto" else device)
     except Exception as err:  # MLflow raises several kinds for a URI it cannot resolve or load
-        raise predicting.PredictError(
-            f"{named}{model_uri}: cannot load it as an MLflow Model: {err}"
-        ) from None
+        raise predicting.PredictError(f"{named}{model_uri}: cannot use it: {err}") from None
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
