@@ -40,7 +40,8 @@ __all__ = ["ExperimentCallbacks", "ExperimentResult", "NonFiniteLossError", "run
 class ExperimentResult:
     """Final metrics (percent for AP), tables, artifact paths, data lineage and parameter counts.
 
-    Data lineage: `fingerprint` is the training split's (`split_fingerprint`: annotations, mask
+    `classes` are the model's class names (index = 0-based `category_id`), which a served model
+    reports. Data lineage: `fingerprint` is the training split's (`split_fingerprint`: annotations, mask
     supervision, data fraction, split seed), `test_fingerprint` the evaluated images' (`evaluation_fingerprint`).
     """
 
@@ -50,6 +51,7 @@ class ExperimentResult:
     fingerprint: str = ""
     param_counts: dict[str, int] = field(default_factory=dict)
     test_fingerprint: str = ""
+    classes: list[str] = field(default_factory=list)  # the model's classes: index = category_id
 
 
 def evaluation_fingerprint(metadata: DatasetMetadata, cfg: ExperimentConfig) -> str:
@@ -203,4 +205,6 @@ def run_experiment(
         },
     )
     callbacks.on_eval(metrics)
-    return ExperimentResult(metrics, tables, artifacts, fingerprint, counts, test_print)
+    return ExperimentResult(
+        metrics, tables, artifacts, fingerprint, counts, test_print, list(metadata.classes)
+    )

@@ -8,6 +8,7 @@ Each command lives in its own module and is imported only when used, so the CLI 
     inspect.py  plan, status
     report.py   report (the paper's tables and figures)
     show.py     show (qualitative figures of runs)
+    predict.py  predict (a run's model on new images)
     data.py     data generate / stats / verify
     ui.py       ui (the MLflow UI), env
     archive.py  archive export / import (finished runs to a committable file and back)
@@ -27,6 +28,7 @@ COMMANDS = {
     "data": ("harness.cli.data", "data"),
     "env": ("harness.cli.ui", "env"),
     "plan": ("harness.cli.inspect", "plan"),
+    "predict": ("harness.cli.predict", "predict"),
     "report": ("harness.cli.report", "report"),
     "run": ("harness.cli.run", "run"),
     "show": ("harness.cli.show", "show"),

@@ -8,9 +8,12 @@ No module of `shapeprop.models` imports this one.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from torch import nn
 
-from shapeprop.config import ModelConfig
+from shapeprop.config import ExperimentConfig, ModelConfig
 from shapeprop.models.backbones import fpn_backbone
 from shapeprop.models.detectors import DETECTORS
 from shapeprop.models.mask_branch import MaskBranch
@@ -67,3 +70,28 @@ def build_detector(
     if model_cfg.mask_transfer:
         enable_mask_transfer(model)
     return model
+
+
+def load_detector(
+    cfg: ExperimentConfig,
+    num_classes: int,
+    weights: str | Path,
+    score_thresh: float | None = None,
+    detections_per_img: int | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A trained run's detector: built from its config (score threshold and detections per image
+    of its evaluation unless given) with the weights of `weights` (a checkpoint of
+    `train_detector`, or the weights-only file of `write_model_weights`), in eval mode on the CPU.
+    Returns it and the loaded checkpoint dict (`global_step`, `shapeprop_identity`)."""
+    from shapeprop.engine.train import load_model_weights  # lazy: Lightning, for trained models only
+
+    model = build_detector(
+        cfg.model,
+        num_classes,
+        cfg.data.min_size,
+        cfg.data.max_size,
+        cfg.eval.score_threshold if score_thresh is None else score_thresh,
+        cfg.eval.detections_per_image if detections_per_img is None else detections_per_img,
+    )
+    ckpt = load_model_weights(model, Path(weights))
+    return model.eval(), ckpt
