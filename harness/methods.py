@@ -68,13 +68,13 @@ def matched_mask_head_channels(cfg: dict[str, Any], shapeprop: dict[str, Any]) -
     """Table 4 "more head params": the mask-head width whose parameters match the default mask head
     plus the ShapeProp head `shapeprop` on the same backbone and dataset (the library counts)."""
     from shapeprop.config import DataConfig, ModelConfig
-    from shapeprop.data import catalog
+    from shapeprop.data import source
     from shapeprop.models.params import widened_mask_head_channels  # closed form: no torch
 
     model = ModelConfig.model_validate(cfg["model"])
     head = ShapePropConfig.model_validate(shapeprop)
     with_shapeprop = model.model_copy(update={"shapeprop": head, "mask_head_channels": None})
-    classes = catalog.data_class_names(DataConfig.model_validate(cfg.get("data", {})))
+    classes = source.data_class_names(DataConfig.model_validate(cfg.get("data", {})))
     return int(widened_mask_head_channels(with_shapeprop, len(classes)))
 
 

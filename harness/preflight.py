@@ -15,7 +15,7 @@ from pathlib import Path
 
 from harness.suite import RunSpec
 from harness.tracking import sqlite_path
-from shapeprop.data import catalog
+from shapeprop.data import catalog, source
 from shapeprop.data.records import DataError
 from shapeprop.models.recipes import SYNTHETIC_PRETRAINED
 
@@ -77,7 +77,7 @@ def data_problems(specs: Iterable[RunSpec]) -> list[Problem]:
             seen.add(key)
             where = f"data {data.dataset}/{split}"
             try:
-                needs = catalog.data_requirements(data, split)
+                needs = source.data_requirements(data, split)
             except DataError as err:
                 seen.add((data.dataset, data.root, files))  # one message per dataset, not per split
                 fix = (

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from shapeprop.config import ExperimentConfig
-from shapeprop.data import catalog
+from shapeprop.data import source
 from shapeprop.data.records import DatasetMetadata
 from shapeprop.data.splits import prepare_training_records
 from shapeprop.engine.hooks import ExperimentCallbacks
@@ -110,7 +110,7 @@ def run_experiment(
         raise ValueError("eval.best_overlap needs a model with ShapeProp (model.shapeprop is None)")
 
     records, metadata, fingerprint = prepare_training_records(cfg.data)
-    test = catalog.load_data(cfg.data, cfg.data.test_split)
+    test = source.load_data(cfg.data, cfg.data.test_split)
     test_records = test.records[: cfg.eval.max_images] if cfg.eval.max_images else test.records
     test_print = evaluation_fingerprint(test.metadata, cfg)
     category_ids = resolve_categories(cfg.eval.categories, metadata.classes, metadata.class_groups)

@@ -13,7 +13,7 @@ from harness import tracking
 from harness.cli import main
 from harness.preflight import data_problems
 from harness.suite import SuiteError, expand, load_suite
-from shapeprop.data import catalog
+from shapeprop.data import catalog, source
 from shapeprop.data.records import hash_files
 from tests.data_factories import write_coco
 from tests.test_harness_e2e import cli, fresh_store, migrated_db  # noqa: F401
@@ -66,12 +66,12 @@ def test_expansion_writes_the_files_into_each_run_relative_to_the_suite(suite_di
     assert mini.config.data.dataset == "synthetic" and mini.config.data.files is None
     assert mini.config.data.class_groups is None
     # the classes a head is built for come from the file, without loading it
-    assert catalog.data_class_names(data) == ["person", "car", "dog", "giraffe"]
+    assert source.data_class_names(data) == ["person", "car", "dog", "giraffe"]
 
 
 def test_loaded_like_a_built_in_with_its_groups_and_fingerprint(suite_dir):
     (run,) = expand(load_suite(suite_dir / "my.yaml"))
-    val = catalog.load_data(run.config.data, "val")
+    val = source.load_data(run.config.data, "val")
     assert len(val) == 2 and val.metadata.class_groups["unseen"] == ["dog", "giraffe"]
     assert val.metadata.fingerprint == hash_files([suite_dir / "data/annotations/instances_val2017.json"])
 
@@ -88,7 +88,7 @@ def test_a_group_member_that_is_no_category_names_the_file(suite_dir):
     (suite_dir / "my.yaml").write_text(SUITE.replace("[dog, giraffe]", "[dog, zebra]"))
     (run,) = expand(load_suite(suite_dir / "my.yaml"))
     with pytest.raises(catalog.DataError, match="instances_train2017.json: data.class_groups: .*'zebra'"):
-        catalog.load_data(run.config.data, "train")
+        source.load_data(run.config.data, "train")
 
 
 def test_preflight_names_a_missing_annotation_file_and_the_key_to_fix(suite_dir):

@@ -266,7 +266,7 @@ def test_full_runs_the_authors_head_and_recipe_mini_the_light_head(name):
 
 
 def test_more_head_params_matches_the_head_of_the_shapeprop_row():
-    from shapeprop.data.catalog import data_class_names
+    from shapeprop.data.source import data_class_names
     from shapeprop.models.params import widened_mask_head_channels
 
     for profile in ("full", "mini"):

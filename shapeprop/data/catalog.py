@@ -6,24 +6,22 @@ what it reads (checked before a run starts), its folder under `$SHAPEPROP_DATA`,
 (known without loading, for planning). A root of None means `$SHAPEPROP_DATA/<default dir>` for
 real datasets, and a cache dir for generated ones.
 
-A COCO-format dataset of one's own needs no code: `DataConfig.files` names an annotation file and an
-image folder per split (`load_data`), and a suite's `datasets:` section gives it a name.
+A COCO-format dataset of one's own needs no registration: `DataConfig.files` names an annotation file
+and an image folder per split (`shapeprop.data.source`), and a suite's `datasets:` section gives it a
+name.
 """
 
 from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from shapeprop.data.records import DataError, Dataset, Requirement
 from shapeprop.registry import Registry, UnknownName
-
-if TYPE_CHECKING:
-    from shapeprop.config import DataConfig, SplitFiles
 
 Loader = Callable[..., Dataset]
 Requirements = Callable[..., list[Requirement]]
@@ -66,7 +64,7 @@ def register(
     return DATASETS.register(name, entry, source=source, replace=replace)
 
 
-def _entry(name: str) -> DatasetEntry:
+def entry(name: str) -> DatasetEntry:
     try:
         return DATASETS.get(name)
     except UnknownName as err:
@@ -75,7 +73,7 @@ def _entry(name: str) -> DatasetEntry:
 
 def loader(name: str) -> Loader:
     """The loader registered under `name`; an unknown name raises DataError listing the known ones."""
-    return _entry(name).loader
+    return entry(name).loader
 
 
 def names() -> list[str]:
@@ -88,7 +86,7 @@ def resolve_root(name: str, root: str | Path | None) -> Path | None:
     dataset that needs no root)."""
     if root is not None:
         return Path(root).expanduser()
-    default_dir = _entry(name).default_dir
+    default_dir = entry(name).default_dir
     if default_dir is None:
         return None  # a generated set: the loader picks its cache dir from the options
     base = os.environ.get("SHAPEPROP_DATA")
@@ -122,7 +120,7 @@ def requirements(
     """The files and folders `load(name, root, split, **options)` would read first, found without
     loading anything (a check before a run starts). Raises DataError for an unknown dataset or a
     missing default root ($SHAPEPROP_DATA unset)."""
-    find = _entry(name).requirements
+    find = entry(name).requirements
     if find is None:
         return []
     path = resolve_root(name, root)
@@ -133,86 +131,12 @@ def requirements(
 def class_names(name: str, root: str | Path | None = None, split: str = "train", **options: Any) -> list[str]:
     """The class names of dataset `name` (category_id = index), without loading it where the entry
     knows them."""
-    entry = _entry(name)
-    if entry.classes is None:
+    known = entry(name).classes
+    if known is None:
         return load(name, root, split, **options).metadata.classes
-    accepted = inspect.signature(entry.classes).parameters
+    accepted = inspect.signature(known).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
-    return entry.classes(**{k: v for k, v in options.items() if takes_any or k in accepted})
-
-
-# --- datasets given by their files (DataConfig.files) --------------------------------------------
-
-
-def files_entry(
-    name: str, files: Mapping[str, SplitFiles], class_groups: Mapping[str, list[str]] | None = None
-) -> DatasetEntry:
-    """A COCO-format dataset given by an annotation file and an image folder per split."""
-    from shapeprop.data.coco import coco_categories, load_coco_json
-
-    def split_files(split: str) -> SplitFiles:
-        if split not in files:
-            raise DataError(
-                f"no files for split {split!r}; splits: {', '.join(files)}", key=f"data.files.{split}"
-            )
-        return files[split]
-
-    def load_split(root: Path | None, split: str, check_images: bool = True) -> Dataset:
-        f = split_files(split)
-        groups = {g: list(members) for g, members in (class_groups or {}).items()}
-        dataset = load_coco_json(Path(f.annotations), Path(f.images), name, split, groups, check_images)
-        unknown = sorted({c for members in groups.values() for c in members} - set(dataset.metadata.classes))
-        if unknown:
-            raise DataError(
-                f"class group member(s) {', '.join(map(repr, unknown))} are not categories of the file "
-                f"(categories: {', '.join(dataset.metadata.classes)})",
-                f.annotations,
-                "data.class_groups",
-            )
-        return dataset
-
-    def needs(root: Path | None, split: str) -> list[Requirement]:
-        f = split_files(split)
-        return [
-            Requirement("annotation file", (Path(f.annotations),)),
-            Requirement("image folder", (Path(f.images),)),
-        ]
-
-    def classes() -> list[str]:
-        return coco_categories(Path(next(iter(files.values())).annotations))
-
-    return DatasetEntry(load_split, needs, None, classes)
-
-
-def data_entry(data: DataConfig) -> DatasetEntry:
-    """The dataset a data config names: its own files, else the registered entry."""
-    return files_entry(data.dataset, data.files, data.class_groups) if data.files else _entry(data.dataset)
-
-
-def load_data(data: DataConfig, split: str, check_images: bool = True) -> Dataset:
-    """Split `split` of the dataset `data` describes (its files, or a registered name, root and
-    options). `check_images=False` skips the check that every image file exists, where the loader
-    makes one (`shapeprop.data.verify` lists missing images itself)."""
-    if data.files:
-        return data_entry(data).loader(None, split, check_images=check_images)
-    options = dict(data.options)
-    if not check_images and "check_images" in inspect.signature(loader(data.dataset)).parameters:
-        options["check_images"] = False
-    return load(data.dataset, data.root, split, **options)
-
-
-def data_requirements(data: DataConfig, split: str) -> list[Requirement]:
-    """What `load_data(data, split)` reads first (see `requirements`)."""
-    if data.files:
-        return data_entry(data).requirements(None, split)  # type: ignore[misc]
-    return requirements(data.dataset, data.root, split, **data.options)
-
-
-def data_class_names(data: DataConfig) -> list[str]:
-    """The class names of the dataset `data` describes, without loading it where possible."""
-    if data.files:
-        return data_entry(data).classes()  # type: ignore[misc]
-    return class_names(data.dataset, data.root, data.train_split, **data.options)
+    return known(**{k: v for k, v in options.items() if takes_any or k in accepted})
 
 
 def _register_builtin() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from PIL import Image
 
 from shapeprop.config import DataConfig
-from shapeprop.data import catalog
+from shapeprop.data import source
 from shapeprop.data.masks import annotation_to_rle, rle_area, rle_bbox
 from shapeprop.data.records import DataError
 
@@ -131,7 +131,7 @@ def verify_dataset(data: DataConfig, split: str, decode_images: bool = False) ->
     """
     report = VerifyReport(data.dataset, _where(data), split)
     try:  # images unchecked: the report lists the missing ones one by one below
-        dataset = catalog.load_data(data, split, check_images=False)
+        dataset = source.load_data(data, split, check_images=False)
     except DataError as exc:
         report.problems.append(Problem(str(exc.path or report.root), exc.key or "", exc.problem))
         return report
