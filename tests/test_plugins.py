@@ -141,3 +141,17 @@ def test_the_command_line_option_and_an_installed_entry_point(tmp_path, isolated
     plugins.load_all()
     assert "ep_shapes" in catalog.DATASETS and methods.METHODS.source("ep_method") == "plugin 'shapes'"
     sys.modules.pop("ep_plugin", None)
+
+
+def test_a_plugins_method_that_names_a_misspelt_detector_is_blamed_on_the_plugin(tmp_path, isolated):
+    (tmp_path / "typo.py").write_text(
+        "from harness.methods import Method, register\n"
+        "register(Method('typo_method', 'a method with a typo', lambda cfg: {'model.arch': 'mask_rnn'}))\n"
+    )
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE.format(plugin="typo.py", dataset="synthetic", method="typo_method"))
+    with pytest.raises(SuiteError) as err:
+        load_suite(suite)
+    message = str(err.value)
+    assert "s.yaml:7" in message and "unknown detector 'mask_rnn' (did you mean 'mask_rcnn'?)" in message
+    assert "set by method 'typo_method' of plugin 'typo.py'" in message

@@ -22,6 +22,7 @@ from harness.suite.keys import run_key
 from harness.suite.problems import Problems, suggest
 from harness.suite.schema import DatasetMapping, Profile, Row, RunSpec, Suite, SuiteError, YamlPath
 from shapeprop.config import ExperimentConfig
+from shapeprop.registry import BUILTIN
 
 
 class _Resolving:
@@ -207,6 +208,8 @@ def expand(suite: Suite, profile: str = "full", overrides: Mapping[str, Any] | N
                         # a validator's own message (e.g. an unknown registry name) without pydantic's prefix
                         text = e["msg"].removeprefix("Value error, ")
                         msg = f"{dotted}: {text} (got {e.get('input')!r})"
+                    if ypath == method_path and methods.METHODS.source(method_name) != BUILTIN:
+                        msg += f" (set by method '{method_name}' of {methods.METHODS.source(method_name)})"
                     problems.add(ypath, msg, context=f" [profile {profile}, run '{label}']")
                 continue
             key = run_key(suite.name, config)
