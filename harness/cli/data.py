@@ -43,6 +43,24 @@ def _own_dataset(dataset: str, suite: str | None) -> dict[str, Any]:
     return {} if entry is None else entry.model_dump(mode="json")
 
 
+def _data_config(
+    dataset: str, own: dict[str, Any], root: str | None, split: str, options: tuple[str, ...], **extra: Any
+) -> DataConfig:
+    """The data config the command reads: DATASET (with the suite's files, `own`) at `split`."""
+    try:
+        return DataConfig(
+            dataset=dataset,
+            **own,
+            root=root,
+            train_split=split,
+            test_split=split,
+            options=_parse_options(options),
+            **extra,
+        )
+    except ValidationError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
 _SUITE_OPTION = click.option(
     "--suite",
     type=click.Path(dir_okay=False, exists=True),
@@ -142,20 +160,10 @@ def stats(
         ]
     if fraction is not None:
         masks["fraction"] = fraction
-    try:
-        cfg = DataConfig(
-            dataset=dataset,
-            **_own_dataset(dataset, suite),
-            root=root,
-            train_split=split,
-            test_split=split,
-            options=_parse_options(options),
-            masks=masks,
-            data_fraction=data_fraction,
-            split_seed=split_seed,
-        )
-    except ValidationError as exc:
-        raise click.UsageError(str(exc)) from exc
+    own = _own_dataset(dataset, suite)
+    cfg = _data_config(
+        dataset, own, root, split, options, masks=masks, data_fraction=data_fraction, split_seed=split_seed
+    )
     try:
         records, metadata, fingerprint = prepare_training_records(cfg)
     except DataError as exc:
@@ -205,17 +213,7 @@ def verify(dataset, root, splits, options, decode, max_problems, suite) -> None:
         splits = tuple(own["files"]) if own else ("train", "val")
     failed = False
     for split in splits:
-        try:
-            data = DataConfig(
-                dataset=dataset,
-                **own,
-                root=root,
-                train_split=split,
-                test_split=split,
-                options=_parse_options(options),
-            )
-        except ValidationError as exc:
-            raise click.UsageError(str(exc)) from exc
+        data = _data_config(dataset, own, root, split, options)
         report = verify_dataset(data, split, decode_images=decode)
         status = "ok" if report.ok else f"{len(report.problems)} problem(s)"
         click.echo(f"{dataset} {split}: {report.images} images, {report.annotations} annotations: {status}")
