@@ -48,27 +48,34 @@ def test_the_examples_suite_runs_its_plugins_rows_beside_the_built_in_ones(examp
     experiment = c.get_experiment_by_name(tracking.experiment_name("example"))
     runs = {r.data.tags["row"]: r for r in c.search_runs([experiment.experiment_id], "tags.kind = 'run'")}
     assert set(runs) == {
-        "Mask R-CNN (Baseline)",
-        "w/ ShapeProp",
-        "w/ ShapeProp, 4 steps",
-        "more positive RoIs",
+        "baseline",
+        "baseline + ShapeProp",
+        "baseline + ShapeProp, 4 propagation steps",
+        "baseline with more positive RoIs",
     }
     assert all(r.info.status == "FINISHED" and "segm_AP" in r.data.metrics for r in runs.values())
-    mine = runs["w/ ShapeProp, 4 steps"]
+    mine = runs["baseline + ShapeProp, 4 propagation steps"]
     assert mine.data.tags["plugins"].startswith("shapeprop_example@")
     assert mine.data.params["model.shapeprop.steps"] == "4"
-    assert runs["more positive RoIs"].data.params["model.arch"] == "mask_rcnn_more_positives"
+    assert runs["baseline with more positive RoIs"].data.params["model.arch"] == "mask_rcnn_more_positives"
     assert mine.data.params["data.dataset"] == "blobs"
     assert (root / "blobs-data" / "n8-s0" / "train.json").is_file()  # written in COCO format by the plugin
 
 
-def test_report_claims_shows_the_examples_rows(example_run):
+def test_report_shows_the_examples_rows_in_its_table_and_claims(example_run):
     root, uri, out = example_run
     report = cli(
-        "report", "--claims", "--profile", "mini", "--suite", str(SUITE), "--tracking-uri", uri,
+        "report", "--table", "4", "--claims", "--profile", "mini", "--suite", str(SUITE), "--tracking-uri", uri,
         "--out", str(root / "report"), "--no-log", cwd=root,
     )  # fmt: skip
     assert report.returncode == 0, report.stdout + report.stderr
     claims = (root / "report" / "claims.md").read_text()
     assert "4 propagation steps are as good as max(H, W)" in claims and "+ ShapeProp" in claims
-    assert "w/ ShapeProp, 4 steps" in claims
+    assert "baseline + ShapeProp, 4 propagation steps" in claims
+    table = (root / "report" / "table4-mini.md").read_text()
+    for row in (
+        "baseline + ShapeProp, 4 propagation steps",
+        "baseline with more positive RoIs",
+        "More boxes",
+    ):
+        assert row in table  # the suite's own rows beside the paper's (More boxes: the paper's, not run)
