@@ -15,7 +15,7 @@ from pathlib import Path
 
 from harness.suite import RunSpec
 from harness.tracking import sqlite_path
-from shapeprop.data import catalog
+from shapeprop.data import catalog, source
 from shapeprop.data.records import DataError
 from shapeprop.models.recipes import SYNTHETIC_PRETRAINED
 
@@ -69,17 +69,17 @@ def data_problems(specs: Iterable[RunSpec]) -> list[Problem]:
     seen: set[tuple] = set()
     for spec in specs:
         data = spec.config.data
+        files = data.model_dump_json(include={"files"}) if data.files else None
         for split in (data.train_split, data.test_split):
-            key = (data.dataset, data.root, split, tuple(sorted(data.options.items())))
-            if key in seen or (data.dataset, data.root) in seen:
+            key = (data.dataset, data.root, files, split, tuple(sorted(data.options.items())))
+            if key in seen or (data.dataset, data.root, files) in seen:
                 continue
             seen.add(key)
             where = f"data {data.dataset}/{split}"
-            verify = f"shapeprop-bench data verify {data.dataset} --root <its folder> --split {split}"
             try:
-                needs = catalog.requirements(data.dataset, data.root, split, **data.options)
+                needs = source.data_requirements(data, split)
             except DataError as err:
-                seen.add((data.dataset, data.root))  # one message per dataset, not per split
+                seen.add((data.dataset, data.root, files))  # one message per dataset, not per split
                 fix = (
                     "set $SHAPEPROP_DATA to the folder that holds the datasets, or --set data.root=<folder>; "
                     f"then shapeprop-bench data verify {data.dataset} --root <its folder>"
@@ -93,12 +93,24 @@ def data_problems(specs: Iterable[RunSpec]) -> list[Problem]:
                 path, reason = reasons[0]
                 others = [str(p) for p, _ in reasons[1:]]
                 also = f" (nor {', '.join(others)})" if others else ""
-                root = catalog.resolve_root(data.dataset, data.root)
-                fix = verify.replace("<its folder>", str(root))
-                if data.root is None:
-                    fix += " (the default root under $SHAPEPROP_DATA; --set data.root=<folder> if it is elsewhere)"
-                problems.append(Problem(f"{where}: {need.what} {path}", f"{reason}{also}", fix))
+                problems.append(
+                    Problem(f"{where}: {need.what} {path}", f"{reason}{also}", _data_fix(spec, split))
+                )
     return problems
+
+
+def _data_fix(spec: RunSpec, split: str) -> str:
+    data = spec.config.data
+    if data.files:  # a dataset given by its files, in the suite's `datasets:` section or data.files
+        return (
+            f"correct data.files.{split} (the suite's datasets: {data.dataset}: section, paths relative to "
+            f"the suite file), then shapeprop-bench data verify {data.dataset} --suite <the suite file>"
+        )
+    root = catalog.resolve_root(data.dataset, data.root)
+    fix = f"shapeprop-bench data verify {data.dataset} --root {root} --split {split}"
+    if data.root is None:
+        fix += " (the default root under $SHAPEPROP_DATA; --set data.root=<folder> if it is elsewhere)"
+    return fix
 
 
 def weights_problems(specs: Iterable[RunSpec]) -> list[Problem]:

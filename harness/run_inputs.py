@@ -19,9 +19,12 @@ DATASET_CONTEXT_TAG = "mlflow.data.context"
 MAX_DATASET_DIGEST = 12  # of the split fingerprint (MLflow stores at most 36 characters)
 
 
-def data_source(data_cfg: Any) -> tuple[str, str]:
-    """(MLflow source type, source JSON) of a run's data: its root directory, or for a dataset
-    read from its default place (the synthetic generator's cache) the dataset and its options."""
+def data_source(data_cfg: Any, split: str) -> tuple[str, str]:
+    """(MLflow source type, source JSON) of split `split` of a run's data: its annotation file (a
+    dataset given by its files), its root directory, or for a dataset read from its default place
+    (the synthetic generator's cache) the dataset and its options."""
+    if data_cfg.files:
+        return "local", json.dumps({"uri": data_cfg.files[split].annotations})
     if data_cfg.root is not None:
         return "local", json.dumps({"uri": str(Path(data_cfg.root).expanduser())})
     return "code", json.dumps(
@@ -36,7 +39,6 @@ def run_datasets(config: ExperimentConfig, train_fingerprint: str, test_fingerpr
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
     data = config.data
-    source_type, source = data_source(data)
     sets = [
         (
             data.train_split,
@@ -54,6 +56,7 @@ def run_datasets(config: ExperimentConfig, train_fingerprint: str, test_fingerpr
     for split, fingerprint, context, profile in sets:
         if not fingerprint:
             continue
+        source_type, source = data_source(data, split)
         dataset = Dataset(
             name=f"{data.dataset}/{split}",
             digest=fingerprint[:MAX_DATASET_DIGEST],

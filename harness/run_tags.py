@@ -92,7 +92,11 @@ def spec_tags(spec: RunSpec) -> dict[str, str]:
         f"Row {spec.row!r}, seed {spec.seed} ({spec.method}) of suite {spec.suite}, profile "
         f"{spec.profile}{reproduces}; run key {spec.key}."
     )
+    from harness.plugins import loaded
+
+    plugin_tag = {"plugins": ", ".join(loaded())} if loaded() else {}  # what registered its parts
     return {
+        **plugin_tag,
         "kind": "run",
         "suite": spec.suite,
         "reproduces": spec.reproduces or "",

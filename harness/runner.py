@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from harness import run_inputs, run_tags, tracking
+from harness import plugins, run_inputs, run_model, run_tags, tracking
 from harness.callbacks import TrackingHooks, tracking_callbacks
 from harness.executors import RunOutcome, make_executor, run_shape
 from harness.plan import PlannedRun, plan
@@ -90,8 +90,12 @@ def run_one(
     flush_every_s: float = 15.0,
     log_every: int | None = None,
     display: Any | None = None,
+    register_model: str | None = None,
 ) -> RunOutcome:
     """Run one spec into one MLflow child run and return how it ended.
+
+    A finished run logs its trained model as the MLflow Model `runs:/<run id>/model`
+    (`harness.run_model`), registered as a new version of `register_model` when given.
 
     A failure inside the experiment is recorded (status FAILED, `traceback.txt` artifact, tag
     `error`) and returned, never raised; Ctrl-C marks the run KILLED and is re-raised.
@@ -102,6 +106,7 @@ def run_one(
     A run of several processes (DDP) calls this in every process; only global rank 0 (`RANK`, set
     by the executors) opens and logs the MLflow run, the others train their share silently.
     """
+    plugins.load_all()  # a worker process registers the plugins its parent loaded
     if experiment_fn is None:
         from shapeprop.experiment import run_experiment as experiment_fn
     started = time.monotonic()
@@ -143,7 +148,7 @@ def run_one(
         run_inputs.log_datasets(
             c, run_id, spec.config, result.fingerprint, getattr(result, "test_fingerprint", "")
         )
-        _log_artifacts(c, run_id, workdir, result, log_checkpoint)
+        _log_artifacts(c, run_id, workdir, result, log_checkpoint, uri, final_step, register_model)
         tracking.with_retry(lambda: c.set_terminated(run_id, status="FINISHED"), "finish run")
         log.info("run %s finished", spec.key)
         return RunOutcome(
@@ -184,7 +189,16 @@ def _run_other_rank(
     return RunOutcome(spec.key, spec.row, "FINISHED", seconds=time.monotonic() - started)
 
 
-def _log_artifacts(c: Any, run_id: str, workdir: Path, result: Any, log_checkpoint: bool) -> None:
+def _log_artifacts(
+    c: Any,
+    run_id: str,
+    workdir: Path,
+    result: Any,
+    log_checkpoint: bool,
+    uri: str,
+    step: int,
+    register_model: str | None = None,
+) -> None:
     from shapeprop.eval.image_ap import GT_TABLE, MATCHES_TABLE
 
     def upload(path: Path, artifact_path: str | None = None) -> None:
@@ -207,6 +221,11 @@ def _log_artifacts(c: Any, run_id: str, workdir: Path, result: Any, log_checkpoi
     checkpoint = artifacts.pop("checkpoint", None)
     if log_checkpoint and checkpoint is not None:
         upload(Path(checkpoint), "checkpoints")
+    classes = getattr(result, "classes", None)
+    if checkpoint is not None and classes:  # a trained model (not a test's stand-in result)
+        run_model.log_run_model(
+            uri, run_id, workdir / CONFIG_FILE, Path(checkpoint), classes, step, register_model
+        )
     for name, path in artifacts.items():  # anything else the experiment produced (detections, plots)
         path = Path(path)
         if name in (result.tables or {}) or not path.is_file():
@@ -289,6 +308,7 @@ def run_suite(
     force: bool = False,
     experiment_fn: Callable[..., Any] | None = None,
     log_checkpoint: bool = False,
+    register_model: str | None = None,
     log_every: int | None = None,
     on_outcome: Callable[[RunOutcome, int, int], None] | None = None,
     on_start: Callable[[Sequence[PlannedRun]], None] | None = None,
@@ -304,8 +324,9 @@ def run_suite(
     in MLflow or submitted.
 
     One parent MLflow run per call (tag kind=invocation); each spec logs into its own nested
-    run. A failing run is recorded and the suite goes on. `on_outcome(outcome, i, n)` is called
-    as runs end (progress display). Given a `display` (a `harness.console.SuiteProgress`), inline
+    run, and a finished one its model (registered as a new version of `register_model`, if given).
+    A failing run is recorded and the suite goes on. `on_outcome(outcome, i, n)` is called as runs
+    end (progress display). Given a `display` (a `harness.console.SuiteProgress`), inline
     and local runs show their steps on it (slurm runs only their ends); inline without one, on
     Lightning's progress bar.
     """
@@ -348,6 +369,7 @@ def run_suite(
         parent_run_id=parent,
         experiment_fn=experiment_fn,
         log_checkpoint=log_checkpoint,
+        register_model=register_model,
         progress=is_inline and display is None,
         display=display if is_inline else None,
         log_every=log_every,

@@ -48,11 +48,11 @@ __all__ = ["ShowError", "draw_runs", "log_figures", "pick_records"]
 
 def evaluation_records(cfg: ExperimentConfig) -> tuple[list[dict[str, Any]], list[str]]:
     """The records the run evaluated on (test split, first `eval.max_images`) and the class names."""
-    from shapeprop.data import catalog
+    from shapeprop.data import source
     from shapeprop.data.records import DataError
 
     try:
-        test = catalog.load(cfg.data.dataset, cfg.data.root, cfg.data.test_split, **cfg.data.options)
+        test = source.load_data(cfg.data, cfg.data.test_split)
     except DataError as err:
         raise ShowError(f"cannot load the run's evaluation split: {err}") from None
     records = test.records[: cfg.eval.max_images] if cfg.eval.max_images else test.records

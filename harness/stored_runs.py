@@ -225,25 +225,22 @@ def find_checkpoint(client: MlflowClient, run: Run, runs_dir: Path, scratch: Pat
 
 def load_model(shown: ShownRun, num_classes: int, min_score: float, max_detections: int) -> tuple[Any, int]:
     """The run's detector with its checkpoint's weights, and the checkpoint's training step."""
-    from shapeprop.engine.train import load_model_weights
-    from shapeprop.models.build import build_detector
+    from shapeprop.models.build import load_detector
 
     cfg = shown.config
     if cfg.model.framework != "torchvision":
         raise ShowError(
             f"run {shown.run_id}: show draws torchvision models, not model.framework={cfg.model.framework}"
         )
-    model = build_detector(
-        cfg.model,
-        num_classes,
-        cfg.data.min_size,
-        cfg.data.max_size,
-        score_thresh=min(min_score, cfg.eval.score_threshold),
-        # Detections come sorted by score, so the top ones are those the evaluation kept.
-        detections_per_img=min(cfg.eval.detections_per_image, max(max_detections, COMPARISON_DETECTIONS)),
-    )
     try:
-        ckpt = load_model_weights(model, shown.checkpoint)
+        model, ckpt = load_detector(
+            cfg,
+            num_classes,
+            shown.checkpoint,
+            score_thresh=min(min_score, cfg.eval.score_threshold),
+            # Detections come sorted by score, so the top ones are those the evaluation kept.
+            detections_per_img=min(cfg.eval.detections_per_image, max(max_detections, COMPARISON_DETECTIONS)),
+        )
     except (RuntimeError, KeyError, OSError) as err:
         commit = shown.tags.get("git_commit")
         hint = (

@@ -257,6 +257,27 @@ def quiet_downloads() -> Iterator[None]:
             os.environ[name] = before
 
 
+@contextlib.contextmanager
+def fluent_uri(uri: str) -> Iterator[None]:
+    """MLflow's global (fluent) tracking URI set to `uri` for the block, for the MLflow functions
+    that read only it (logging and loading models); the previous one, and `$MLFLOW_TRACKING_URI`
+    (which `mlflow.set_tracking_uri` also sets or unsets), restored after."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    name = "MLFLOW_TRACKING_URI"
+    before, before_env = utils._tracking_uri, os.environ.get(name)
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+        if before_env is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before_env
+
+
 # --------------------------------------------------------------------------- invocation (parent) runs
 
 

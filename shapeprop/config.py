@@ -7,9 +7,14 @@ unknown keys, so a misspelt key fails validation instead of being silently ignor
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# torch-free registries: the harness validates configs without importing torch
+from shapeprop.models.detectors import DETECTORS
+from shapeprop.models.recipes import BACKBONES, BackboneRecipe
 
 
 class _Strict(BaseModel):
@@ -132,9 +137,28 @@ class MaskSupervision(_Strict):
     )
 
 
+class SplitFiles(_Strict):
+    """One split of a COCO-format dataset of one's own."""
+
+    annotations: str = Field(min_length=1, description="the COCO instances JSON")
+    images: str = Field(min_length=1, description="the folder its images' file_names are relative to")
+
+
 class DataConfig(_Strict):
     dataset: str = Field(
-        "synthetic", description="catalog name, e.g. synthetic, coco_2017, voc_2012, bdd100k_fused"
+        "synthetic",
+        description="a registered dataset (synthetic, coco_2017, voc_2012, bdd100k_fused, a plugin's), "
+        "or the name of the dataset `files` gives",
+    )
+    files: dict[str, SplitFiles] | None = Field(
+        None,
+        description="a COCO-format dataset of your own: per split name, its annotation file and image "
+        "folder (then `root` and `options` do not apply)",
+    )
+    class_groups: dict[str, list[str]] | None = Field(
+        None,
+        description="with `files`: named groups of its classes (e.g. seen / unseen), usable in "
+        "masks.classes and eval.categories like COCO's voc / nonvoc",
     )
     root: str | None = Field(
         None, description="dataset root directory; None = the dataset's default (synthetic: a cache dir)"
@@ -154,6 +178,23 @@ class DataConfig(_Strict):
     hflip: bool = True
     num_workers: int = Field(2, ge=0)
 
+    @model_validator(mode="after")
+    def _dataset_known(self) -> DataConfig:
+        if self.files is None:
+            if self.class_groups is not None:
+                raise ValueError("class_groups needs files (a registered dataset brings its own groups)")
+            from shapeprop.data.catalog import DATASETS
+
+            DATASETS.check(self.dataset)
+            return self
+        missing = [s for s in (self.train_split, self.test_split) if s not in self.files]
+        if missing:
+            raise ValueError(
+                f"files has no split {', '.join(map(repr, missing))} (its splits: {', '.join(self.files)}); "
+                "add it, or set train_split / test_split to one of them"
+            )
+        return self
+
 
 class DetectorSizes(_Strict):
     """Sizes of a detector that trade training cost for what each step sees; a field left None
@@ -171,8 +212,10 @@ class DetectorSizes(_Strict):
 
 class ModelConfig(_Strict):
     framework: Literal["torchvision", "detectron2"] = "torchvision"
-    arch: Literal["mask_rcnn", "retinamask"] = "mask_rcnn"
-    backbone: Literal["tiny", "resnet18", "resnet50", "resnet101"] = "resnet50"
+    arch: str = Field("mask_rcnn", description="a registered detector (shapeprop.models.detectors.DETECTORS)")
+    backbone: str = Field(
+        "resnet50", description="a registered backbone (shapeprop.models.recipes.BACKBONES)"
+    )
     weights: str | None = Field(
         None,
         description="local checkpoint path, a torchvision weight name, or 'synthetic-pretrained' "
@@ -200,6 +243,27 @@ class ModelConfig(_Strict):
         "none", description="baselines: masks for box-only instances (box: the filled box)"
     )
     mask_transfer: bool = Field(False, description="Mask^X R-CNN weight transfer from box head to mask head")
+
+    @field_validator("arch")
+    @classmethod
+    def _registered_detector(cls, name: str) -> str:
+        return DETECTORS.check(name)
+
+    @field_validator("backbone")
+    @classmethod
+    def _registered_backbone(cls, name: str) -> str:
+        return BACKBONES.check(name)
+
+    def backbone_recipe(self) -> BackboneRecipe:
+        """The sizes of the detector: the backbone's recipe with those `sizes` sets in its place."""
+        base = BACKBONES.get(self.backbone).recipe
+        return base if self.sizes is None else replace(base, **self.sizes.model_dump(exclude_none=True))
+
+    def mask_head_width(self) -> int:
+        """`mask_head_channels`, else the width of `backbone_recipe()`."""
+        if self.mask_head_channels is not None:
+            return self.mask_head_channels
+        return self.backbone_recipe().mask_head_channels
 
 
 class ScheduleConfig(_Strict):

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from shapeprop.config import ExperimentConfig
-from shapeprop.data import catalog
+from shapeprop.data import source
 from shapeprop.data.records import DatasetMetadata
 from shapeprop.data.splits import prepare_training_records
 from shapeprop.engine.hooks import ExperimentCallbacks
@@ -40,7 +40,8 @@ __all__ = ["ExperimentCallbacks", "ExperimentResult", "NonFiniteLossError", "run
 class ExperimentResult:
     """Final metrics (percent for AP), tables, artifact paths, data lineage and parameter counts.
 
-    Data lineage: `fingerprint` is the training split's (`split_fingerprint`: annotations, mask
+    `classes` are the model's class names (index = 0-based `category_id`), which a served model
+    reports. Data lineage: `fingerprint` is the training split's (`split_fingerprint`: annotations, mask
     supervision, data fraction, split seed), `test_fingerprint` the evaluated images' (`evaluation_fingerprint`).
     """
 
@@ -50,6 +51,7 @@ class ExperimentResult:
     fingerprint: str = ""
     param_counts: dict[str, int] = field(default_factory=dict)
     test_fingerprint: str = ""
+    classes: list[str] = field(default_factory=list)  # the model's classes: index = category_id
 
 
 def evaluation_fingerprint(metadata: DatasetMetadata, cfg: ExperimentConfig) -> str:
@@ -108,7 +110,7 @@ def run_experiment(
         raise ValueError("eval.best_overlap needs a model with ShapeProp (model.shapeprop is None)")
 
     records, metadata, fingerprint = prepare_training_records(cfg.data)
-    test = catalog.load(cfg.data.dataset, cfg.data.root, cfg.data.test_split, **cfg.data.options)
+    test = source.load_data(cfg.data, cfg.data.test_split)
     test_records = test.records[: cfg.eval.max_images] if cfg.eval.max_images else test.records
     test_print = evaluation_fingerprint(test.metadata, cfg)
     category_ids = resolve_categories(cfg.eval.categories, metadata.classes, metadata.class_groups)
@@ -203,4 +205,6 @@ def run_experiment(
         },
     )
     callbacks.on_eval(metrics)
-    return ExperimentResult(metrics, tables, artifacts, fingerprint, counts, test_print)
+    return ExperimentResult(
+        metrics, tables, artifacts, fingerprint, counts, test_print, list(metadata.classes)
+    )

@@ -114,6 +114,7 @@ def check_finished_run(uri: str, run, spec, runs_dir: Path, log_every_steps: boo
         assert steps == (list(range(1, max_steps + 1)) if log_every_steps else [max_steps]), name
     artifacts = {a.path for a in c.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "evaluation.json", "run.log"} <= artifacts
+    assert [o.step for o in run.outputs.model_outputs] == [max_steps]  # its model, runs:/<id>/model
     assert json.loads((workdir / "mlflow.json").read_text())["run_id"] == run.info.run_id
 
 

@@ -24,9 +24,9 @@ from shapeprop.models.params import (
     shapeprop_head_params,
     widened_mask_head_channels,
 )
-from shapeprop.models.recipes import RECIPES, recipe
+from shapeprop.models.recipes import BACKBONES, recipe
 
-FPN_CHANNELS = sorted({r.fpn_channels for r in RECIPES.values()})  # tiny 64, ResNets 256
+FPN_CHANNELS = sorted({b.recipe.fpn_channels for _, b in BACKBONES.items()})  # tiny 64, ResNets 256
 
 HEADS = [
     ShapePropConfig(),
@@ -207,9 +207,10 @@ def test_widened_width_is_the_smallest_matching_one(backbone, agnostic):
         widened_mask_head_channels(ModelConfig(backbone=backbone), 10)
 
 
-def test_params_and_recipes_import_no_torch():
+def test_params_recipes_and_registries_import_no_torch():
     code = (
-        "import sys, shapeprop.models.params, shapeprop.models.recipes; "
+        "import sys, shapeprop.config, shapeprop.models.params, shapeprop.models.recipes, "
+        "shapeprop.models.detectors; "
         "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'torchvision'))))"
     )
     out = subprocess.run(

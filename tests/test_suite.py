@@ -379,7 +379,8 @@ BAD = {
             overrides:
               model.backbone: resnet5
         """,
-        ":6: profiles.mini.overrides['model.backbone']: model.backbone: Input should be 'tiny'",
+        ":6: profiles.mini.overrides['model.backbone']: model.backbone: unknown backbone "
+        "'resnet5' (did you mean 'resnet50'?); known: tiny, resnet18, resnet50, resnet101",
     ),
     "bad axis value": (
         """
@@ -706,7 +707,7 @@ BAD |= {
             backbone: {name: tiny}
         rows: [{label: a, method: mask_rcnn}]
         """,
-        ":4: base.model.backbone: model.backbone: Input should be 'tiny'",
+        ":4: base.model.backbone: model.backbone: Input should be a valid string (got {'name': 'tiny'})",
     ),
     "YAML syntax error": (  # the parser's own words say what is wrong
         """

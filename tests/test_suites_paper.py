@@ -266,7 +266,7 @@ def test_full_runs_the_authors_head_and_recipe_mini_the_light_head(name):
 
 
 def test_more_head_params_matches_the_head_of_the_shapeprop_row():
-    from harness.methods import num_classes
+    from shapeprop.data.source import data_class_names
     from shapeprop.models.params import widened_mask_head_channels
 
     for profile in ("full", "mini"):
@@ -274,6 +274,7 @@ def test_more_head_params_matches_the_head_of_the_shapeprop_row():
         shapeprop_row = specs["baseline + ShapeProp"].config
         wide = specs["baseline + More head params"].config.model.mask_head_channels
         model = shapeprop_row.model.model_copy(update={"mask_head_channels": None})
-        assert wide == widened_mask_head_channels(model, num_classes(shapeprop_row.data.dataset)), profile
+        classes = len(data_class_names(shapeprop_row.data))
+        assert wide == widened_mask_head_channels(model, classes), profile
     full = {s.row: s for s in _table_specs("table4", "full")}
     assert full["baseline + More head params"].config.model.mask_head_channels > 2 * 256  # the 7.2 M head

@@ -8,6 +8,7 @@ Each command lives in its own module and is imported only when used, so the CLI 
     inspect.py  plan, status
     report.py   report (the paper's tables and figures)
     show.py     show (qualitative figures of runs)
+    predict.py  predict (a run's model on new images)
     data.py     data generate / stats / verify
     ui.py       ui (the MLflow UI), env
     archive.py  archive export / import (finished runs to a committable file and back)
@@ -27,6 +28,7 @@ COMMANDS = {
     "data": ("harness.cli.data", "data"),
     "env": ("harness.cli.ui", "env"),
     "plan": ("harness.cli.inspect", "plan"),
+    "predict": ("harness.cli.predict", "predict"),
     "report": ("harness.cli.report", "report"),
     "run": ("harness.cli.run", "run"),
     "show": ("harness.cli.show", "show"),
@@ -50,9 +52,26 @@ class _LazyGroup(click.Group):
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="shapeprop-bench")
-def main() -> None:
+@click.option(
+    "--plugin",
+    "plugin_names",
+    multiple=True,
+    metavar="MODULE|FILE.py",
+    help="a plugin to load first: a module (or .py file) that registers datasets, methods, detectors "
+    "or backbones (repeatable; installed plugins of the entry-point group shapeprop_bench.plugins "
+    "load anyway)",
+)
+def main(plugin_names: tuple[str, ...]) -> None:
     """Reproduce and extend the ShapeProp paper's experiments.
 
     Suites (YAML) expand into runs that train and evaluate detectors with and without
     ShapeProp; every run is logged to MLflow, and reports render the paper's tables.
     """
+    from harness import plugins
+
+    try:
+        plugins.load_all()
+        for name in plugin_names:
+            plugins.load(name)
+    except plugins.PluginError as err:
+        raise click.UsageError(str(err)) from None

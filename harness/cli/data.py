@@ -29,6 +29,46 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     return options
 
 
+def _own_dataset(dataset: str, suite: str | None) -> dict[str, Any]:
+    """`files` and `class_groups` of DATASET when the suite file `suite` defines it (its `datasets:`
+    section), else nothing: DATASET is then a registered name."""
+    if suite is None:
+        return {}
+    from harness.suite import SuiteError, load_suite
+
+    try:
+        entry = load_suite(suite).datasets.get(dataset)
+    except SuiteError as err:
+        raise click.UsageError(str(err)) from None
+    return {} if entry is None else entry.model_dump(mode="json")
+
+
+def _data_config(
+    dataset: str, own: dict[str, Any], root: str | None, split: str, options: tuple[str, ...], **extra: Any
+) -> DataConfig:
+    """The data config the command reads: DATASET (with the suite's files, `own`) at `split`."""
+    try:
+        return DataConfig(
+            dataset=dataset,
+            **own,
+            root=root,
+            train_split=split,
+            test_split=split,
+            options=_parse_options(options),
+            **extra,
+        )
+    except ValidationError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+_SUITE_OPTION = click.option(
+    "--suite",
+    type=click.Path(dir_okay=False, exists=True),
+    help="a suite file whose `datasets:` section defines DATASET (a COCO-format dataset of your own); "
+    "its plugins are loaded too",
+)
+
+
 def _fail(exc: Exception) -> None:
     click.echo(f"error: {exc}", err=True)
     raise SystemExit(1)
@@ -90,8 +130,20 @@ def generate(root, splits, num_images, image_size, max_objects, seed) -> None:
 @click.option("--data-fraction", type=float, default=1.0, show_default=True)
 @click.option("--split-seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@_SUITE_OPTION
 def stats(
-    dataset, root, split, options, kind, classes, image_ids, fraction, data_fraction, split_seed, as_json
+    dataset,
+    root,
+    split,
+    options,
+    kind,
+    classes,
+    image_ids,
+    fraction,
+    data_fraction,
+    split_seed,
+    as_json,
+    suite,
 ) -> None:
     """Images, boxes and boxes with masks of DATASET under a split, overall and per class."""
     from shapeprop.data import DataError
@@ -108,18 +160,10 @@ def stats(
         ]
     if fraction is not None:
         masks["fraction"] = fraction
-    try:
-        cfg = DataConfig(
-            dataset=dataset,
-            root=root,
-            train_split=split,
-            options=_parse_options(options),
-            masks=masks,
-            data_fraction=data_fraction,
-            split_seed=split_seed,
-        )
-    except ValidationError as exc:
-        raise click.UsageError(str(exc)) from exc
+    own = _own_dataset(dataset, suite)
+    cfg = _data_config(
+        dataset, own, root, split, options, masks=masks, data_fraction=data_fraction, split_seed=split_seed
+    )
     try:
         records, metadata, fingerprint = prepare_training_records(cfg)
     except DataError as exc:
@@ -146,21 +190,31 @@ def stats(
 @data.command()
 @click.argument("dataset")
 @click.option("--root", help="dataset root")
-@click.option("--split", "splits", multiple=True, default=("train", "val"), show_default=True)
+@click.option(
+    "--split",
+    "splits",
+    multiple=True,
+    help="split to check (repeatable; default: train and val, or every split the --suite dataset has files for)",
+)
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="loader option")
 @click.option("--decode", is_flag=True, help="decode every image fully (finds truncated files; slower)")
 @click.option("--max-problems", type=click.IntRange(min=1), default=50, show_default=True)
-def verify(dataset, root, splits, options, decode, max_problems) -> None:
-    """Check DATASET at --root: annotations load, images exist and read, boxes and masks are sane.
+@_SUITE_OPTION
+def verify(dataset, root, splits, options, decode, max_problems, suite) -> None:
+    """Check DATASET at --root (or as --suite defines it): annotations load, images exist and read,
+    boxes and masks are sane.
 
     Exits 1 if any problem is found.
     """
     from shapeprop.data.verify import verify_dataset
 
-    parsed = _parse_options(options)
+    own = _own_dataset(dataset, suite)
+    if not splits:
+        splits = tuple(own["files"]) if own else ("train", "val")
     failed = False
     for split in splits:
-        report = verify_dataset(dataset, root, split, decode_images=decode, **parsed)
+        data = _data_config(dataset, own, root, split, options)
+        report = verify_dataset(data, split, decode_images=decode)
         status = "ok" if report.ok else f"{len(report.problems)} problem(s)"
         click.echo(f"{dataset} {split}: {report.images} images, {report.annotations} annotations: {status}")
         for problem in report.problems[:max_problems]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from harness.cli.options import parse_set, set_option, tracking_uri_option
+from harness.cli.options import load_suite_argument, parse_set, set_option, tracking_uri_option
 
 
 @click.command("report")
@@ -36,8 +38,7 @@ from harness.cli.options import parse_set, set_option, tracking_uri_option
 @click.option(
     "--suite",
     default=None,
-    help="Only the runs of this suite (experiment shapeprop-bench/<suite>); with --claims, only its "
-    "claims (a suite name under suites/ or a suite file).",
+    help="Only the runs of this suite (a suite name, or a suite file); with --claims, only its claims.",
 )
 @click.option(
     "--reference-dir",
@@ -88,10 +89,12 @@ def report(
         raise click.ClickException(f"no MLflow store at {uri}: run a suite first (shapeprop-bench run SUITE)")
     client = MlflowClient(tracking_uri=uri)
     console = Console()
+    # the runs of a suite are found by its name: a suite file gives its own
+    runs_of = load_suite_argument(suite).name if suite is not None and Path(suite).is_file() else suite
     try:
         reports = [
-            table_report(n, client, profile, out_dir, suite, reference_dir, console, sets) for n in tables
-        ] + [figure_report(int(n), client, profile, out_dir, suite, console, sets) for n in figures]
+            table_report(n, client, profile, out_dir, runs_of, reference_dir, console, sets) for n in tables
+        ] + [figure_report(int(n), client, profile, out_dir, runs_of, console, sets) for n in figures]
         if claims:
             reports.append(claims_report(client, profile, out_dir, suite, console, sets))
         for done in reports:

@@ -45,6 +45,12 @@ from harness.cli.options import console as make_console
     "--log-checkpoint", is_flag=True, help="Upload each run's final checkpoint as an MLflow artifact."
 )
 @click.option(
+    "--register-model",
+    metavar="NAME",
+    help="Register each finished run's model (the MLflow Model runs:/<run id>/model) as a new version "
+    "of the registered model NAME in the MLflow Model Registry.",
+)
+@click.option(
     "--log-every",
     type=click.IntRange(min=1),
     help="Training steps per logged metrics window (losses, lr). Default: the library's (20).",
@@ -101,6 +107,7 @@ def run(
     skip_preflight: bool,
     force: bool,
     log_checkpoint: bool,
+    register_model: str | None,
     log_every: int | None,
     until_decided: bool,
     max_seeds: int,
@@ -161,6 +168,7 @@ def run(
                 workers=workers,
                 force=force,
                 log_checkpoint=log_checkpoint,
+                register_model=register_model,
                 log_every=log_every,
                 overrides=args.overrides,
                 check=not skip_preflight,

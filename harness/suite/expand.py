@@ -22,6 +22,7 @@ from harness.suite.keys import run_key
 from harness.suite.problems import Problems, suggest
 from harness.suite.schema import DatasetMapping, Profile, Row, RunSpec, Suite, SuiteError, YamlPath
 from shapeprop.config import ExperimentConfig
+from shapeprop.registry import BUILTIN
 
 
 class _Resolving:
@@ -166,7 +167,9 @@ def expand(suite: Suite, profile: str = "full", overrides: Mapping[str, Any] | N
             stand_in_path = ("profiles", profile, "datasets", dataset)
             if stand_in is not None:
                 r.set("data.dataset", stand_in.dataset, stand_in_path)
-                r.set("data.root", None, stand_in_path)  # the real dataset's root does not hold the stand-in
+                # the real dataset's root (or files) does not hold the stand-in
+                for key in ("data.root", "data.files", "data.class_groups"):
+                    r.set(key, None, stand_in_path)
             for dotted, value in prof.overrides.items():
                 r.set(dotted, value, ("profiles", profile, "overrides", dotted), enable_sections=False)
             if stand_in is not None:
@@ -186,6 +189,11 @@ def expand(suite: Suite, profile: str = "full", overrides: Mapping[str, Any] | N
             for dotted, value in finalize.items():  # e.g. widths that depend on the backbone
                 r.set(dotted, value, method_path)
 
+            own = suite.datasets.get(r.get("data.dataset"))
+            if own is not None and r.get("data.files") is None:  # a dataset of the suite's own
+                where = ("datasets", r.get("data.dataset"))
+                r.set("data.files", own.model_dump(mode="json")["files"], where + ("files",))
+                r.set("data.class_groups", own.class_groups, where + ("class_groups",))
             try:
                 config = ExperimentConfig.model_validate(r.cfg)
             except ValidationError as err:
@@ -197,7 +205,11 @@ def expand(suite: Suite, profile: str = "full", overrides: Mapping[str, Any] | N
                         valid = keys_at(ExperimentConfig, loc[:-1])
                         msg = f"unknown config key '{dotted}'{suggest(loc[-1], valid)}"
                     else:
-                        msg = f"{dotted}: {e['msg']} (got {e.get('input')!r})"
+                        # a validator's own message (e.g. an unknown registry name) without pydantic's prefix
+                        text = e["msg"].removeprefix("Value error, ")
+                        msg = f"{dotted}: {text} (got {e.get('input')!r})"
+                    if ypath == method_path and methods.METHODS.source(method_name) != BUILTIN:
+                        msg += f" (set by method '{method_name}' of {methods.METHODS.source(method_name)})"
                     problems.add(ypath, msg, context=f" [profile {profile}, run '{label}']")
                 continue
             key = run_key(suite.name, config)

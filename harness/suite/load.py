@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from harness import methods
+from harness import methods, plugins
 from harness.suite.config_keys import config_key_problem, flatten_base, keys_at
 from harness.suite.expand import expand
 from harness.suite.include import include_profiles
@@ -73,6 +73,9 @@ def parse_suite(text: str, source: str = "<string>") -> Suite:
                 problems.add(loc, f"{e['msg']} (got {e.get('input')!r})")
         problems.raise_if_any()
     suite._source, suite._positions = source, positions
+    _load_plugins(suite, problems)
+    problems.raise_if_any()
+    suite = _with_dataset_paths_resolved(suite, problems)
     _check_references(suite, problems)
     _check_claims(suite, problems)
     problems.raise_if_any()
@@ -85,9 +88,47 @@ def _suite_keys() -> list[str]:
     return list(Suite.model_fields)
 
 
+def _load_plugins(suite: Suite, problems: Problems) -> None:
+    """Import the suite's plugins (module names, or .py files relative to the suite file)."""
+    base = Path(suite.source).parent if suite.source != "<string>" else Path.cwd()
+    for i, name in enumerate(suite.plugins):
+        try:
+            plugins.load(name, relative_to=base)
+        except plugins.PluginError as err:
+            problems.add(("plugins", i), str(err))
+
+
+def _with_dataset_paths_resolved(suite: Suite, problems: Problems) -> Suite:
+    """The suite with its own datasets' paths absolute (relative ones are read from the suite file's
+    folder); a name taken by a registered dataset is a problem."""
+    if not suite.datasets:
+        return suite
+    base = Path(suite.source).parent if suite.source != "<string>" else Path.cwd()
+    registered = dataset_names()
+    resolved = {}
+    for name, entry in suite.datasets.items():
+        if name in registered:
+            problems.add(
+                ("datasets", name), f"dataset '{name}' is registered already; give yours another name"
+            )
+        files = {
+            split: f.model_copy(
+                update={
+                    k: str((base / Path(getattr(f, k)).expanduser()).resolve())
+                    for k in ("annotations", "images")
+                }
+            )
+            for split, f in entry.files.items()
+        }
+        resolved[name] = entry.model_copy(update={"files": files})
+    out = suite.model_copy(update={"datasets": resolved})
+    out._source, out._positions = suite._source, suite._positions
+    return out
+
+
 def _check_references(suite: Suite, problems: Problems) -> None:
     """Method names, dataset names and dotted config keys, before anything is resolved."""
-    known_datasets = dataset_names()
+    known_datasets = dataset_names() + list(suite.datasets)
     known_methods = methods.names()
 
     def check_method(name: Any, path: YamlPath) -> None:

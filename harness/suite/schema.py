@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from shapeprop.config import ExperimentConfig
+from shapeprop.config import ExperimentConfig, SplitFiles
 
 YamlPath = tuple[Any, ...]
 
@@ -37,6 +37,21 @@ class DatasetMapping(_Strict):
         # `synthetic: synthetic` is short for `synthetic: {dataset: synthetic}`. A validator, not a
         # `str | DatasetMapping` union: pydantic would report a misspelt key under both members.
         return {"dataset": value} if isinstance(value, str) else value
+
+
+class DatasetFiles(_Strict):
+    """A COCO-format dataset of one's own, named by its key in the suite's `datasets:` section and
+    used as `data.dataset: <that name>`; its paths are relative to the suite file. Expansion writes
+    them into each run's `data.files` / `data.class_groups`, so a run needs nothing but its config."""
+
+    files: dict[str, SplitFiles] = Field(
+        min_length=1,
+        description="per split name (train, val, ...): annotations (a COCO JSON) and images (a folder)",
+    )
+    class_groups: dict[str, list[str]] | None = Field(
+        None,
+        description="named groups of its classes (e.g. seen / unseen) for masks.classes and eval.categories",
+    )
 
 
 class Profile(_Strict):
@@ -114,6 +129,14 @@ class Suite(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
     reproduces: Literal[REPRODUCES] | None = None  # type: ignore[valid-type]
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="Python modules imported before the suite is read, which register datasets, methods, "
+        "detectors or backbones (harness.plugins); a module path relative to the suite file works too",
+    )
+    datasets: dict[str, DatasetFiles] = Field(
+        default_factory=dict, description="COCO-format datasets of your own, by name"
+    )
     base: dict[str, Any] = Field(default_factory=dict)
     rows: list[Row] = Field(default_factory=list)
     axes: dict[str, list[Any]] = Field(default_factory=dict)

@@ -33,6 +33,22 @@ COCO_VOC_CLASSES = [
 ]  # fmt: skip
 
 
+# COCO 2017's 80 instance categories in the order of their ids (the names its annotation files give),
+# so that the class count is known without the files (a suite is planned before any data is read).
+COCO_2017_CLASSES = [
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
+    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
+    "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush",
+]  # fmt: skip
+
+
 def _segmentation(ann: dict[str, Any]) -> Any:
     """The annotation's segmentation, or None when it carries no usable mask."""
     segm = ann.get("segmentation")
@@ -105,6 +121,17 @@ def parse_coco(
     for image_id, anns in by_image.items():
         records[image_id]["annotations"] = anns
     return list(records.values()), classes
+
+
+def coco_categories(json_path: Path) -> list[str]:
+    """The class names of a COCO instances file (its categories in ascending id order), as
+    `parse_coco` numbers them (category_id = index)."""
+    data = read_json(json_path)
+    if not isinstance(data, dict) or not isinstance(data.get("categories"), list):
+        raise DataError("missing or not a list", json_path, "categories")
+    for i, cat in enumerate(data["categories"]):
+        _require(cat, ("id", "name"), json_path, f"categories[{i}]")
+    return [str(c["name"]) for c in sorted(data["categories"], key=lambda c: c["id"])]
 
 
 def load_coco_json(

@@ -141,9 +141,9 @@ def prepare_training_records(
 
     Returns (records, metadata, split fingerprint).
     """
-    from shapeprop.data import catalog
+    from shapeprop.data import source
 
-    dataset = catalog.load(data_cfg.dataset, data_cfg.root, data_cfg.train_split, **data_cfg.options)
+    dataset = source.load_data(data_cfg, data_cfg.train_split)
     records = apply_data_fraction(dataset.records, data_cfg.data_fraction, data_cfg.split_seed)
     records = apply_mask_supervision(records, dataset.metadata, data_cfg.masks, data_cfg.split_seed)
     return records, dataset.metadata, split_fingerprint(dataset.metadata, data_cfg)

@@ -6,15 +6,14 @@ the key and what is wrong, so one run lists them all.
 
 from __future__ import annotations
 
-import inspect
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from shapeprop.data import catalog
+from shapeprop.config import DataConfig
+from shapeprop.data import source
 from shapeprop.data.masks import annotation_to_rle, rle_area, rle_bbox
 from shapeprop.data.records import DataError
 
@@ -123,21 +122,18 @@ def _check_annotations(record: dict[str, Any], classes: int) -> list[Problem]:
     return problems
 
 
-def verify_dataset(
-    name: str, root: str | Path | None, split: str, decode_images: bool = False, **options: Any
-) -> VerifyReport:
-    """Load `name` at `root` and list every problem: load errors, images, boxes, masks.
+def verify_dataset(data: DataConfig, split: str, decode_images: bool = False) -> VerifyReport:
+    """Load split `split` of the dataset `data` describes and list every problem: load errors,
+    images, boxes, masks.
 
     `decode_images` decodes every image fully (catches truncated files; slower); otherwise only
     the headers are read.
     """
-    report = VerifyReport(name, str(root), split)
-    try:
-        if "check_images" in inspect.signature(catalog.loader(name)).parameters:
-            options = {**options, "check_images": False}  # report missing images one by one below
-        dataset = catalog.load(name, root, split, **options)
+    report = VerifyReport(data.dataset, _where(data), split)
+    try:  # images unchecked: the report lists the missing ones one by one below
+        dataset = source.load_data(data, split, check_images=False)
     except DataError as exc:
-        report.problems.append(Problem(str(exc.path or root), exc.key or "", exc.problem))
+        report.problems.append(Problem(str(exc.path or report.root), exc.key or "", exc.problem))
         return report
     report.images = len(dataset.records)
     report.annotations = sum(len(r["annotations"]) for r in dataset.records)
@@ -147,3 +143,9 @@ def verify_dataset(
     for record in dataset.records:
         report.problems += _check_annotations(record, len(dataset.metadata.classes))
     return report
+
+
+def _where(data: DataConfig) -> str:
+    if data.files:
+        return ", ".join(f"{split}: {f.annotations}" for split, f in data.files.items())
+    return str(data.root)

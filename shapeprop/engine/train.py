@@ -23,6 +23,7 @@ from shapeprop.engine.hooks import (
 from shapeprop.engine.launch import launched_rank
 from shapeprop.engine.module import DetectorModule
 from shapeprop.engine.sampler import StepBatchSampler
+from shapeprop.files import atomic_path
 
 LAST = "last.ckpt"
 
@@ -49,6 +50,17 @@ def load_model_weights(model: nn.Module, path: Path) -> dict[str, Any]:
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
     model.load_state_dict(state)
     return ckpt
+
+
+def write_model_weights(checkpoint: Path, dst: Path) -> Path:
+    """The detector weights of a checkpoint of `train_detector`, without the optimizer and trainer
+    state (about a third of its size), as a file `load_model_weights` reads: the weights a finished
+    run ships in its MLflow Model."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    kept = {k: ckpt[k] for k in ("state_dict", "global_step", "shapeprop_identity") if k in ckpt}
+    with atomic_path(dst) as tmp:
+        torch.save(kept, tmp)
+    return Path(dst)
 
 
 def _check_identity(ckpt: dict[str, Any], identity: dict[str, Any] | None, path: Path) -> None:

@@ -4,8 +4,8 @@ Weights come from a local checkpoint path, or a torchvision weight name (e.g.
 `ResNet50_Weights.IMAGENET1K_V1`, which downloads on first use); None means random init. Nothing is
 downloaded unless a weight name is given. The tiny backbone also takes `synthetic-pretrained`, the
 ImageNet stand-in of `shapeprop.models.pretrain` (trained on first use, then cached), which
-`resolve_weights` turns into its checkpoint path. The FPN width is the backbone recipe's
-(`shapeprop.models.recipes`).
+`resolve_weights` turns into its checkpoint path. The builders here are the bodies of the built-in
+`BACKBONES` entries (`shapeprop.models.recipes`, which also has their FPN widths).
 """
 
 from __future__ import annotations
@@ -21,15 +21,14 @@ from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
 
 from shapeprop.models.pretrain import resolve_weights
-from shapeprop.models.recipes import recipe
+from shapeprop.models.recipes import BACKBONES, TOP_BLOCKS, recipe
 from shapeprop.models.tiny import TinyNet, tiny_body
 
 __all__ = [
     "TinyNet",  # re-exported: the tiny backbone's home is shapeprop.models.tiny
     "build_backbone",
+    "fpn_backbone",
     "load_body_weights",
-    "mask_rcnn_backbone",
-    "retinanet_backbone",
 ]
 Body = tuple[nn.Module, dict[str, str], list[int]]  # body, FPN return_layers, FPN in_channels
 
@@ -73,66 +72,59 @@ def load_body_weights(body: nn.Module, path: str | Path) -> None:
     body.load_state_dict(found, strict=False)
 
 
-def _tiny(weights: str | None, returned_layers: list[int]) -> Body:
+def build_tiny_body(weights: str | None, returned_layers: list[int]) -> Body:
+    """The body of the built-in backbone "tiny" (`recipes.Backbone.body`)."""
     body, return_layers, in_channels = tiny_body(returned_layers)
     if weights:
         load_body_weights(body, weights)
     return body, return_layers, in_channels
 
 
-def _resnet(name: str) -> Callable[[str | None, list[int]], Body]:
-    def build(weights: str | None, returned_layers: list[int]) -> Body:
-        is_path = weights is not None and (
-            Path(weights).suffix in (".pth", ".pt", ".ckpt") or Path(weights).exists()
-        )
-        tv_weights = get_weight(weights) if weights and not is_path else None
-        pretrained = weights is not None
-        # Pretrained: frozen BN and the stem + layer1 frozen (Detectron's recipe); from scratch: train all with BN.
-        body = getattr(resnet, name)(
-            weights=tv_weights, norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d
-        )
-        if is_path:
-            load_body_weights(body, weights)
-        trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][: 3 if pretrained else 5]
-        if not pretrained:
-            trainable.append("bn1")
-        for pname, parameter in body.named_parameters():
-            if all(not pname.startswith(layer) for layer in trainable):
-                parameter.requires_grad_(False)
-        return_layers = {f"layer{k}": str(i) for i, k in enumerate(returned_layers)}
-        in_channels_stage2 = body.inplanes // 8
-        return body, return_layers, [in_channels_stage2 * 2 ** (k - 1) for k in returned_layers]
-
-    return build
-
-
-# the body builder of each backbone name (their detector sizes: shapeprop.models.recipes)
-BODIES: dict[str, Callable[[str | None, list[int]], Body]] = {
-    "tiny": _tiny,
-    **{name: _resnet(name) for name in ("resnet18", "resnet50", "resnet101")},
-}
+def build_resnet_body(name: str, weights: str | None, returned_layers: list[int]) -> Body:
+    """The body of the built-in backbones "resnet18/50/101" (`recipes.Backbone.body`, `name` bound)."""
+    is_path = weights is not None and (
+        Path(weights).suffix in (".pth", ".pt", ".ckpt") or Path(weights).exists()
+    )
+    tv_weights = get_weight(weights) if weights and not is_path else None
+    pretrained = weights is not None
+    # Pretrained: frozen BN and the stem + layer1 frozen (Detectron's recipe); from scratch: train all with BN.
+    body = getattr(resnet, name)(
+        weights=tv_weights, norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d
+    )
+    if is_path:
+        load_body_weights(body, weights)
+    trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][: 3 if pretrained else 5]
+    if not pretrained:
+        trainable.append("bn1")
+    for pname, parameter in body.named_parameters():
+        if all(not pname.startswith(layer) for layer in trainable):
+            parameter.requires_grad_(False)
+    return_layers = {f"layer{k}": str(i) for i, k in enumerate(returned_layers)}
+    in_channels_stage2 = body.inplanes // 8
+    return body, return_layers, [in_channels_stage2 * 2 ** (k - 1) for k in returned_layers]
 
 
 def build_backbone(
     name: str, weights: str | None, returned_layers: list[int], extra_blocks: ExtraFPNBlock | None
 ) -> BackboneWithFPN:
-    """An FPN over stages `returned_layers` (1-based, ResNet numbering: 2 = stride 4 ... 4 = stride 32).
-
-    `extra_blocks` is LastLevelMaxPool for Mask R-CNN or LastLevelP6P7 for RetinaNet.
-    """
-    channels = recipe(name).fpn_channels  # ValueError for an unknown backbone
-    if name not in BODIES:
-        raise ValueError(f"model.backbone: no body builder for backbone {name!r}")
-    body, return_layers, in_channels = BODIES[name](resolve_weights(name, weights), returned_layers)
-    return BackboneWithFPN(body, return_layers, in_channels, channels, extra_blocks=extra_blocks)
+    """An FPN over stages `returned_layers` (1-based, ResNet numbering: 2 = stride 4 ... 4 = stride 32)
+    of the registered backbone `name` (`UnknownName` otherwise)."""
+    entry = BACKBONES.get(name)
+    body, return_layers, in_channels = entry.body(resolve_weights(name, weights), returned_layers)
+    return BackboneWithFPN(
+        body, return_layers, in_channels, entry.recipe.fpn_channels, extra_blocks=extra_blocks
+    )
 
 
-def mask_rcnn_backbone(name: str, weights: str | None) -> BackboneWithFPN:
-    """FPN on strides 4-32 plus a max-pooled stride 64 level (keys '0'..'3', 'pool')."""
-    return build_backbone(name, weights, [1, 2, 3, 4], LastLevelMaxPool())
+# the torchvision block that adds each top block's extra levels, for the FPN width
+EXTRA_BLOCKS: dict[str, Callable[[int], ExtraFPNBlock]] = {
+    "maxpool": lambda channels: LastLevelMaxPool(),
+    "p6p7": lambda channels: LastLevelP6P7(channels, channels),
+}
 
 
-def retinanet_backbone(name: str, weights: str | None) -> BackboneWithFPN:
-    """FPN on strides 8-32 plus P6/P7 (keys '0', '1', '2', 'p6', 'p7'), as in RetinaNet."""
-    channels = recipe(name).fpn_channels
-    return build_backbone(name, weights, [2, 3, 4], LastLevelP6P7(channels, channels))
+def fpn_backbone(name: str, weights: str | None, top_block: str) -> BackboneWithFPN:
+    """The FPN of `top_block` (`recipes.TOP_BLOCKS`: "maxpool" gives keys '0'..'3', 'pool' on strides
+    4-64; "p6p7" keys '0', '1', '2', 'p6', 'p7' on strides 8-128) over the backbone `name`."""
+    extra = EXTRA_BLOCKS[top_block](recipe(name).fpn_channels)
+    return build_backbone(name, weights, list(TOP_BLOCKS[top_block].stages), extra)

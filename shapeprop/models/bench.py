@@ -37,7 +37,9 @@ from shapeprop.config import DataConfig, ModelConfig, ShapePropConfig
 from shapeprop.data import catalog
 from shapeprop.data.loading import DetectionDataset, make_loader
 from shapeprop.models.build import build_detector
+from shapeprop.models.detectors import DETECTORS
 from shapeprop.models.params import param_counts
+from shapeprop.models.recipes import BACKBONES
 from shapeprop.timing import synchronize
 
 PRECISIONS = {"32": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
@@ -334,8 +336,8 @@ def format_counts(counts: dict[str, OpCount], rows: int = 15) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line: print both timings and the ShapeProp / plain ratios (and counts, profiles)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--arch", default="mask_rcnn", choices=["mask_rcnn", "retinamask"])
-    p.add_argument("--backbone", default="tiny", choices=["tiny", "resnet18", "resnet50", "resnet101"])
+    p.add_argument("--arch", default="mask_rcnn", choices=DETECTORS.names())
+    p.add_argument("--backbone", default="tiny", choices=BACKBONES.names())
     p.add_argument("--size", type=int, default=128, help="image short side (synthetic images are square)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--steps", type=int, default=20, help="timed training steps per model (0: no timing)")

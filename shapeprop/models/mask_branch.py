@@ -31,6 +31,7 @@ from shapeprop.config import ShapePropConfig
 from shapeprop.head import ShapePropHead
 from shapeprop.mil import assign_bags_batched
 from shapeprop.models.labels import BACKGROUND, head_classes, label_to_class
+from shapeprop.models.params import MASK_HEAD_CONVS
 from shapeprop.ops.roi_align import MultiScaleRoIAlign
 
 Pool = Callable[[list[torch.Tensor]], torch.Tensor]  # per-image XYXY boxes -> [R, C, S, S]
@@ -196,16 +197,17 @@ class MaskBranch(nn.Module):
         shapeprop: ShapePropConfig | None = None,
         resolution: int = 14,
         shapeprop_rois_per_image: int | None = None,
+        sampling_ratio: int = 2,
     ):
         super().__init__()
         self.num_classes = num_classes
         self.class_agnostic = class_agnostic
         self.resolution = resolution
-        self.roi_pool = MultiScaleRoIAlign(featmap_names, resolution, sampling_ratio=2)
+        self.roi_pool = MultiScaleRoIAlign(featmap_names, resolution, sampling_ratio=sampling_ratio)
         self.shapeprop_rois_per_image = shapeprop_rois_per_image
         self.shapeprop = ShapePropHead(in_channels, num_classes, shapeprop) if shapeprop is not None else None
         extra = shapeprop.prior_channels if shapeprop is not None else 0
-        self.head = MaskRCNNHeads(in_channels + extra, [head_channels] * 4, 1)
+        self.head = MaskRCNNHeads(in_channels + extra, [head_channels] * MASK_HEAD_CONVS, 1)
         self.predictor = MaskRCNNPredictor(head_channels, head_channels, 1 if class_agnostic else num_classes)
 
     def mask_logits(self, head_input: torch.Tensor) -> torch.Tensor:

@@ -15,8 +15,9 @@ from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 
+from shapeprop.models.detectors import MaskRCNNRecipe
 from shapeprop.models.mask_branch import MaskBranch, MasksOnBoxes
-from shapeprop.models.recipes import ANCHOR_ASPECT_RATIOS, BackboneRecipe, mask_rcnn_anchor_sizes
+from shapeprop.models.recipes import ANCHOR_ASPECT_RATIOS, BackboneRecipe, anchor_sizes
 from shapeprop.models.transform import PreResizedTransform
 from shapeprop.ops.roi_align import MultiScaleRoIAlign
 
@@ -94,45 +95,48 @@ def build_mask_rcnn(
     mask_branch: MaskBranch,
     min_size: int,
     max_size: int,
-    recipe: BackboneRecipe,
+    recipe: MaskRCNNRecipe,
+    sizes: BackboneRecipe,
     score_thresh: float = 0.05,
     detections_per_img: int = 100,
 ) -> MaskRCNN:
     """Mask R-CNN over an FPN `backbone` (keys '0'..'3', 'pool'); `num_classes` foreground classes.
 
-    The backbone's `recipe` gives the RPN and box-head sizes (the tiny one's are CPU-sized: fewer
-    proposals and sampled RoIs, a 256-d box head).
+    The detector's `recipe` gives the matching, sampling, NMS and pooling settings; the backbone's
+    `sizes` the RPN and box-head sizes (the tiny one's are CPU-sized: fewer proposals and sampled
+    RoIs, a 256-d box head).
     """
     channels = backbone.out_channels
-    sizes = mask_rcnn_anchor_sizes(min_size)
-    anchors = AnchorGenerator(tuple(tuple(s) for s in sizes), (ANCHOR_ASPECT_RATIOS,) * len(sizes))
-    pre_nms, post_nms = recipe.rpn_pre_nms_top_n, recipe.rpn_post_nms_top_n
-    rpn_batch, box_batch = recipe.rpn_batch_size_per_image, recipe.box_batch_size_per_image
-    rep = recipe.box_head_channels
+    anchor_list = anchor_sizes(min_size, recipe.top_block, recipe.anchor_scales_per_octave)
+    anchors = AnchorGenerator(
+        tuple(tuple(s) for s in anchor_list), (ANCHOR_ASPECT_RATIOS,) * len(anchor_list)
+    )
+    pre_nms, post_nms = sizes.rpn_pre_nms_top_n, sizes.rpn_post_nms_top_n
+    rep, res = sizes.box_head_channels, recipe.box_pooler_resolution
     rpn = RegionProposalNetwork(
         anchors,
         RPNHead(channels, anchors.num_anchors_per_location()[0]),
-        fg_iou_thresh=0.7,
-        bg_iou_thresh=0.3,
-        batch_size_per_image=rpn_batch,
-        positive_fraction=0.5,
+        fg_iou_thresh=recipe.rpn_fg_iou_thresh,
+        bg_iou_thresh=recipe.rpn_bg_iou_thresh,
+        batch_size_per_image=sizes.rpn_batch_size_per_image,
+        positive_fraction=recipe.rpn_positive_fraction,
         pre_nms_top_n={"training": pre_nms[0], "testing": pre_nms[1]},
         post_nms_top_n={"training": post_nms[0], "testing": post_nms[1]},
-        nms_thresh=0.7,
+        nms_thresh=recipe.rpn_nms_thresh,
     )
-    box_pool = MultiScaleRoIAlign(["0", "1", "2", "3"], 7, sampling_ratio=2)
+    box_pool = MultiScaleRoIAlign(recipe.roi_featmaps(), res, sampling_ratio=recipe.pooler_sampling_ratio)
     roi_heads = SemiRoIHeads(
         mask_branch,
         box_roi_pool=box_pool,
-        box_head=TwoMLPHead(channels * 7 * 7, rep),
+        box_head=TwoMLPHead(channels * res * res, rep),
         box_predictor=FastRCNNPredictor(rep, num_classes + 1),
-        fg_iou_thresh=0.5,
-        bg_iou_thresh=0.5,
-        batch_size_per_image=box_batch,
-        positive_fraction=0.25,
+        fg_iou_thresh=recipe.box_fg_iou_thresh,
+        bg_iou_thresh=recipe.box_bg_iou_thresh,
+        batch_size_per_image=sizes.box_batch_size_per_image,
+        positive_fraction=recipe.box_positive_fraction,
         bbox_reg_weights=None,
         score_thresh=score_thresh,
-        nms_thresh=0.5,
+        nms_thresh=recipe.box_nms_thresh,
         detections_per_img=detections_per_img,
     )
     return MaskRCNN(backbone, rpn, roi_heads, PreResizedTransform(min_size, max_size))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from shapeprop.models.recipes import default_mask_head_channels, recipe
+from shapeprop.models.recipes import recipe
 
 if TYPE_CHECKING:
     from shapeprop.config import ModelConfig, ShapePropConfig
@@ -109,7 +109,7 @@ def widened_mask_head_channels(model_cfg: ModelConfig, num_classes: int) -> int:
     if model_cfg.shapeprop is None:
         raise ValueError("widened_mask_head_channels needs a config with model.shapeprop set")
     in_channels = recipe(model_cfg.backbone).fpn_channels
-    width = default_mask_head_channels(model_cfg.model_copy(update={"mask_head_channels": None}))
+    width = model_cfg.model_copy(update={"mask_head_channels": None}).mask_head_width()
     counts = mask_branch_params(
         in_channels, num_classes, width, model_cfg.class_agnostic_masks, model_cfg.shapeprop
     )

@@ -1,27 +1,42 @@
-"""Per-backbone detector recipes: every size that depends on the backbone, written once.
+"""Backbones: the `BACKBONES` registry, and per backbone the sizes of a detector on it, written once.
 
 The tiny backbone (`shapeprop.models.tiny`) runs the CPU miniatures, so its detectors use fewer
 proposals and sampled RoIs and narrower heads; the ResNets use the Detectron / torchvision sizes.
-`recipe(name)` (with `model.sizes` applied: `recipe_of(model_cfg)`) is read by every builder: the backbones (FPN width), torchvision's Mask R-CNN and
-RetinaMask (RPN, box head, RetinaNet candidates), the mask branch (mask head width), the closed-form
-parameter counts (`shapeprop.models.params`) and the detectron2 config (`shapeprop.models.d2.config`).
+`recipe(name)` (with `model.sizes` applied: `ModelConfig.backbone_recipe()`) is read by every
+builder: the backbones (FPN width), the detectors of both frameworks (RPN, box head, RetinaNet candidates), the
+mask branch (mask head width) and the closed-form parameter counts (`shapeprop.models.params`).
+What a detector does with them (thresholds, fractions, poolers) is its own recipe
+(`shapeprop.models.detectors`).
 
-The anchors do not depend on the backbone but on the input scale; they are here too, so that both
-frameworks take them from one place. This module imports no torch.
+The FPN levels of each top block and the anchors do not depend on the backbone; they are here too,
+so that both frameworks take them from one place. This module imports no torch: a backbone's body
+builder is imported when it is called (`Lazy`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+import functools
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-if TYPE_CHECKING:
-    from shapeprop.config import ModelConfig
-
+from shapeprop.registry import Registry
 
 # The `model.weights` name of the tiny backbone's pretrained stand-in (shapeprop.models.pretrain),
 # here so that torch-free code (preflight) can recognise it.
 SYNTHETIC_PRETRAINED = "synthetic-pretrained"
+
+
+@dataclass(frozen=True)
+class Lazy:
+    """`module:attribute`, imported when first called, so that registering it imports no torch."""
+
+    target: str
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -40,19 +55,34 @@ class BackboneRecipe:
     synthetic_pretraining: bool = False  # SYNTHETIC_PRETRAINED weights exist (models.pretrain)
 
 
-_RESNET = dict(
-    fpn_channels=256,
-    mask_head_channels=256,
-    rpn_pre_nms_top_n=(2000, 1000),
-    rpn_post_nms_top_n=(2000, 1000),
-    rpn_batch_size_per_image=256,
-    box_batch_size_per_image=512,
-    box_head_channels=1024,
-    retinanet_topk_candidates=1000,
-)
+# (weights, ResNet stages) -> (body, FPN return_layers, in_channels): see `Backbone`
+Body = Callable[[str | None, list[int]], Any]
 
-RECIPES: dict[str, BackboneRecipe] = {
-    "tiny": BackboneRecipe(
+
+@dataclass(frozen=True)
+class Backbone:
+    """A `BACKBONES` entry. Both frameworks build the same torchvision FPN over `body`
+    (`shapeprop.models.backbones.fpn_backbone`; detectron2 wraps it), sized by `recipe`.
+
+    `body(weights, stages)` builds the network: `weights` a checkpoint path, a torchvision weight
+    name or None; `stages` the 1-based ResNet stages the FPN reads (1 = stride 4 ... 4 = stride 32).
+    It returns the body, its FPN `return_layers` ({module name: "0", ...}) and their channels.
+    """
+
+    recipe: BackboneRecipe
+    body: Body
+
+
+BACKBONES: Registry[Backbone] = Registry("backbone")
+
+
+def register_backbone(recipe: BackboneRecipe, body: Body, *, source: str = "shapeprop") -> Backbone:
+    """Register `body` with its sizes as the backbone `recipe.name` (`model.backbone`)."""
+    return BACKBONES.register(recipe.name, Backbone(recipe, body), source=source)
+
+
+register_backbone(
+    BackboneRecipe(
         name="tiny",
         fpn_channels=64,
         mask_head_channels=64,
@@ -64,35 +94,47 @@ RECIPES: dict[str, BackboneRecipe] = {
         retinanet_topk_candidates=300,
         synthetic_pretraining=True,
     ),
-    **{name: BackboneRecipe(name=name, **_RESNET) for name in ("resnet18", "resnet50", "resnet101")},
-}
+    Lazy("shapeprop.models.backbones:build_tiny_body"),
+)
+for _name in ("resnet18", "resnet50", "resnet101"):
+    register_backbone(
+        BackboneRecipe(
+            name=_name,
+            fpn_channels=256,
+            mask_head_channels=256,
+            rpn_pre_nms_top_n=(2000, 1000),
+            rpn_post_nms_top_n=(2000, 1000),
+            rpn_batch_size_per_image=256,
+            box_batch_size_per_image=512,
+            box_head_channels=1024,
+            retinanet_topk_candidates=1000,
+        ),
+        functools.partial(Lazy("shapeprop.models.backbones:build_resnet_body"), _name),
+    )
 
 
 def recipe(backbone: str) -> BackboneRecipe:
-    """The recipe of `backbone` (`model.backbone`); ValueError for an unknown name."""
-    if backbone not in RECIPES:
-        raise ValueError(f"model.backbone: unknown backbone {backbone!r}")
-    return RECIPES[backbone]
+    """The recipe of `backbone` (`model.backbone`); `UnknownName` (a ValueError) for an unknown name."""
+    return BACKBONES.get(backbone).recipe
 
 
-def recipe_of(model_cfg: ModelConfig) -> BackboneRecipe:
-    """The recipe of the model's backbone with the sizes `model.sizes` sets in place of its own."""
-    base = recipe(model_cfg.backbone)
-    if model_cfg.sizes is None:
-        return base
-    return replace(base, **model_cfg.sizes.model_dump(exclude_none=True))
+@dataclass(frozen=True)
+class TopBlock:
+    """An FPN's levels: `stages` (1-based ResNet stages) it reads, `levels` it outputs as (detectron2
+    name, stride), finest first. torchvision names the outputs "0", "1", ... then the extra levels."""
+
+    stages: tuple[int, ...]
+    levels: tuple[tuple[str, int], ...]
 
 
-def default_mask_head_channels(model_cfg: ModelConfig) -> int:
-    """The mask head width: `model.mask_head_channels`, else the backbone recipe's."""
-    if model_cfg.mask_head_channels is not None:
-        return model_cfg.mask_head_channels
-    return recipe_of(model_cfg).mask_head_channels
+# maxpool: P2-P5 and a max-pooled P6 (Mask R-CNN); p6p7: P3-P5 and convolved P6, P7 (RetinaNet)
+TOP_BLOCKS = {
+    "maxpool": TopBlock((1, 2, 3, 4), (("p2", 4), ("p3", 8), ("p4", 16), ("p5", 32), ("p6", 64))),
+    "p6p7": TopBlock((2, 3, 4), (("p3", 8), ("p4", 16), ("p5", 32), ("p6", 64), ("p7", 128))),
+}
 
-
-# Anchors (both frameworks): five FPN levels, three aspect ratios.
+# Anchors (both frameworks): one per FPN level, three aspect ratios.
 ANCHOR_ASPECT_RATIOS = (0.5, 1.0, 2.0)
-ANCHOR_LEVELS = 5
 
 
 def anchor_base_size(min_size: int, first_stride: int) -> int:
@@ -103,16 +145,10 @@ def anchor_base_size(min_size: int, first_stride: int) -> int:
     return max(int(round(32 * min(1.0, max(0.25, min_size / 800)))), 2 * first_stride)
 
 
-def mask_rcnn_anchor_sizes(min_size: int) -> list[list[int]]:
-    """One anchor size per level (P2-P6, the first at stride 4), doubling from `anchor_base_size`."""
-    base = anchor_base_size(min_size, 4)
-    return [[base * 2**i] for i in range(ANCHOR_LEVELS)]
-
-
-def retinanet_anchor_sizes(min_size: int) -> list[list[int]]:
-    """Three sizes per level (P3-P7, the first at stride 8), 2^0, 2^(1/3), 2^(2/3) octave steps, as
-    RetinaNet."""
-    base = anchor_base_size(min_size, 8)
-    return [
-        [x, int(x * 2 ** (1 / 3)), int(x * 2 ** (2 / 3))] for x in (base * 2**i for i in range(ANCHOR_LEVELS))
-    ]
+def anchor_sizes(min_size: int, top_block: str, scales_per_octave: int) -> list[list[int]]:
+    """Anchor sizes per level of `top_block`'s FPN: from `anchor_base_size`, doubling per level, and
+    `scales_per_octave` sizes a level (2^(i/n) steps: Mask R-CNN 1, RetinaNet 3)."""
+    levels = TOP_BLOCKS[top_block].levels
+    base = anchor_base_size(min_size, levels[0][1])
+    n = scales_per_octave
+    return [[int(x * 2 ** (i / n)) for i in range(n)] for x in (base * 2**k for k in range(len(levels)))]

@@ -17,9 +17,10 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.retinanet import RetinaNet
 from torchvision.ops import box_iou
 
+from shapeprop.models.detectors import RetinaMaskRecipe
 from shapeprop.models.labels import BACKGROUND
 from shapeprop.models.mask_branch import MaskBranch, MasksOnBoxes
-from shapeprop.models.recipes import ANCHOR_ASPECT_RATIOS, BackboneRecipe, retinanet_anchor_sizes
+from shapeprop.models.recipes import ANCHOR_ASPECT_RATIOS, BackboneRecipe, anchor_sizes
 from shapeprop.models.transform import PreResizedTransform
 
 
@@ -34,26 +35,30 @@ class RetinaMask(MasksOnBoxes, RetinaNet):
         mask_branch: MaskBranch,
         min_size: int,
         max_size: int,
-        recipe: BackboneRecipe,
+        recipe: RetinaMaskRecipe,
+        sizes: BackboneRecipe,
         score_thresh: float = 0.05,
         detections_per_img: int = 100,
-        mask_train_rois: int = 64,
-        mask_fg_iou: float = 0.5,
     ):
-        sizes = tuple(tuple(s) for s in retinanet_anchor_sizes(min_size))
-        anchors = AnchorGenerator(sizes, (ANCHOR_ASPECT_RATIOS,) * len(sizes))
+        anchor_list = anchor_sizes(min_size, recipe.top_block, recipe.anchor_scales_per_octave)
+        anchors = AnchorGenerator(
+            tuple(tuple(s) for s in anchor_list), (ANCHOR_ASPECT_RATIOS,) * len(anchor_list)
+        )
         super().__init__(
             backbone,
             num_classes + 1,
             anchor_generator=anchors,
             score_thresh=score_thresh,
+            nms_thresh=recipe.nms_thresh,
             detections_per_img=detections_per_img,
-            topk_candidates=recipe.retinanet_topk_candidates,
+            fg_iou_thresh=recipe.fg_iou_thresh,
+            bg_iou_thresh=recipe.bg_iou_thresh,
+            topk_candidates=sizes.retinanet_topk_candidates,
         )
         self.transform = PreResizedTransform(min_size, max_size)
         self.mask_branch = mask_branch
-        self.mask_train_rois = mask_train_rois
-        self.mask_fg_iou = mask_fg_iou
+        self.mask_train_rois = recipe.mask_train_rois
+        self.mask_fg_iou = recipe.mask_fg_iou
 
     def _detect(
         self, head_outputs, anchors, features, image_sizes, limit: int, score_thresh: float
@@ -136,11 +141,20 @@ def build_retinamask(
     mask_branch: MaskBranch,
     min_size: int,
     max_size: int,
-    recipe: BackboneRecipe,
+    recipe: RetinaMaskRecipe,
+    sizes: BackboneRecipe,
     score_thresh: float = 0.05,
     detections_per_img: int = 100,
 ) -> RetinaMask:
     """RetinaMask over an FPN `backbone` with P3-P7 (keys '0', '1', '2', 'p6', 'p7')."""
     return RetinaMask(
-        backbone, num_classes, mask_branch, min_size, max_size, recipe, score_thresh, detections_per_img
+        backbone,
+        num_classes,
+        mask_branch,
+        min_size,
+        max_size,
+        recipe,
+        sizes,
+        score_thresh,
+        detections_per_img,
     )

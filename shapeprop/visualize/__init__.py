@@ -3,7 +3,7 @@
 `predict_views` runs a detector on a few records (the evaluation's per-image loop,
 `shapeprop.eval.inference.model_inputs`) and keeps, per image, the picture, its ground truth and the
 detections (box, class, score, pasted mask probabilities and, with ShapeProp, the instance
-saliency and shape activation RoI maps). Two renderers turn these into PNG figures with
+saliency and shape activation RoI maps). Renderers turn these into PNG figures with
 matplotlib (no pyplot global state):
 
 - `render_detections`: one image, one row per detection: the crop with the detected box, the
@@ -11,6 +11,7 @@ matplotlib (no pyplot global state):
   colour bar), the predicted mask and the matched ground-truth mask.
 - `render_comparison`: one row per image: the ground truth, then the predicted masks of each
   model (e.g. Mask R-CNN vs Mask R-CNN + ShapeProp, as in Fig. 7).
+- `render_overlay`: one whole image with the detections over it (`shapeprop-bench predict`).
 
 Crops are square windows around the box, resampled bilinearly (RoIAlign) to the panel size, so
 small objects are readable; pixels outside the image show as light grey. Every figure has a
@@ -18,7 +19,7 @@ fixed pixel layout (`GridLayout`), so a panel's position in the PNG is known.
 
 Modules: `views` (what is drawn), `predict` (running the detector), `geometry` (crops, resampling,
 GT matching), `layout` (pixel layouts, PNG output), `panels` (drawing on one panel, colours),
-`detections` and `comparison` (the two renderers).
+`detections`, `comparison` and `overlay` (the renderers).
 """
 
 from shapeprop.visualize.comparison import render_comparison
@@ -41,6 +42,7 @@ from shapeprop.visualize.layout import (
     detection_layout,
     save_png,
 )
+from shapeprop.visualize.overlay import overlay_layout, render_overlay
 from shapeprop.visualize.panels import GT_COLOUR, HEAT_CMAP, INSTANCE_COLOURS, OUTSIDE_GREY, PRED_COLOUR
 from shapeprop.visualize.predict import predict_views
 from shapeprop.visualize.views import (
@@ -72,10 +74,12 @@ __all__ = [
     "image_window",
     "mask_iou",
     "match_ground_truth",
+    "overlay_layout",
     "paste_roi_map",
     "predict_views",
     "render_comparison",
     "render_detections",
+    "render_overlay",
     "resample",
     "resample_mask",
     "save_png",

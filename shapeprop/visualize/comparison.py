@@ -7,10 +7,10 @@ from collections.abc import Sequence
 
 from matplotlib.figure import Figure
 
-from shapeprop.visualize.geometry import image_window, resample_mask, window_box
+from shapeprop.visualize.geometry import image_window, resample_mask
 from shapeprop.visualize.layout import comparison_layout
-from shapeprop.visualize.panels import draw_box, instance_colours, panel_image, show_masks
-from shapeprop.visualize.views import MASK_THRESHOLD, ImageView
+from shapeprop.visualize.panels import draw_detections, instance_colours, panel_image, show_masks
+from shapeprop.visualize.views import ImageView
 
 
 def render_comparison(
@@ -47,22 +47,7 @@ def render_comparison(
         ax.set_title(f"ground truth ({len(gt_masks)} mask{'s' if len(gt_masks) != 1 else ''})", fontsize=9)
         for m, (model_views, name) in enumerate(zip(views, names, strict=True)):
             dets = model_views[r].shown(min_score, max_detections)
-            masks = [resample_mask(d.mask, window, panel, MASK_THRESHOLD) for d in dets]
-            colours = instance_colours(len(dets))
             ax = layout.axes(fig, layout.panel_box(r, 1 + m))
-            show_masks(ax, base, masks, colours, panel)
-            for det, colour in zip(dets, colours, strict=True):
-                box = window_box(det.box, window, panel)
-                draw_box(ax, box, colour, "-", 1.0)
-                ax.text(
-                    float(box[0]) + 2,
-                    float(box[1]) + 2,
-                    f"{det.label} {det.score:.2f}",
-                    fontsize=7,
-                    color="white",
-                    va="top",
-                    clip_on=True,
-                    bbox={"facecolor": colour, "alpha": 0.8, "pad": 1, "linewidth": 0},
-                )
+            draw_detections(ax, base, dets, window, panel)
             ax.set_title(f"{name} ({len(dets)} det. >= {min_score:g})", fontsize=9)
     return fig

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.patches import Rectangle
 
-from shapeprop.visualize.geometry import resample
+from shapeprop.visualize.geometry import resample, resample_mask, window_box
+from shapeprop.visualize.views import MASK_THRESHOLD, Detection
 
 HEAT_CMAP = "inferno"
 OUTSIDE_GREY = 0.85  # pixels of a crop that lie outside the image
@@ -86,3 +87,26 @@ def empty(ax, size: int, text: str) -> None:
     """A blank panel that says why it is blank."""
     show(ax, np.full((size, size, 3), 0.95, np.float32), size)
     ax.text(size / 2, size / 2, text, ha="center", va="center", fontsize=9, color="0.35")
+
+
+def draw_detections(
+    ax, base: np.ndarray, detections: Sequence[Detection], window: Sequence[float], size: int
+) -> None:
+    """`base` (the panel of `window`) with each detection's mask (p > `MASK_THRESHOLD`) blended in
+    and outlined, its box, and its class and score, one colour per detection."""
+    masks = [resample_mask(d.mask, window, size, MASK_THRESHOLD) for d in detections]
+    colours = instance_colours(len(detections))
+    show_masks(ax, base, masks, colours, size)
+    for det, colour in zip(detections, colours, strict=True):
+        box = window_box(det.box, window, size)
+        draw_box(ax, box, colour, "-", 1.0)
+        ax.text(
+            float(box[0]) + 2,
+            float(box[1]) + 2,
+            f"{det.label} {det.score:.2f}",
+            fontsize=7,
+            color="white",
+            va="top",
+            clip_on=True,
+            bbox={"facecolor": colour, "alpha": 0.8, "pad": 1, "linewidth": 0},
+        )

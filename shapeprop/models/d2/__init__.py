@@ -7,7 +7,7 @@ Importing this package registers, in detectron2's registries:
   mask head; mask loss only on instances with `gt_has_mask`.
 - `META_ARCH_REGISTRY["RetinaMask"]`: RetinaNet plus the same mask branch on its detections.
 - `BACKBONE_REGISTRY["build_torchvision_fpn_backbone"]`: the torchvision FPN backbones of
-  `shapeprop.models.backbones` (tiny, ResNet-18/50/101), as used by the torchvision path.
+  `shapeprop.models.backbones` (any registered backbone), as used by the torchvision path.
 
 Use in your own detectron2 project::
 

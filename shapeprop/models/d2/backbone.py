@@ -6,23 +6,14 @@ With it a detectron2 model has exactly the backbone of the torchvision path (sam
 
 from __future__ import annotations
 
-import typing
-
 import torch
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 
-from shapeprop.config import ModelConfig
-from shapeprop.models.backbones import mask_rcnn_backbone, retinanet_backbone
-
-NAMES = typing.get_args(ModelConfig.model_fields["backbone"].annotation)
-
-# detectron2 names of the torchvision FPN outputs, per top block: (name, stride)
-LEVELS = {
-    "maxpool": [("p2", 4), ("p3", 8), ("p4", 16), ("p5", 32), ("p6", 64)],
-    "p6p7": [("p3", 8), ("p4", 16), ("p5", 32), ("p6", 64), ("p7", 128)],
-}
+from shapeprop.models.backbones import fpn_backbone
+from shapeprop.models.recipes import BACKBONES, TOP_BLOCKS
+from shapeprop.registry import UnknownName
 
 
 class TorchvisionFPN(Backbone):
@@ -50,17 +41,21 @@ class TorchvisionFPN(Backbone):
 
 @BACKBONE_REGISTRY.register()
 def build_torchvision_fpn_backbone(cfg, input_shape: ShapeSpec) -> TorchvisionFPN:
-    """`MODEL.BACKBONE.NAME: build_torchvision_fpn_backbone`, configured by `MODEL.TORCHVISION_FPN`."""
+    """`MODEL.BACKBONE.NAME: build_torchvision_fpn_backbone`, configured by `MODEL.TORCHVISION_FPN`:
+    `NAME` a registered backbone (`shapeprop.models.recipes.BACKBONES`), `TOP_BLOCK` a key of
+    `shapeprop.models.recipes.TOP_BLOCKS`."""
     node = cfg.MODEL.TORCHVISION_FPN
     if input_shape.channels != 3:
         raise ValueError(
             f"build_torchvision_fpn_backbone: needs 3 input channels, got {input_shape.channels}"
         )
-    if node.NAME not in NAMES:
-        raise ValueError(f"MODEL.TORCHVISION_FPN.NAME: {node.NAME!r} is not one of {', '.join(NAMES)}")
-    if node.TOP_BLOCK not in LEVELS:
+    try:
+        BACKBONES.get(node.NAME)
+    except UnknownName as err:
+        raise ValueError(f"MODEL.TORCHVISION_FPN.NAME: {err}") from None
+    if node.TOP_BLOCK not in TOP_BLOCKS:
         raise ValueError(
-            f"MODEL.TORCHVISION_FPN.TOP_BLOCK: {node.TOP_BLOCK!r} is not one of {', '.join(LEVELS)}"
+            f"MODEL.TORCHVISION_FPN.TOP_BLOCK: {node.TOP_BLOCK!r} is not one of {', '.join(TOP_BLOCKS)}"
         )
-    build = mask_rcnn_backbone if node.TOP_BLOCK == "maxpool" else retinanet_backbone
-    return TorchvisionFPN(build(node.NAME, node.WEIGHTS or None), LEVELS[node.TOP_BLOCK])
+    fpn = fpn_backbone(node.NAME, node.WEIGHTS or None, node.TOP_BLOCK)
+    return TorchvisionFPN(fpn, list(TOP_BLOCKS[node.TOP_BLOCK].levels))

@@ -7,7 +7,8 @@
   `LATENT_CHANNELS`, `MIL_LOSS`, ...). `PRESET` is "official"; every other field key is None, which
   takes the preset's value (so `PRESET: light` alone gives the light head); they are validated by
   that pydantic model when a model is built.
-- `MODEL.RETINAMASK`: `MASK_IN_FEATURES`, `MASK_TRAIN_ROIS`, `MASK_FG_IOU` of the RetinaMask mask branch.
+- `MODEL.RETINAMASK`: `MASK_IN_FEATURES`, `MASK_TRAIN_ROIS`, `MASK_FG_IOU` of the RetinaMask mask
+  branch (defaults: the `retinamask` recipe of `shapeprop.models.detectors`).
 - `MODEL.TORCHVISION_FPN`: `NAME`, `WEIGHTS`, `TOP_BLOCK` of the torchvision FPN backbone wrapper.
 - `DATASETS.SHAPEPROP_MASK_CLASSES`: the classes that keep their masks in training (`train_net`).
 """
@@ -21,12 +22,13 @@ from detectron2.config import get_cfg as _d2_get_cfg
 from pydantic import ValidationError
 
 from shapeprop.config import ModelConfig, ShapePropConfig
+from shapeprop.models.detectors import DETECTORS, RETINAMASK, MaskRCNNRecipe, RetinaMaskRecipe
+from shapeprop.models.params import MASK_HEAD_CONVS
 from shapeprop.models.recipes import (
     ANCHOR_ASPECT_RATIOS,
-    default_mask_head_channels,
-    mask_rcnn_anchor_sizes,
-    recipe_of,
-    retinanet_anchor_sizes,
+    TOP_BLOCKS,
+    BackboneRecipe,
+    anchor_sizes,
 )
 from shapeprop.models.transform import IMAGE_MEAN, IMAGE_STD
 
@@ -49,12 +51,12 @@ def add_shapeprop_config(cfg: CfgNode) -> CfgNode:
     cfg.DATASETS.SHAPEPROP_MASK_CLASSES = ""
 
     cfg.MODEL.RETINAMASK = CfgNode()
-    cfg.MODEL.RETINAMASK.MASK_IN_FEATURES = ["p3", "p4", "p5"]
-    cfg.MODEL.RETINAMASK.MASK_TRAIN_ROIS = 64  # top detections per image the mask branch trains on
-    cfg.MODEL.RETINAMASK.MASK_FG_IOU = 0.5  # IoU with a GT box that makes such a RoI positive
+    cfg.MODEL.RETINAMASK.MASK_IN_FEATURES = RETINAMASK.roi_in_features()
+    cfg.MODEL.RETINAMASK.MASK_TRAIN_ROIS = RETINAMASK.mask_train_rois
+    cfg.MODEL.RETINAMASK.MASK_FG_IOU = RETINAMASK.mask_fg_iou
 
     cfg.MODEL.TORCHVISION_FPN = CfgNode()
-    cfg.MODEL.TORCHVISION_FPN.NAME = "resnet50"  # tiny | resnet18 | resnet50 | resnet101
+    cfg.MODEL.TORCHVISION_FPN.NAME = "resnet50"  # a registered backbone (shapeprop.models.recipes.BACKBONES)
     cfg.MODEL.TORCHVISION_FPN.WEIGHTS = ""  # local checkpoint or torchvision weight name; "" = random
     cfg.MODEL.TORCHVISION_FPN.TOP_BLOCK = "maxpool"  # maxpool: p2-p6 (Mask R-CNN); p6p7: p3-p7 (RetinaNet)
     return cfg
@@ -124,8 +126,9 @@ def config_from_model_config(
     """The detectron2 config of the experiment's detector, mirroring the torchvision path's settings.
 
     Same backbone (the torchvision FPN, with `model.weights`), anchors, sampling sizes, head widths
-    and test thresholds as `shapeprop.models.build.build_detector`: the sizes come from the same
-    backbone recipe (`shapeprop.models.recipes`); images arrive resized and in RGB.
+    and test thresholds as `shapeprop.models.build.build_detector`: the values come from the same
+    detector recipe (`shapeprop.models.detectors`, whose `detectron2` function sets the keys of the
+    architecture) and backbone recipe (`shapeprop.models.recipes`); images arrive resized and in RGB.
     """
     if model_cfg.mask_transfer:
         raise ValueError(
@@ -135,7 +138,8 @@ def config_from_model_config(
         raise ValueError(
             "model.pseudo_masks 'progressive' is only available with model.framework 'torchvision'"
         )
-    sizes = recipe_of(model_cfg)
+    detector = DETECTORS.get(model_cfg.arch)
+    recipe = detector.recipe
     cfg = get_cfg()
     cfg.MODEL.DEVICE = "cpu"  # the engine moves the model
     cfg.MODEL.WEIGHTS = ""
@@ -143,6 +147,7 @@ def config_from_model_config(
     cfg.MODEL.BACKBONE.NAME = TORCHVISION_BACKBONE
     cfg.MODEL.TORCHVISION_FPN.NAME = model_cfg.backbone
     cfg.MODEL.TORCHVISION_FPN.WEIGHTS = model_cfg.weights or ""
+    cfg.MODEL.TORCHVISION_FPN.TOP_BLOCK = recipe.top_block
     cfg.INPUT.FORMAT = "RGB"
     cfg.MODEL.PIXEL_MEAN = list(RGB_PIXEL_MEAN)
     cfg.MODEL.PIXEL_STD = list(RGB_PIXEL_STD)
@@ -150,60 +155,79 @@ def config_from_model_config(
     cfg.INPUT.MIN_SIZE_TEST = min_size
     cfg.INPUT.MAX_SIZE_TRAIN = cfg.INPUT.MAX_SIZE_TEST = max_size
     cfg.TEST.DETECTIONS_PER_IMAGE = detections_per_img
+    cfg.MODEL.ANCHOR_GENERATOR.SIZES = anchor_sizes(
+        min_size, recipe.top_block, recipe.anchor_scales_per_octave
+    )
     cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = [list(ANCHOR_ASPECT_RATIOS)]
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_classes  # also read by the mask head of RetinaMask
 
     mask = cfg.MODEL.ROI_MASK_HEAD
     mask.NAME = "MaskRCNNConvUpsampleHead"
-    mask.NUM_CONV = 4
-    mask.CONV_DIM = default_mask_head_channels(model_cfg)
-    mask.POOLER_RESOLUTION = 14
-    mask.POOLER_SAMPLING_RATIO = 2
+    mask.NUM_CONV = MASK_HEAD_CONVS
+    mask.CONV_DIM = model_cfg.mask_head_width()
+    mask.POOLER_RESOLUTION = recipe.mask_pooler_resolution
+    mask.POOLER_SAMPLING_RATIO = recipe.pooler_sampling_ratio
     mask.POOLER_TYPE = "ROIAlign"  # torchvision's MultiScaleRoIAlign: aligned=False
     mask.CLS_AGNOSTIC_MASK = model_cfg.class_agnostic_masks
     _set_shapeprop(cfg, model_cfg.shapeprop)
     cfg.MODEL.SHAPEPROP.ROIS_PER_IMAGE = model_cfg.shapeprop_rois_per_image or 0
 
-    if model_cfg.arch == "mask_rcnn":
-        cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
-        cfg.MODEL.TORCHVISION_FPN.TOP_BLOCK = "maxpool"
-        cfg.MODEL.ANCHOR_GENERATOR.SIZES = mask_rcnn_anchor_sizes(min_size)
-        rpn = cfg.MODEL.RPN
-        rpn.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
-        rpn.IOU_THRESHOLDS = [0.3, 0.7]
-        rpn.BATCH_SIZE_PER_IMAGE = sizes.rpn_batch_size_per_image
-        rpn.POSITIVE_FRACTION = 0.5
-        rpn.PRE_NMS_TOPK_TRAIN, rpn.PRE_NMS_TOPK_TEST = sizes.rpn_pre_nms_top_n
-        rpn.POST_NMS_TOPK_TRAIN, rpn.POST_NMS_TOPK_TEST = sizes.rpn_post_nms_top_n
-        rpn.NMS_THRESH = 0.7
-        heads = cfg.MODEL.ROI_HEADS
-        heads.NAME = "ShapePropROIHeads"
-        heads.IN_FEATURES = ["p2", "p3", "p4", "p5"]
-        heads.IOU_THRESHOLDS = [0.5]
-        heads.BATCH_SIZE_PER_IMAGE = sizes.box_batch_size_per_image
-        heads.POSITIVE_FRACTION = 0.25
-        heads.SCORE_THRESH_TEST = score_thresh
-        heads.NMS_THRESH_TEST = 0.5
-        box = cfg.MODEL.ROI_BOX_HEAD
-        box.NAME = "FastRCNNConvFCHead"
-        box.NUM_CONV = 0
-        box.NUM_FC = 2
-        box.FC_DIM = sizes.box_head_channels
-        box.POOLER_RESOLUTION = 7
-        box.POOLER_SAMPLING_RATIO = 2
-        box.POOLER_TYPE = "ROIAlign"
-    elif model_cfg.arch == "retinamask":
-        cfg.MODEL.META_ARCHITECTURE = "RetinaMask"
-        cfg.MODEL.TORCHVISION_FPN.TOP_BLOCK = "p6p7"
-        cfg.MODEL.ANCHOR_GENERATOR.SIZES = retinanet_anchor_sizes(min_size)
-        retina = cfg.MODEL.RETINANET
-        retina.NUM_CLASSES = num_classes
-        retina.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
-        retina.SCORE_THRESH_TEST = score_thresh
-        retina.TOPK_CANDIDATES_TEST = sizes.retinanet_topk_candidates
-        retina.NMS_THRESH_TEST = 0.5
-        cfg.MODEL.RETINAMASK.MASK_IN_FEATURES = ["p3", "p4", "p5"]
-    else:
-        raise ValueError(f"model.arch: unknown architecture {model_cfg.arch!r}")
+    detector.detectron2(cfg, recipe, model_cfg.backbone_recipe(), num_classes, score_thresh)
     cfg.freeze()
     return cfg
+
+
+def matcher_keys(bg_iou_thresh: float, fg_iou_thresh: float) -> tuple[list[float], list[int]]:
+    """torchvision's matching (IoU < bg: background, >= fg: foreground, between: ignored) as a
+    detectron2 Matcher's `IOU_THRESHOLDS` and `IOU_LABELS`."""
+    if bg_iou_thresh == fg_iou_thresh:
+        return [fg_iou_thresh], [0, 1]
+    return [bg_iou_thresh, fg_iou_thresh], [0, -1, 1]
+
+
+def mask_rcnn_config(
+    cfg: CfgNode, recipe: MaskRCNNRecipe, sizes: BackboneRecipe, num_classes: int, score_thresh: float
+) -> None:
+    """The keys of Mask R-CNN (`shapeprop.models.detectors`, "mask_rcnn")."""
+    cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    rpn = cfg.MODEL.RPN
+    rpn.IN_FEATURES = [name for name, _ in TOP_BLOCKS[recipe.top_block].levels]
+    rpn.IOU_THRESHOLDS, rpn.IOU_LABELS = matcher_keys(recipe.rpn_bg_iou_thresh, recipe.rpn_fg_iou_thresh)
+    rpn.BATCH_SIZE_PER_IMAGE = sizes.rpn_batch_size_per_image
+    rpn.POSITIVE_FRACTION = recipe.rpn_positive_fraction
+    rpn.PRE_NMS_TOPK_TRAIN, rpn.PRE_NMS_TOPK_TEST = sizes.rpn_pre_nms_top_n
+    rpn.POST_NMS_TOPK_TRAIN, rpn.POST_NMS_TOPK_TEST = sizes.rpn_post_nms_top_n
+    rpn.NMS_THRESH = recipe.rpn_nms_thresh
+    heads = cfg.MODEL.ROI_HEADS
+    heads.NAME = "ShapePropROIHeads"
+    heads.IN_FEATURES = recipe.roi_in_features()
+    heads.IOU_THRESHOLDS, heads.IOU_LABELS = matcher_keys(recipe.box_bg_iou_thresh, recipe.box_fg_iou_thresh)
+    heads.BATCH_SIZE_PER_IMAGE = sizes.box_batch_size_per_image
+    heads.POSITIVE_FRACTION = recipe.box_positive_fraction
+    heads.SCORE_THRESH_TEST = score_thresh
+    heads.NMS_THRESH_TEST = recipe.box_nms_thresh
+    box = cfg.MODEL.ROI_BOX_HEAD
+    box.NAME = "FastRCNNConvFCHead"  # torchvision's TwoMLPHead: two FC layers, no conv
+    box.NUM_CONV = 0
+    box.NUM_FC = 2
+    box.FC_DIM = sizes.box_head_channels
+    box.POOLER_RESOLUTION = recipe.box_pooler_resolution
+    box.POOLER_SAMPLING_RATIO = recipe.pooler_sampling_ratio
+    box.POOLER_TYPE = "ROIAlign"
+
+
+def retinamask_config(
+    cfg: CfgNode, recipe: RetinaMaskRecipe, sizes: BackboneRecipe, num_classes: int, score_thresh: float
+) -> None:
+    """The keys of RetinaMask (`shapeprop.models.detectors`, "retinamask")."""
+    cfg.MODEL.META_ARCHITECTURE = "RetinaMask"
+    retina = cfg.MODEL.RETINANET
+    retina.NUM_CLASSES = num_classes
+    retina.IN_FEATURES = [name for name, _ in TOP_BLOCKS[recipe.top_block].levels]
+    retina.IOU_THRESHOLDS, retina.IOU_LABELS = matcher_keys(recipe.bg_iou_thresh, recipe.fg_iou_thresh)
+    retina.SCORE_THRESH_TEST = score_thresh
+    retina.TOPK_CANDIDATES_TEST = sizes.retinanet_topk_candidates
+    retina.NMS_THRESH_TEST = recipe.nms_thresh
+    cfg.MODEL.RETINAMASK.MASK_IN_FEATURES = recipe.roi_in_features()
+    cfg.MODEL.RETINAMASK.MASK_TRAIN_ROIS = recipe.mask_train_rois
+    cfg.MODEL.RETINAMASK.MASK_FG_IOU = recipe.mask_fg_iou

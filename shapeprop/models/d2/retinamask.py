@@ -39,8 +39,8 @@ class RetinaMask(RetinaNet):
         mask_head: nn.Module,
         shapeprop: nn.Module | None = None,
         shapeprop_rois_per_image: int | None = None,
-        mask_train_rois: int = 64,
-        mask_fg_iou: float = 0.5,
+        mask_train_rois: int,
+        mask_fg_iou: float,
         **kwargs,
     ):
         super().__init__(**kwargs)
