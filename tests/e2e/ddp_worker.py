@@ -100,7 +100,7 @@ def main() -> None:
         devices=args.world,
     )
     # Every anchor and every proposal is sampled (no random subset): one process and two then see
-    # the same RoIs, and differ only in how the loss means are weighted (see tests/test_ddp.py).
+    # the same RoIs, and differ only in how the loss means are weighted (see tests/e2e/test_ddp.py).
     model.rpn.fg_bg_sampler.batch_size_per_image = 10**6
     model.roi_heads.fg_bg_sampler.batch_size_per_image = 10**6
     if args.halves:

@@ -442,7 +442,7 @@ def test_report_renders_from_real_runs(inline_store, tmp_path):
 
 
 def test_real_run_is_described_for_the_mlflow_ui(inline_store):
-    """What MLflow's UI shows of a real run (tests/test_mlflow_ui_metadata.py covers the cases): the
+    """What MLflow's UI shows of a real run (tests/e2e/test_mlflow_ui_metadata.py covers the cases): the
     experiment kind, the parent's name, the datasets with the fingerprints of evaluation.json, the
     per-object table as an MLflow table equal to its CSV, MLflow's source tags."""
     import pandas as pd

@@ -1,7 +1,7 @@
 """Executors: the local pool isolates runs in worker processes and survives a worker dying.
 
 The jobs here are small module-level functions (a worker process imports them by name); the
-real experiment runs through these executors in tests/test_harness_e2e.py.
+real experiment runs through these executors in tests/e2e/test_harness.py.
 """
 
 from __future__ import annotations
