@@ -223,3 +223,22 @@ def test_every_module_has_a_test_file_or_a_reason_why_not():
     untested = {name for name, path in modules.items() if not _has_test_file(path)}
     assert sorted(untested - set(UNTESTED)) == [], "a new module without tests/<package>/.../test_<module>.py"
     assert sorted(set(UNTESTED) - untested) == [], "has a test file now (or is gone): take it off UNTESTED"
+
+
+def test_no_test_module_imports_another():
+    """Test modules share code through tests/helpers and fixtures through conftest.py files only."""
+    offending = []
+    for path in sorted(TESTS.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [("." * node.level) + (node.module or "")]
+            else:
+                continue
+            for name in names:
+                last = name.rsplit(".", 1)[-1]
+                inside_tests = name.startswith(("tests.", ".")) and not name.startswith("tests.helpers")
+                if inside_tests or last.startswith("test_") or last == "conftest":
+                    offending.append(f"{path.relative_to(ROOT).as_posix()}: {name}")
+    assert offending == []
