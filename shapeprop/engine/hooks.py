@@ -8,7 +8,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from shapeprop.contract import ExperimentCallbacks
@@ -43,7 +43,7 @@ class NotifyingCheckpoint(ModelCheckpoint):
         super().on_train_end(trainer, pl_module)
 
 
-class LossProgressBar(TQDMProgressBar):
+class LossProgressBar(RichProgressBar):
     """Lightning's progress bar showing the module's last loss, a float already on the host (a
     logged tensor would cost the progress bar one more device sync per step)."""
 
