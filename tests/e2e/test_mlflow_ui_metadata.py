@@ -19,6 +19,7 @@ from mlflow.utils import mlflow_tags
 from harness import run_inputs, run_tags, runner, tracking
 from harness.suite import expand, parse_suite
 from shapeprop.experiment import ExperimentResult
+from shapeprop.files import write_atomic
 
 SUITE_YAML = """
 name: ui-meta
@@ -48,6 +49,9 @@ def fake_experiment(cfg, workdir, callbacks, progress, **_):
     callbacks.on_start(cfg.schedule.max_steps, 0)
     callbacks.on_metrics({"loss": 1.0}, 1)
     tables = {"best_overlap": BEST_OVERLAP, "gt_box_masks": GT_BOX_MASKS}
+    tables = {
+        name: write_atomic(workdir / f"{name}.csv", t.to_csv(index=False)) for name, t in tables.items()
+    }
     metrics = {"segm_AP": 12.5 + cfg.seed, "bbox_AP": 20.0}
     return ExperimentResult(metrics, tables, {}, TRAIN_PRINT, {"total": 10}, TEST_PRINT)
 
@@ -59,9 +63,8 @@ def uri(tmp_path, migrated_db):
 
 
 def run(uri, tmp_path, profile="mini", **kwargs):
-    summary = runner.run_suite(
-        SUITE, profile, tracking_uri=uri, runs_root=tmp_path / "runs", experiment_fn=fake_experiment, **kwargs
-    )
+    options = runner.RunOptions(profile, uri, tmp_path / "runs", experiment_fn=fake_experiment, **kwargs)
+    summary = runner.run_suite(SUITE, options)
     assert summary.ok and summary.parent_run_id, summary
     return summary
 

@@ -208,17 +208,18 @@ def die_after_a_checkpoint(cfg, workdir, callbacks, progress, **kwargs):
 
 def test_a_worker_killed_mid_run_is_recorded_failed_and_the_suite_goes_on(tmp_path):
     from harness import tracking
-    from harness.runner import run_suite
+    from harness.runner import RunOptions, run_suite
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     suite = parse_suite("name: crash\nrows:\n  - {label: doomed, method: mask_rcnn}\n", "crash.yaml")
     summary = run_suite(
         suite,
-        tracking_uri=uri,
-        runs_root=tmp_path / "runs",
-        executor="local",
-        workers=1,
-        experiment_fn=die_after_a_checkpoint,
+        RunOptions(
+            tracking_uri=uri,
+            runs_root=tmp_path / "runs",
+            executor="local",
+            experiment_fn=die_after_a_checkpoint,
+        ),
     )
     assert [o.row for o in summary.failed] == ["doomed"] and not summary.done
     c = tracking.client(uri)

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from harness.cli import main
 from harness.preflight import PreflightError, data_problems, preflight
-from harness.runner import run_suite
+from harness.runner import RunOptions, run_suite
 from harness.suite import expand, load_suite
 
 SUITE = """
@@ -139,5 +139,5 @@ def test_run_suite_checks_before_recording_and_submitting(tmp_path, monkeypatch)
     suite = load_suite(_suite(tmp_path, None))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with pytest.raises(PreflightError):
-        run_suite(suite, "full", tracking_uri=uri, runs_root=tmp_path / "runs", executor="slurm")
+        run_suite(suite, RunOptions(tracking_uri=uri, runs_root=tmp_path / "runs", executor="slurm"))
     assert _nothing_recorded(tmp_path)

@@ -357,11 +357,13 @@ def test_forced_suite_on_fresh_work_directories_finishes_its_parent(uri, tmp_pat
     FINISHED and names the paper table the suite reproduces."""
     summary = runner.run_suite(
         REPRODUCING,
-        tracking_uri=uri,
-        runs_root=tmp_path / "runs",
-        only="baseline",
-        force=True,
-        experiment_fn=StandIn(),
+        runner.RunOptions(
+            tracking_uri=uri,
+            runs_root=tmp_path / "runs",
+            only="baseline",
+            force=True,
+            experiment_fn=StandIn(),
+        ),
     )
     assert summary.ok and [o.row for o in summary.done] == ["baseline"]
     parent = tracking.client(uri).get_run(summary.parent_run_id)
@@ -404,7 +406,8 @@ def test_inline_hands_a_run_of_several_gpus_to_the_local_executor(uri, tmp_path,
     monkeypatch.setattr(runner, "make_executor", make_executor)
     fn = StandIn()
     summary = runner.run_suite(
-        REPRODUCING, tracking_uri=uri, runs_root=tmp_path / "runs", experiment_fn=fn, display=display
+        REPRODUCING,
+        runner.RunOptions(tracking_uri=uri, runs_root=tmp_path / "runs", experiment_fn=fn, display=display),
     )
     assert made == [("local", display)]
     assert summary.ok and len(summary.done) == 2

@@ -27,9 +27,8 @@ BASELINE, SECOND = expand(SUITE)
 
 
 def run_suite(uri, runs_root, experiment_fn, **kwargs):
-    return runner.run_suite(
-        SUITE, tracking_uri=uri, runs_root=runs_root, experiment_fn=experiment_fn, **kwargs
-    )
+    options = runner.RunOptions(tracking_uri=uri, runs_root=runs_root, experiment_fn=experiment_fn, **kwargs)
+    return runner.run_suite(SUITE, options)
 
 
 def children(uri: str) -> list:

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -168,11 +169,11 @@ def test_shapeprop_run_reports_best_overlap_on_a_category_subset(tmp_path, monke
         assert maps["boxes"].shape == (100, 4)
         assert maps["saliency"].shape == maps["shape_activation"].shape == (100, 1, 14, 14)
         assert 0 <= float(maps["shape_activation"].min()) <= float(maps["shape_activation"].max()) <= 1
-    table = result.tables["best_overlap"]
+    table = pd.read_csv(result.tables["best_overlap"])
     assert list(table.columns) == ["image_id", "gt_id", "area", "saliency_iou", "shape_iou"]
     assert table[["saliency_iou", "shape_iou"]].stack().between(0, 1).all()
     assert (
-        result.artifacts["best_overlap"].read_text().splitlines()[0]
+        result.tables["best_overlap"].read_text().splitlines()[0]
         == "image_id,gt_id,area,saliency_iou,shape_iou"
     )
     assert result.param_counts["shapeprop"] > 0

@@ -120,6 +120,7 @@ TARGETS = [
                 "_record_failure",
                 "record_crash",
                 "SuiteSummary",
+                "RunOptions",
                 "run_suite",
             ],
             "harness/plan.py": ["PlannedRun", "plan"],

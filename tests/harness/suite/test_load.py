@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.suite import SuiteError, expand, load_suite, parse_suite
+from harness.report.claims import claim_suites
+from harness.suite import SuiteError, expand, find_suite_file, load_suite, parse_suite
 from tests.helpers.suites import ABLATIONS, error_of, write
 
 
@@ -510,3 +511,19 @@ def test_every_failing_run_and_every_duplicate_is_reported(tmp_path):
     assert "2 problems" in message, message
     assert "'b [mask_rcnn, seed 0]' resolves to the same config as 'a [mask_rcnn, seed 0]'" in message
     assert "'b [mask_rcnn, seed 1]' resolves to the same config as 'a [mask_rcnn, seed 1]'" in message
+
+
+def test_a_name_is_looked_up_in_the_folder_a_path_taken_as_is(tmp_path):
+    (tmp_path / "a.yaml").write_text("")
+    (tmp_path / "b.yml").write_text("")
+    assert find_suite_file("a", tmp_path) == tmp_path / "a.yaml"
+    assert find_suite_file("b", tmp_path) == tmp_path / "b.yml"
+    assert find_suite_file(tmp_path / "b.yml", "elsewhere") == tmp_path / "b.yml"
+
+
+def test_the_cli_and_the_claims_report_fail_alike_on_a_missing_suite(tmp_path):
+    message = f"nope: no such suite file \\(looked for it and for {tmp_path}/nope.yaml\\)"
+    with pytest.raises(SuiteError, match=message):
+        find_suite_file("nope", tmp_path)
+    with pytest.raises(SuiteError, match=message):
+        claim_suites("nope", tmp_path)
