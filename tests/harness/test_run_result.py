@@ -13,8 +13,9 @@ from harness import runner, tracking
 from harness.suite import expand, load_suite
 from shapeprop.contract import ExperimentResult
 from shapeprop.files import write_atomic
+from tests.helpers import TEST_SUITES
 
-TINY = Path(__file__).parent / "suites" / "tiny.yaml"
+TINY = TEST_SUITES / "tiny.yaml"
 
 
 @pytest.fixture(scope="module")

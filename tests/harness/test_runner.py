@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from click.testing import CliRunner
 
 from harness import runner, tracking
 from harness.cli import main
 from harness.runner import RunOptions, SuiteSummary
+from tests.helpers import TEST_SUITES
 
-TINY = Path(__file__).parent / "suites" / "tiny.yaml"
+TINY = TEST_SUITES / "tiny.yaml"
 
 
 @pytest.fixture
