@@ -111,7 +111,6 @@ UNTESTED = {
     "harness.cli.report": "`report`; through the CLI in tests/harness/report/test_build.py and test_claims.py",
     "harness.cli.run": "`run`; through the CLI in tests/e2e/test_harness.py and tests/harness/test_preflight.py",
     "harness.cli.show": "`show`; through the CLI in tests/harness/test_show.py",
-    "harness.cli.ui": "`ui` and `env`; `env` in tests/harness/test_cli.py",
     "harness.environment": "versions, CUDA, git state; through the environment tags in tests/harness/test_tracking.py",
     "harness.executors.base": "tested with its package in tests/harness/test_executors.py",
     "harness.executors.local": "tested with its package in tests/harness/test_executors.py",
