@@ -3,6 +3,8 @@ so, and whatever signal stops it, the MLflow server and its workers stop with it
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -47,6 +49,7 @@ def _group_members(pgid: int) -> list[str]:
 def test_ui_stopped_by_a_signal_stops_its_server_and_workers(tmp_path, migrated_db, signum):
     uri = fresh_store(migrated_db, tmp_path)
     port = free_port()
+    server_groups: set[int] = set()
     ui = subprocess.Popen(
         [cli_exe(), "ui", "--tracking-uri", uri, "--port", str(port), "--workers", "2"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
@@ -66,7 +69,10 @@ def test_ui_stopped_by_a_signal_stops_its_server_and_workers(tmp_path, migrated_
         while _port_taken(port) or any(_group_members(g) for g in server_groups):
             assert time.monotonic() < deadline, f"left running: {[_group_members(g) for g in server_groups]}"
             time.sleep(0.2)
-    finally:
+    finally:  # a failed test leaves nothing running either
+        for group in _children_groups(ui.pid) if ui.poll() is None else server_groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
         if ui.poll() is None:
             ui.kill()
 
