@@ -91,7 +91,7 @@ def export_runs(
     """Write the FINISHED child runs of the store (of `profile` and `suites`, if given; the newest per
     suite and run key) to `path`, keeping the file's earlier records of other runs. Returns (runs
     from the store, records kept from the file)."""
-    from tqdm import tqdm
+    from rich.progress import track
 
     from harness.report.runs import experiment_ids
 
@@ -106,7 +106,7 @@ def export_runs(
             newest.setdefault((run.data.tags.get("suite", ""), run.data.tags.get("run_key", "")), run)
     earlier = {(r["suite"], r["run_key"]): r for r in read_archive(path)} if path.exists() else {}
     records = {}
-    for key, run in tqdm(newest.items(), desc="export runs", unit="run", disable=not progress):
+    for key, run in track(newest.items(), "export runs", len(newest), disable=not progress):
         record = earlier.get(key)
         # A run the file already holds (exported from this store, or imported from the file) is not
         # downloaded again: a finished run does not change.
@@ -128,7 +128,7 @@ def export_runs(
 def import_runs(uri: str, path: Path, progress: bool = False) -> Imported:
     """Recreate the archive's runs in the store (one invocation run per suite as their parent),
     skipping every run whose suite and key the store already holds FINISHED."""
-    from tqdm import tqdm
+    from rich.progress import track
 
     records = read_archive(path)
     client = tracking.client(uri)
@@ -138,7 +138,7 @@ def import_runs(uri: str, path: Path, progress: bool = False) -> Imported:
         for suite in {r["suite"] for r in records}
     }
     added = skipped = 0
-    for record in tqdm(records, desc="import runs", unit="run", disable=not progress):
+    for record in track(records, "import runs", disable=not progress):
         suite = record["suite"]
         if record["run_key"] in finished[suite]:
             skipped += 1

@@ -3,24 +3,20 @@ checkpoints)."""
 
 from __future__ import annotations
 
-import functools
 import logging
 from pathlib import Path
 from time import monotonic
 from typing import Any
 
 from harness import tracking
+from shapeprop.contract import ExperimentCallbacks
 
 log = logging.getLogger(__name__)
 
 
-class TrackingHooks:
-    """Experiment callbacks that log to one MLflow run: metrics batched, flushed at checkpoints.
-
-    Mixed into the library's `ExperimentCallbacks` by `tracking_callbacks` (so hooks the
-    library adds later default to its no-ops); importing the library is deferred because it
-    loads torch and Lightning, which `plan` and `status` do not need.
-    """
+class TrackingCallbacks(ExperimentCallbacks):
+    """Experiment callbacks that log to one MLflow run `run_id`: metrics batched, flushed at
+    checkpoints; with a `display`, they show the steps of run `key` as `label`."""
 
     def __init__(
         self,
@@ -87,26 +83,3 @@ class TrackingHooks:
 
     def flush(self) -> None:
         self.buffer.flush()
-
-
-@functools.cache
-def _tracking_callbacks_class() -> type:
-    from shapeprop.experiment import ExperimentCallbacks
-
-    return type("TrackingCallbacks", (TrackingHooks, ExperimentCallbacks), {"__module__": __name__})
-
-
-def tracking_callbacks(
-    mlflow_client: Any,
-    run_id: str,
-    skip_until_step: int = -1,
-    flush_every_s: float = 15.0,
-    display: Any | None = None,
-    key: str = "",
-    label: str = "",
-) -> TrackingHooks:
-    """An `ExperimentCallbacks` that logs to MLflow run `run_id` (see `TrackingHooks`) and, with a
-    `display`, shows the steps of run `key` as `label`."""
-    return _tracking_callbacks_class()(
-        mlflow_client, run_id, skip_until_step, flush_every_s, display, key, label
-    )

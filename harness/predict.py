@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import click
-
 from harness import run_model
+from harness.errors import UserError
 from harness.stored_runs import ShowError, find_suite_run, get_run, slug
 
 if TYPE_CHECKING:
@@ -37,7 +36,7 @@ IMAGES_FILE = "images.json"
 OVERLAY_DIR = "overlays"
 
 
-class PredictError(click.ClickException):
+class PredictError(UserError):
     """A model or input that `predict` cannot use; the message names the option or file."""
 
 
@@ -61,7 +60,7 @@ def run_model_uri(
         else:
             run = find_suite_run(client, uri, suite, row, seed, profile, overrides)  # type: ignore[arg-type]
     except ShowError as err:
-        raise PredictError(err.message) from None
+        raise PredictError(str(err)) from None
     run_id = run.info.run_id
     if run.data.tags.get("kind") == "invocation":
         raise PredictError(

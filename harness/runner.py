@@ -16,27 +16,28 @@ import os
 import shutil
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from harness import plugins, run_inputs, run_model, run_tags, tracking
-from harness.callbacks import TrackingHooks, tracking_callbacks
+from harness import plugins, run_tags, tracking
+from harness.callbacks import TrackingCallbacks
 from harness.executors import RunOutcome, make_executor, run_shape
 from harness.plan import PlannedRun, plan
 from harness.preflight import preflight
+from harness.run_result import MAX_EXTRA_ARTIFACT_BYTES as MAX_EXTRA_ARTIFACT_BYTES
+from harness.run_result import log_result
 from harness.run_tags import flatten_config
 from harness.suite import RunSpec, Suite
 from harness.workdir import CONFIG_FILE, DEFAULT_RUNS_ROOT, LOG_FILE, STATE_FILE, log_path_of, workdir_of
+from shapeprop.contract import ExperimentResult
 from shapeprop.engine.launch import launched_rank
 from shapeprop.files import write_atomic
 
 log = logging.getLogger(__name__)
-
-MAX_EXTRA_ARTIFACT_BYTES = 50 * 2**20
 
 
 # --------------------------------------------------------------------------- one run
@@ -83,7 +84,7 @@ def run_one(
     tracking_uri: str,
     runs_root: str | Path = DEFAULT_RUNS_ROOT,
     parent_run_id: str | None = None,
-    experiment_fn: Callable[..., Any] | None = None,
+    experiment_fn: Callable[..., ExperimentResult] | None = None,
     *,
     log_checkpoint: bool = False,
     progress: bool = True,
@@ -121,7 +122,7 @@ def run_one(
     config_path = workdir / CONFIG_FILE
     write_atomic(config_path, yaml.safe_dump(spec.config.model_dump(mode="json"), sort_keys=False))
     skip = tracking.last_logged_step(c, run_id) if resumed else -1
-    callbacks = tracking_callbacks(c, run_id, skip, flush_every_s, display, spec.key, spec.describe())
+    callbacks = TrackingCallbacks(c, run_id, skip, flush_every_s, display, spec.key, spec.describe())
 
     handler = logging.FileHandler(workdir / LOG_FILE)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -138,17 +139,12 @@ def run_one(
     )
     try:
         extra = {"log_every": log_every} if log_every else {}
-        result = experiment_fn(spec.config, workdir, callbacks, progress, **extra)
+        result: ExperimentResult = experiment_fn(spec.config, workdir, callbacks, progress, **extra)
         callbacks.flush()
         final_step = callbacks.max_steps or spec.config.schedule.max_steps
-        metrics = {k: float(v) for k, v in result.metrics.items()}
-        metrics.update({f"params_{k}": float(v) for k, v in (result.param_counts or {}).items()})
-        tracking.log_metrics(c, run_id, metrics, step=final_step)
-        tracking.set_tags(c, run_id, {"dataset_fingerprint": result.fingerprint})
-        run_inputs.log_datasets(
-            c, run_id, spec.config, result.fingerprint, getattr(result, "test_fingerprint", "")
+        metrics = log_result(
+            c, uri, run_id, spec.config, workdir, result, final_step, log_checkpoint, register_model
         )
-        _log_artifacts(c, run_id, workdir, result, log_checkpoint, uri, final_step, register_model)
         tracking.with_retry(lambda: c.set_terminated(run_id, status="FINISHED"), "finish run")
         log.info("run %s finished", spec.key)
         return RunOutcome(
@@ -189,55 +185,6 @@ def _run_other_rank(
     return RunOutcome(spec.key, spec.row, "FINISHED", seconds=time.monotonic() - started)
 
 
-def _log_artifacts(
-    c: Any,
-    run_id: str,
-    workdir: Path,
-    result: Any,
-    log_checkpoint: bool,
-    uri: str,
-    step: int,
-    register_model: str | None = None,
-) -> None:
-    from shapeprop.eval.image_ap import GT_TABLE, MATCHES_TABLE
-
-    def upload(path: Path, artifact_path: str | None = None) -> None:
-        tracking.with_retry(lambda: c.log_artifact(run_id, str(path), artifact_path), f"upload {path.name}")
-
-    upload(workdir / CONFIG_FILE)
-    artifacts = dict(result.artifacts or {})
-    evaluation = artifacts.pop("evaluation", None)
-    if evaluation is not None:
-        target = workdir / "evaluation.json"
-        if Path(evaluation).resolve() != target:
-            shutil.copyfile(evaluation, target)
-        upload(target)
-    for name, table in (result.tables or {}).items():
-        target = workdir / f"{name}.csv"
-        table.to_csv(target, index=False)
-        upload(target)  # the report reads the CSV
-        if name not in (MATCHES_TABLE, GT_TABLE):  # a row per detection: no table for the UI's view
-            run_inputs.log_table(c, run_id, table, f"tables/{name}.json", workdir)
-    checkpoint = artifacts.pop("checkpoint", None)
-    if log_checkpoint and checkpoint is not None:
-        upload(Path(checkpoint), "checkpoints")
-    classes = getattr(result, "classes", None)
-    if checkpoint is not None and classes:  # a trained model (not a test's stand-in result)
-        run_model.log_run_model(
-            uri, run_id, workdir / CONFIG_FILE, Path(checkpoint), classes, step, register_model
-        )
-    for name, path in artifacts.items():  # anything else the experiment produced (detections, plots)
-        path = Path(path)
-        if name in (result.tables or {}) or not path.is_file():
-            continue  # tables are uploaded above
-        if path.stat().st_size > MAX_EXTRA_ARTIFACT_BYTES:  # e.g. COCO-scale detections: keep them local
-            tracking.set_tags(c, run_id, {f"local_artifact.{name}": str(path)})
-            continue
-        upload(path, "outputs")
-    if (workdir / LOG_FILE).exists():
-        upload(workdir / LOG_FILE)
-
-
 def _record_failure(
     c: Any,
     run_id: str,
@@ -245,7 +192,7 @@ def _record_failure(
     status: str,
     message: str,
     trace: str,
-    callbacks: TrackingHooks | None,
+    callbacks: TrackingCallbacks | None,
 ) -> None:
     """Flush what was measured, attach the traceback and the log, mark the run FAILED/KILLED."""
     try:
@@ -296,54 +243,72 @@ class SuiteSummary:
         return not self.failed
 
 
-def run_suite(
-    suite: Suite,
-    profile: str = "full",
-    *,
-    tracking_uri: str | None = None,
-    runs_root: str | Path = DEFAULT_RUNS_ROOT,
-    only: Iterable[str] | str | None = None,
-    executor: str = "inline",
-    workers: int = 1,
-    force: bool = False,
-    experiment_fn: Callable[..., Any] | None = None,
-    log_checkpoint: bool = False,
-    register_model: str | None = None,
-    log_every: int | None = None,
-    on_outcome: Callable[[RunOutcome, int, int], None] | None = None,
-    on_start: Callable[[Sequence[PlannedRun]], None] | None = None,
-    slurm: dict[str, Any] | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    check: bool = True,
-    display: Any | None = None,
-) -> SuiteSummary:
-    """Run every selected spec of `suite` that has not FINISHED (all with `force`) and summarise.
+@dataclass(frozen=True)
+class RunOptions:
+    """How `run_suite` selects and runs a suite's runs: the `run` command's options.
 
-    First (unless `check` is False) `harness.preflight.preflight` checks the data, weights and
-    output folders of the runs to do; a problem raises `PreflightError` before anything is recorded
-    in MLflow or submitted.
+    `only`, `overrides` and `force` select as in `harness.plan.plan`. `check`: preflight first.
+    `on_outcome(outcome, i, n)` is called as runs end, `on_start(planned)` once the preflight
+    passed; given a `display` (a
+    `harness.console.SuiteProgress`), inline and local runs show their steps on it (slurm runs
+    only their ends), inline runs without one on Lightning's progress bar.
+    """
+
+    profile: str = "full"
+    tracking_uri: str | None = None
+    runs_root: str | Path = DEFAULT_RUNS_ROOT
+    only: tuple[str, ...] | str = ()
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    force: bool = False
+    executor: str = "inline"
+    workers: int = 1
+    slurm: Mapping[str, Any] | None = None
+    check: bool = True
+    log_checkpoint: bool = False
+    register_model: str | None = None
+    log_every: int | None = None
+    experiment_fn: Callable[..., ExperimentResult] | None = None
+    display: Any | None = None
+    on_outcome: Callable[[RunOutcome, int, int], None] | None = None
+    on_start: Callable[[Sequence[PlannedRun]], None] | None = None  # after the preflight
+
+    def plan(self, suite: Suite) -> list[PlannedRun]:
+        """What `run_suite(suite, self)` would do with each selected run."""
+        return plan(
+            suite, self.profile, self.tracking_uri, self.only, self.force, self.runs_root, self.overrides
+        )
+
+
+def run_suite(
+    suite: Suite, options: RunOptions = RunOptions(), planned: Sequence[PlannedRun] | None = None
+) -> SuiteSummary:
+    """Run every planned spec of `suite` that is not to be skipped and summarise. `planned` is
+    `options.plan(suite)`, made here unless the caller (the CLI, which shows it) made it already.
+
+    First (unless `options.check` is False) `harness.preflight.preflight` checks the data, weights
+    and output folders of the runs to do; a problem raises `PreflightError` before anything is
+    recorded in MLflow or submitted.
 
     One parent MLflow run per call (tag kind=invocation); each spec logs into its own nested
     run, and a finished one its model (registered as a new version of `register_model`, if given).
-    A failing run is recorded and the suite goes on. `on_outcome(outcome, i, n)` is called as runs
-    end (progress display). Given a `display` (a `harness.console.SuiteProgress`), inline
-    and local runs show their steps on it (slurm runs only their ends); inline without one, on
-    Lightning's progress bar.
+    A failing run is recorded and the suite goes on.
     """
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    runs_root = Path(runs_root).resolve()
-    planned = plan(suite, profile, uri, only, force, runs_root, overrides)
+    o = options
+    uri = tracking.resolve_tracking_uri(o.tracking_uri)
+    runs_root = Path(o.runs_root).resolve()
+    planned = o.plan(suite) if planned is None else planned
     summary = SuiteSummary(skipped=[p.spec for p in planned if p.action == "skip"])
     todo = [p.spec for p in planned if p.action != "skip"]
-    if todo and check:
-        preflight(todo, runs_root, uri, profile)  # before anything is recorded or submitted
-    if force:  # here, not in each run's processes: a DDP rank must never see its files vanish
+    if todo and o.check:
+        preflight(todo, runs_root, uri, o.profile)  # before anything is recorded or submitted
+    if o.force:  # here, not in each run's processes: a DDP rank must never see its files vanish
         for spec in todo:
             shutil.rmtree(workdir_of(spec, runs_root), ignore_errors=True)
+    executor = o.executor
     if executor == "inline" and any(run_shape(spec) != (1, 1) for spec in todo):
         executor = "local"  # a run of several processes needs them started (one run at a time)
-    if on_start is not None:
-        on_start(planned)
+    if o.on_start is not None:
+        o.on_start(planned)
     if not todo:
         return summary
 
@@ -351,11 +316,11 @@ def run_suite(
         uri,
         suite.name,
         {
-            "profile": profile,
+            "profile": o.profile,
             "reproduces": suite.reproduces or "",
             "executor": executor,
-            "only": " | ".join([only] if isinstance(only, str) else list(only or [])),
-            "overrides": " ".join(f"{k}={v}" for k, v in (overrides or {}).items()),
+            "only": " | ".join([o.only] if isinstance(o.only, str) else list(o.only)),
+            "overrides": " ".join(f"{k}={v}" for k, v in o.overrides.items()),
             "runs_planned": str(len(todo)),
             "runs_skipped": str(len(summary.skipped)),
         },
@@ -367,21 +332,21 @@ def run_suite(
         tracking_uri=uri,
         runs_root=runs_root,
         parent_run_id=parent,
-        experiment_fn=experiment_fn,
-        log_checkpoint=log_checkpoint,
-        register_model=register_model,
-        progress=is_inline and display is None,
-        display=display if is_inline else None,
-        log_every=log_every,
+        experiment_fn=o.experiment_fn,
+        log_checkpoint=o.log_checkpoint,
+        register_model=o.register_model,
+        progress=is_inline and o.display is None,
+        display=o.display if is_inline else None,
+        log_every=o.log_every,
     )
     runner = make_executor(
         executor,
-        workers,
+        o.workers,
         runs_root,
         suite.name,
         log_path=functools.partial(log_path_of, runs_root=runs_root),
-        display=display,
-        **(slurm or {}),
+        display=o.display,
+        **(o.slurm or {}),
     )
     specs_by_key = {s.key: s for s in todo}
     status = "FINISHED"
@@ -392,8 +357,8 @@ def run_suite(
                     specs_by_key[outcome.key], uri, runs_root, outcome.error or "crashed"
                 )
             (summary.done if outcome.ok else summary.failed).append(outcome)
-            if on_outcome is not None:
-                on_outcome(outcome, i, len(todo))
+            if o.on_outcome is not None:
+                o.on_outcome(outcome, i, len(todo))
         if summary.failed:
             status = "FAILED"
     except BaseException:

@@ -11,15 +11,15 @@ logged to the run in MLflow (artifact folder `qualitative/`):
 
 from __future__ import annotations
 
+import logging
 import random
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import click
-
 from harness import tracking
+from harness.errors import OptionError
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -41,6 +41,8 @@ ARTIFACT_DIR = "qualitative"
 
 
 __all__ = ["ShowError", "draw_runs", "log_figures", "pick_records"]
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- images
@@ -122,7 +124,7 @@ def draw_runs(
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise click.BadParameter("CUDA is not available here", param_hint="--device")
+        raise OptionError("CUDA is not available here", "--device")
     root = out_dir / ARTIFACT_DIR
     with tempfile.TemporaryDirectory(prefix="shapeprop-show-") as tmp:
         scratch = Path(tmp)
@@ -156,7 +158,7 @@ def draw_runs(
                 )
                 path = root / s.slug / f"image-{slug(str(view.image_id))}.png"
                 drawn.written[s.run_id].append(visualize.save_png(fig, path))
-            click.echo(
+            log.info(
                 f"run {s.run_id} ({s.label}, seed {s.tags.get('seed', '?')}, step {step}; "
                 f"checkpoint from {s.checkpoint_source})"
             )

@@ -7,14 +7,14 @@ directory's) and their trained model.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import click
-
 from harness import tracking
+from harness.errors import UserError
 from harness.run_tags import param_value
 from harness.workdir import CONFIG_FILE, LAST_CHECKPOINT, STATE_FILE, run_workdir
 
@@ -24,10 +24,12 @@ if TYPE_CHECKING:
 
     from shapeprop.config import ExperimentConfig
 
+log = logging.getLogger(__name__)
+
 COMPARISON_DETECTIONS = 10  # detections drawn per image and model in the side-by-side figure
 
 
-class ShowError(click.ClickException):
+class ShowError(UserError):
     """A run that cannot be shown (missing, not a run of a spec, no checkpoint, ...); the CLI prints
     its message."""
 
@@ -215,10 +217,9 @@ def find_checkpoint(client: MlflowClient, run: Run, runs_dir: Path, scratch: Pat
     if state.is_file():
         owner = json.loads(state.read_text()).get("run_id")
         if owner and owner != run_id:
-            click.echo(
-                f"warning: {local} was last written by MLflow run {owner} (same config key {run.data.tags['run_key']}), "
-                f"not by {run_id}; showing it",
-                err=True,
+            log.warning(
+                f"{local} was last written by MLflow run {owner} (same config key {run.data.tags['run_key']}), "
+                f"not by {run_id}; showing it"
             )
     return local, str(local)
 
@@ -256,16 +257,13 @@ def load_model(shown: ShownRun, num_classes: int, min_score: float, max_detectio
     current = cfg.model.model_dump(mode="json")
     differ = sorted(k for k in saved if k in current and saved[k] != current[k])  # keys added later: skip
     if differ:
-        click.echo(
-            f"warning: checkpoint {shown.checkpoint_source} was trained with model.{', model.'.join(differ)} other than "
-            f"in run {shown.run_id}'s config",
-            err=True,
+        log.warning(
+            f"checkpoint {shown.checkpoint_source} was trained with model.{', model.'.join(differ)} other than "
+            f"in run {shown.run_id}'s config"
         )
     step = int(ckpt.get("global_step", -1))
     if step < cfg.schedule.max_steps:
-        click.echo(
-            f"warning: run {shown.run_id}: checkpoint at step {step} of {cfg.schedule.max_steps}", err=True
-        )
+        log.warning(f"run {shown.run_id}: checkpoint at step {step} of {cfg.schedule.max_steps}")
     return model, step
 
 
@@ -288,5 +286,5 @@ def find_runs(
                 f"run {run.info.run_id} is the parent run of a `run` invocation; name one of its child runs"
             )
         if run.info.status != "FINISHED":
-            click.echo(f"warning: run {run.info.run_id} is {run.info.status}, not FINISHED", err=True)
+            log.warning(f"run {run.info.run_id} is {run.info.status}, not FINISHED")
     return runs

@@ -19,12 +19,13 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from harness.retry import with_retry as with_retry
 from harness.run_tags import NOTE_TAG, RUN_NAME_TAG, environment_tags, source_tags
 
 if TYPE_CHECKING:
@@ -52,8 +53,6 @@ REPLACED_KINDS = (
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
 MAX_TAGS_PER_BATCH = 100
-
-T = TypeVar("T")
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -88,32 +87,6 @@ def store_exists(uri: str) -> bool:
 
 def experiment_name(suite_name: str) -> str:
     return EXPERIMENT_PREFIX + suite_name
-
-
-PERMANENT_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
-
-
-def with_retry(fn: Callable[[], T], what: str, attempts: int = 5, delay_s: float = 0.5) -> T:
-    """Call `fn`, retrying transient store errors (SQLite 'database is locked', HTTP hiccups)."""
-    from mlflow.exceptions import MlflowException
-
-    for attempt in range(1, attempts + 1):
-        try:
-            return fn()
-        except (MlflowException, OSError) as err:
-            # OSError: a network or shared file system's hiccup, but not a path that is missing or
-            # unreadable, which no retry mends
-            transient = "locked" in str(err) or "busy" in str(err)
-            transient = transient or (isinstance(err, OSError) and not isinstance(err, PERMANENT_OS_ERRORS))
-            transient = transient or getattr(err, "error_code", "") in (
-                "TEMPORARILY_UNAVAILABLE",
-                "INTERNAL_ERROR",
-            )
-            if not transient or attempt == attempts:
-                raise
-            log.warning("%s failed (%s), retry %d/%d", what, err, attempt, attempts - 1)
-            time.sleep(delay_s * attempt)
-    raise AssertionError("unreachable")
 
 
 def client(uri: str) -> MlflowClient:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,10 @@ import pandas as pd
 import torch
 
 from shapeprop.config import ExperimentConfig
+from shapeprop.contract import ExperimentCallbacks, ExperimentResult
 from shapeprop.data import source
 from shapeprop.data.records import DatasetMetadata
 from shapeprop.data.splits import prepare_training_records
-from shapeprop.engine.hooks import ExperimentCallbacks
 from shapeprop.engine.module import NonFiniteLossError
 from shapeprop.engine.train import train_detector
 from shapeprop.eval.best_overlap import best_overlap_table
@@ -34,24 +33,6 @@ from shapeprop.models.build import build_detector
 from shapeprop.models.params import param_counts
 
 __all__ = ["ExperimentCallbacks", "ExperimentResult", "NonFiniteLossError", "run_experiment"]
-
-
-@dataclass
-class ExperimentResult:
-    """Final metrics (percent for AP), tables, artifact paths, data lineage and parameter counts.
-
-    `classes` are the model's class names (index = 0-based `category_id`), which a served model
-    reports. Data lineage: `fingerprint` is the training split's (`split_fingerprint`: annotations, mask
-    supervision, data fraction, split seed), `test_fingerprint` the evaluated images' (`evaluation_fingerprint`).
-    """
-
-    metrics: dict[str, float]
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    artifacts: dict[str, Path] = field(default_factory=dict)
-    fingerprint: str = ""
-    param_counts: dict[str, int] = field(default_factory=dict)
-    test_fingerprint: str = ""
-    classes: list[str] = field(default_factory=list)  # the model's classes: index = category_id
 
 
 def evaluation_fingerprint(metadata: DatasetMetadata, cfg: ExperimentConfig) -> str:
@@ -180,15 +161,11 @@ def run_experiment(
     metrics["train_s_per_step"] = (
         outcome.seconds_per_step if outcome.seconds_per_step is not None else float("nan")
     )
-    artifacts = {"checkpoint": outcome.last_checkpoint}
-    tables: dict[str, pd.DataFrame] = {"gt_box_masks": gt_box_masks}
-    artifacts["gt_box_masks"] = _write_csv_atomic(workdir / "gt_box_masks.csv", gt_box_masks)
-    for name, table in ((MATCHES_TABLE, coco_matches), (GT_TABLE, coco_gt)):
-        tables[name] = table
-        artifacts[name] = _write_csv_atomic(workdir / f"{name}.csv", table)
+    artifacts: dict[str, Path] = {"checkpoint": outcome.last_checkpoint}
+    tables = {"gt_box_masks": gt_box_masks, MATCHES_TABLE: coco_matches, GT_TABLE: coco_gt}
     if cfg.eval.best_overlap:
         tables["best_overlap"] = best_overlap_table(test_records, preds.maps)
-        artifacts["best_overlap"] = _write_csv_atomic(workdir / "best_overlap.csv", tables["best_overlap"])
+    written = {name: _write_csv_atomic(workdir / f"{name}.csv", table) for name, table in tables.items()}
     artifacts["detections"] = _write_json_atomic(workdir / "detections.json", preds.results)
     artifacts["evaluation"] = _write_json_atomic(
         workdir / "evaluation.json",
@@ -206,5 +183,5 @@ def run_experiment(
     )
     callbacks.on_eval(metrics)
     return ExperimentResult(
-        metrics, tables, artifacts, fingerprint, counts, test_print, list(metadata.classes)
+        metrics, written, artifacts, fingerprint, counts, test_print, list(metadata.classes)
     )

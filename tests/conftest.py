@@ -1,9 +1,14 @@
-"""Shared fixtures and the skip rules for the `gpu` and `detectron2` markers."""
+"""Shared fixtures and the skip rules for the `gpu` and `detectron2` markers.
+
+Helpers that are not fixtures (data factories, MLflow stores, the CLI as a subprocess) are in
+tests/helpers; test modules import those, never each other.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +48,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def migrated_db(tmp_path_factory) -> Path:
+    """An empty SQLite store with MLflow's schema (creating one runs its migrations: seconds), made
+    once per session; tests copy it (tests.helpers.mlflow_store), never write to it."""
+    from harness import tracking
+
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    tracking.client(f"sqlite:///{path}").search_experiments()
+    return path

@@ -1,7 +1,7 @@
 """Record every suite x profile expansion (run identity and resolved config) as JSON.
 
 `tests/data/expansions.json` is written by this script at each intentional suite edit (first before issue 18)
-and is what `test_suite_expansions.py` compares every later expansion with: a refactor must leave
+and is what `tests/harness/suite/test_expand_recorded.py` compares every later expansion with: a refactor must leave
 every run and every resolved config as it was. Re-record only on purpose (a suite edit); this
 writes `tests/data/expansions.json` and the identity key map `tests/data/expansion-keys.json`:
 

@@ -1,5 +1,5 @@
 """Run-to-run spread of the ShapeProp head's float32 gradients on CUDA, and of its autocast gradients
-against float32, on the case of tests/test_head.py::test_head_computes_in_float32_under_autocast,
+against float32, on the case of tests/shapeprop/test_head.py::test_head_computes_in_float32_under_autocast,
 which sets its CUDA tolerance from this. On a GPU machine, after the operator build:
 `PYTHONPATH=. python3 tools/cuda_grad_noise.py`; the 2026-11-28 H100 output is
 docs/gpu-check-runs/2026-11-28-h100-grad-noise.txt."""
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_head import autocast_case  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.shapeprop.test_head import autocast_case  # noqa: E402
 
 REPEATS = 5
 

@@ -139,7 +139,7 @@ def build_operator(timeout: int) -> str:
 def gpu_tests(timeout: int) -> str:
     """`pytest -m gpu` on the modules holding GPU tests (they import only the library)."""
     files = sorted(
-        str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py") if "mark.gpu" in p.read_text()
+        str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py") if "mark.gpu" in p.read_text()
     )
     t0 = time.perf_counter()
     out = subprocess.run(
@@ -154,6 +154,7 @@ def gpu_tests(timeout: int) -> str:
             "no:cacheprovider",
             "-o",
             "addopts=",
+            "--import-mode=importlib",  # addopts' import mode: tests/ has same-named files
             *files,
         ],
         cwd=ROOT,

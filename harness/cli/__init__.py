@@ -49,6 +49,17 @@ class _LazyGroup(click.Group):
         module, attr = COMMANDS[cmd_name]
         return getattr(importlib.import_module(module), attr)
 
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the command; the harness's errors for the user become click's (message, exit 1)."""
+        from harness.errors import OptionError, UserError
+
+        try:
+            return super().invoke(ctx)
+        except OptionError as err:
+            raise click.BadParameter(str(err), param_hint=err.option) from None
+        except UserError as err:
+            raise click.ClickException(str(err)) from None
+
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="shapeprop-bench")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -118,25 +119,12 @@ def parse_set(overrides: tuple[str, ...]) -> dict[str, Any]:
         raise click.ClickException(str(err)) from None
 
 
-def resolve_suite_path(name_or_path: str | Path, search_dir: str | Path = "suites") -> Path:
-    """A suite argument as a path: the file itself, or `suites/<name>.yaml` for a bare name."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    for candidate in (Path(search_dir) / f"{name_or_path}.yaml", Path(search_dir) / f"{name_or_path}.yml"):
-        if candidate.is_file():
-            return candidate
-    raise click.ClickException(
-        f"{name_or_path}: no such suite file (looked for it and for {search_dir}/{path.stem}.yaml)"
-    )
-
-
 def load_suite_argument(suite_arg: str) -> Any:
     """The suite a SUITE argument names (a file, or a name under suites/); a click error if invalid."""
-    from harness.suite import SuiteError, load_suite
+    from harness.suite import SuiteError, find_suite_file, load_suite
 
     try:
-        return load_suite(resolve_suite_path(suite_arg))
+        return load_suite(find_suite_file(suite_arg, "suites"))
     except SuiteError as err:
         raise click.ClickException(str(err)) from None
 
@@ -153,3 +141,30 @@ def escape(text: Any) -> str:
     from rich.markup import escape as rich_escape
 
     return rich_escape(str(text))
+
+
+class _EchoHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            click.echo(f"warning: {record.getMessage()}", err=True)
+        else:
+            click.echo(record.getMessage())
+
+
+@contextlib.contextmanager
+def echoed(*loggers: str) -> Iterator[None]:
+    """The messages of the library's `loggers` on the console while a command runs: info on
+    stdout, warnings on stderr as "warning: ..."."""
+    handler = _EchoHandler()
+    saved = []
+    for name in loggers:
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.level))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for logger, level in saved:
+            logger.removeHandler(handler)
+            logger.setLevel(level)

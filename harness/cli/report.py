@@ -7,18 +7,25 @@ from pathlib import Path
 import click
 
 from harness.cli.options import load_suite_argument, parse_set, set_option, tracking_uri_option
+from harness.targets import numbers
+
+TABLES, FIGURES = numbers("table"), numbers("figure")
 
 
 @click.command("report")
 @click.option(
-    "--table", "tables", type=click.IntRange(1, 4), multiple=True, help="Paper table N (1-4); repeatable."
+    "--table",
+    "tables",
+    type=click.Choice(TABLES),
+    multiple=True,
+    help=f"Paper table N ({', '.join(TABLES)}); repeatable.",
 )
 @click.option(
     "--figure",
     "figures",
-    type=click.Choice(["6", "9"]),
+    type=click.Choice(FIGURES),
     multiple=True,
-    help="Paper figure 6 or 9; repeatable.",
+    help=f"Paper figure N ({', '.join(FIGURES)}); repeatable.",
 )
 @click.option(
     "--claims",
@@ -75,7 +82,7 @@ def report(
     `run ... --set model.framework=detectron2`).
     """
     if not tables and not figures and not claims:
-        raise click.UsageError("name at least one --table N or --figure 6|9, or --claims")
+        raise click.UsageError(f"name at least one --table N or --figure {'|'.join(FIGURES)}, or --claims")
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
     from rich.console import Console
@@ -93,7 +100,8 @@ def report(
     runs_of = load_suite_argument(suite).name if suite is not None and Path(suite).is_file() else suite
     try:
         reports = [
-            table_report(n, client, profile, out_dir, runs_of, reference_dir, console, sets) for n in tables
+            table_report(int(n), client, profile, out_dir, runs_of, reference_dir, console, sets)
+            for n in tables
         ] + [figure_report(int(n), client, profile, out_dir, runs_of, console, sets) for n in figures]
         if claims:
             reports.append(claims_report(client, profile, out_dir, suite, console, sets))

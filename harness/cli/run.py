@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 from typing import Any
 
@@ -152,26 +153,28 @@ def run(
         )
     design = _sequential_design(loaded, profile, uri, max_seeds, seeds_per_round) if until_decided else None
     from harness.preflight import PreflightError
+    from harness.runner import RunOptions
 
-    def run_rows(suite: Any, only: tuple[str, ...]) -> Any:
+    options = RunOptions(
+        profile=profile,
+        tracking_uri=uri,
+        runs_root=args.runs_dir,
+        overrides=args.overrides,
+        force=force,
+        executor=executor,
+        workers=workers,
+        slurm=slurm,
+        check=not skip_preflight,
+        log_checkpoint=log_checkpoint,
+        register_model=register_model,
+        log_every=log_every,
+    )
+
+    def run_rows(suite: Any, only: tuple[str, ...], planned: list[Any] | None = None) -> Any:
+        rows = dataclasses.replace(options, only=only)
         try:
             summary = _run_with_progress(
-                console,
-                suite,
-                profile,
-                only,
-                slurm,
-                verbose,
-                tracking_uri=uri,
-                runs_root=args.runs_dir,
-                executor=executor,
-                workers=workers,
-                force=force,
-                log_checkpoint=log_checkpoint,
-                register_model=register_model,
-                log_every=log_every,
-                overrides=args.overrides,
-                check=not skip_preflight,
+                console, suite, rows, rows.plan(suite) if planned is None else planned, verbose
             )
         except PreflightError as err:
             raise click.ClickException(str(err)) from None
@@ -185,7 +188,7 @@ def run(
             )
         return summary
 
-    failed = bool(run_rows(loaded, args.only).failed)
+    failed = bool(run_rows(loaded, args.only, planned).failed)
     if design is not None and not failed:
         failed = _until_decided(console, loaded, profile, uri, design, args.overrides, run_rows)
     if failed:
@@ -289,17 +292,10 @@ def _slurm_parameters(
     return params
 
 
-def _run_with_progress(
-    console: Any,
-    suite: Any,
-    profile: str,
-    only: tuple[str, ...],
-    slurm: dict[str, Any] | None,
-    verbose: bool,
-    **kwargs: Any,
-) -> Any:
-    """Run the suite under one bar for the suite and one for each run in progress (inline, local), with
-    a line per run as it ends; with `verbose`, Lightning's own bar and every library message too."""
+def _run_with_progress(console: Any, suite: Any, options: Any, planned: list[Any], verbose: bool) -> Any:
+    """Run the planned runs under one bar for the suite and one for each run in progress (inline,
+    local), with a line per run as it ends; with `verbose`, Lightning's own bar and every library
+    message too."""
     from harness.console import SuiteProgress, quiet_console
     from harness.runner import run_suite
 
@@ -311,10 +307,10 @@ def _run_with_progress(
             f"in {outcome.seconds:.0f} s{escape(note)}"
         )
 
-    executor, workers = kwargs["executor"], kwargs["workers"]
-    kwargs.update(only=only, slurm=slurm)
+    executor, workers = options.executor, options.workers
     if verbose and executor == "inline":  # Lightning draws each run's bar
-        return run_suite(suite, profile, on_outcome=lambda o, i, n: console.print(line(o, i, n)), **kwargs)
+        printed = dataclasses.replace(options, on_outcome=lambda o, i, n: console.print(line(o, i, n)))
+        return run_suite(suite, printed, planned)
     title = escape(suite.name if executor == "inline" else f"{suite.name} ({executor}, {workers} workers)")
     with contextlib.ExitStack() as stack:
         if not verbose:
@@ -324,11 +320,10 @@ def _run_with_progress(
         def start(planned: Any) -> None:
             display.start(total_runs=sum(p.action != "skip" for p in planned))
 
-        return run_suite(
-            suite,
-            profile,
+        shown = dataclasses.replace(
+            options,
+            display=display,
             on_outcome=lambda o, i, n: display.run_ended(o.key, line(o, i, n)),
             on_start=start,
-            display=display,
-            **kwargs,
         )
+        return run_suite(suite, shown, planned)

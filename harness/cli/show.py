@@ -13,7 +13,7 @@ import click
 if TYPE_CHECKING:
     from harness.show import FigureOptions
 
-from harness.cli.options import parse_set, runs_dir_option, set_option, tracking_uri_option
+from harness.cli.options import echoed, parse_set, runs_dir_option, set_option, tracking_uri_option
 
 
 def figure_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -139,8 +139,9 @@ def show(
     if not tracking.store_exists(uri):
         raise ShowError(f"no MLflow store at {uri}: run a suite first (or pass --tracking-uri)")
     client = tracking.client(uri)
-    runs = find_runs(client, uri, run_ids, suite, rows, seed, profile, parse_set(overrides))
-    drawn = qualitative.draw_runs(client, runs, Path(runs_dir), Path(out_dir), figures)
+    with echoed("harness.stored_runs", "harness.show"):
+        runs = find_runs(client, uri, run_ids, suite, rows, seed, profile, parse_set(overrides))
+        drawn = qualitative.draw_runs(client, runs, Path(runs_dir), Path(out_dir), figures)
     if log:
         qualitative.log_figures(client, drawn)
     for s in drawn.shown:

@@ -9,14 +9,13 @@ the table's rows and seeds), then times `shapeprop-bench report --table 2` in a 
 
 from __future__ import annotations
 
+import argparse
 import io
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import click
 
 
 def fill_store(uri: str, runs: int) -> None:
@@ -45,10 +44,8 @@ def fill_store(uri: str, runs: int) -> None:
         client.set_terminated(run.info.run_id)
 
 
-@click.command()
-@click.option("--runs", default=100, show_default=True, help="Number of finished runs in the store.")
 def main(runs: int) -> None:
-    """Time report rendering from a store of RUNS runs."""
+    """Time report rendering from a store of `runs` runs."""
     from mlflow import MlflowClient
     from rich.console import Console
 
@@ -58,21 +55,23 @@ def main(runs: int) -> None:
         uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
         started = time.perf_counter()
         fill_store(uri, runs)
-        click.echo(f"filled a store with {runs} runs in {time.perf_counter() - started:.1f} s")
+        print(f"filled a store with {runs} runs in {time.perf_counter() - started:.1f} s")
 
         command = [sys.executable, "-m", "harness.cli.report", "--table", "2", "--profile", "mini"]
         command += ["--tracking-uri", uri, "--out", str(Path(tmp) / "out"), "--no-log"]
         started = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True, cwd=tmp)
-        click.echo(f"report --table 2 (new process, imports included): {time.perf_counter() - started:.2f} s")
+        print(f"report --table 2 (new process, imports included): {time.perf_counter() - started:.2f} s")
 
         client = MlflowClient(tracking_uri=uri)
         table_report(2, client, "mini", Path(tmp) / "warm", console=Console(file=io.StringIO()))  # warm-up
         started = time.perf_counter()
         report = table_report(2, client, "mini", Path(tmp) / "out2", console=Console(file=io.StringIO()))
-        click.echo(f"render in process (fetch, aggregate, 4 files): {time.perf_counter() - started:.2f} s")
-        click.echo(f"runs aggregated: {int(report.data.groupby(['section', 'row'])['n'].max().sum())}")
+        print(f"render in process (fetch, aggregate, 4 files): {time.perf_counter() - started:.2f} s")
+        print(f"runs aggregated: {int(report.data.groupby(['section', 'row'])['n'].max().sum())}")
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=100, help="finished runs in the store (default: 100)")
+    main(parser.parse_args().runs)

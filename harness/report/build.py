@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.report import claims, figures, render
-from harness.report.layouts import FIGURES, TABLES
+from harness.report.layouts import TABLES
 from harness.report.reference import load_reference
 from harness.report.runs import REPORTS_EXPERIMENT, RunSelection, fetch_runs, select
 from harness.report.tables import build_table, place_runs
+from harness.targets import target
 from harness.until_decided import read_design
 from shapeprop.files import write_atomic
 
@@ -53,9 +54,7 @@ def table_report(
 
     Writes `<out_dir>/table<N>-<profile>.{md,tex,html,csv}` and prints the table.
     """
-    name = f"table{number}"
-    if name not in TABLES:
-        raise ValueError(f"no table {number}: the paper has tables {', '.join(t[5:] for t in TABLES)}")
+    name = target("table", number).name
     layout = TABLES[name]
     reference = load_reference(name, reference_dir)
     runs, notes = place_runs(layout, fetch_runs(client, name, suite, overrides))
@@ -85,29 +84,32 @@ def figure_report(
     overrides: dict | None = None,
 ) -> Report:
     """Render Figure 6 (data fractions) or 9 (best overlap) as PNG + SVG, with its data as CSV."""
-    key = str(number)
-    if key not in FIGURES:
-        raise ValueError(f"no figure {number}: the reports cover figures {', '.join(FIGURES)}")
-    name = FIGURES[key]
-    runs = fetch_runs(client, name, suite, overrides)
-    if key == "6":
-        selection = select(runs, profile, ["row", figures.FRACTION_PARAM])
-    else:
-        selection = select(runs, profile, ["row"])
+    name = target("figure", number).name
+    keys, draw = _FIGURES[name]
+    selection = select(fetch_runs(client, name, suite, overrides), profile, keys)
     notes = selection.notes + _profile_notes(selection, profile)
-    base = Path(out_dir) / f"{name}-{profile}"
-    title = f"Figure {number} ({profile} profile)"
-    if key == "6":
-        data = figures.fraction_points(selection.runs)
-        files = figures.figure6(data, title, base)
-    else:
-        overlaps, missing = _best_overlaps(client, selection.runs)
-        notes += [f"run {run_id} has no best_overlap.csv artifact; left out" for run_id in missing]
-        data = figures.overlap_summary(overlaps)
-        files = figures.figure9(overlaps, title, base)
+    base, title = Path(out_dir) / f"{name}-{profile}", f"Figure {number} ({profile} profile)"
+    data, files, more = draw(client, selection.runs, title, base)
+    notes += more
     files.append(write_atomic(Path(f"{base}.csv"), data.to_csv(index=False, float_format="%.4f")))
     _print_frame(data, title, notes, console)
     return Report(name, profile, files, data, notes)
+
+
+def _figure6(client, runs: pandas.DataFrame, title: str, base: Path):
+    data = figures.fraction_points(runs)
+    return data, figures.figure6(data, title, base), []
+
+
+def _figure9(client, runs: pandas.DataFrame, title: str, base: Path):
+    overlaps, missing = _best_overlaps(client, runs)
+    notes = [f"run {run_id} has no best_overlap.csv artifact; left out" for run_id in missing]
+    return figures.overlap_summary(overlaps), figures.figure9(overlaps, title, base), notes
+
+
+#: Per figure target: what makes one of its points (the selection's keys), and how it is drawn:
+#: draw(client, runs, title, base) -> (its data, files written, notes).
+_FIGURES = {"figure6": (["row", figures.FRACTION_PARAM], _figure6), "figure9": (["row"], _figure9)}
 
 
 def claims_report(

@@ -24,7 +24,7 @@ import numpy as np
 from harness.report import claim_images, inference
 from harness.report.claim_images import ReadTable, is_artifact_metric
 from harness.report.runs import PARAM_PREFIX, select
-from harness.suite import Suite, load_suite
+from harness.suite import SUITES_DIR, Suite, find_suite_file, load_suite
 
 if TYPE_CHECKING:
     import pandas
@@ -33,8 +33,6 @@ if TYPE_CHECKING:
 
 #: The metrics every claim compares unless it names its own pair (MLflow name -> display name).
 METRICS = {"segm_AP": "mask AP", "gtbox_mask_iou": "IoU@GT", "bbox_AP": "box AP"}
-#: Where `report --claims` finds the claims: the suite files of this checkout.
-SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
 COLUMNS = (
     "suite", "family", "claim", "ours", "baseline", "by", "metric", "primary", "direction", "paper", "margin",
     "n", "mean", "std", "differences", "sources", "seed_se", "image_se", "ci_low", "ci_high",
@@ -47,12 +45,8 @@ def claim_suites(suite: str | None = None, directory: Path = SUITES_DIR) -> list
     """The suites with claims: `suite` (a file, or a name under `directory`), else all of `directory`."""
     if suite is None:
         paths = sorted(directory.glob("*.yaml"))
-    elif Path(suite).is_file():
-        paths = [Path(suite)]
-    elif (directory / f"{suite}.yaml").is_file():
-        paths = [directory / f"{suite}.yaml"]
     else:
-        raise ValueError(f"{suite}: no such suite file (looked for it and for {directory}/{suite}.yaml)")
+        paths = [find_suite_file(suite, directory)]
     loaded = [load_suite(path) for path in paths]
     return [s for s in loaded if s.claims or suite is not None]
 

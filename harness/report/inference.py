@@ -2,7 +2,7 @@
 
 `harness.report.claims` pairs the runs and words the verdicts; this module holds the inference, on
 scipy.stats and statsmodels rather than hand-written formulas. Every formula is checked by
-simulation against a known truth in tests/test_report_inference.py.
+simulation against a known truth in tests/harness/report/test_inference.py.
 
 Two sources of variance (Bouthillier et al., MLSys 2021):
 

@@ -91,9 +91,6 @@ TABLES: dict[str, TableLayout] = {
     )
 }
 
-#: `report --figure N` -> the `reproduces` tag of its runs.
-FIGURES = {"6": "figure6", "9": "figure9"}
-
 
 def normalize(text: str) -> str:
     """Matching key for labels: case- and whitespace-insensitive."""

@@ -18,12 +18,13 @@ each one (`keys.py`). The package:
 from harness.suite.config_keys import config_key_problem
 from harness.suite.expand import expand, parse_overrides
 from harness.suite.keys import KEY_SCHEME, run_key
-from harness.suite.load import dataset_names, load_suite, parse_suite
+from harness.suite.load import SUITES_DIR, dataset_names, find_suite_file, load_suite, parse_suite
 from harness.suite.schema import REPRODUCES, DatasetMapping, Profile, Row, RunSpec, Suite, SuiteError
 
 __all__ = [
     "KEY_SCHEME",
     "REPRODUCES",
+    "SUITES_DIR",
     "DatasetMapping",
     "Profile",
     "Row",
@@ -33,6 +34,7 @@ __all__ = [
     "config_key_problem",
     "dataset_names",
     "expand",
+    "find_suite_file",
     "load_suite",
     "parse_overrides",
     "parse_suite",

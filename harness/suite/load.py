@@ -27,6 +27,24 @@ def dataset_names() -> list[str]:
     return catalog.names()
 
 
+#: The suite files of this checkout.
+SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
+
+
+def find_suite_file(name_or_path: str | Path, directory: str | Path = SUITES_DIR) -> Path:
+    """The suite file a name or path names: the file itself, else `<directory>/<name>.yaml` (or
+    `.yml`); a `SuiteError` if neither exists."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    for candidate in (Path(directory) / f"{name_or_path}.yaml", Path(directory) / f"{name_or_path}.yml"):
+        if candidate.is_file():
+            return candidate
+    raise SuiteError(
+        f"{name_or_path}: no such suite file (looked for it and for {directory}/{path.stem}.yaml)"
+    )
+
+
 def load_suite(path: str | Path) -> Suite:
     """Read and validate a suite file; raise `SuiteError` naming file, line and key on any problem."""
     path = Path(path)

@@ -7,11 +7,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from harness.targets import REPRODUCES
 from shapeprop.config import ExperimentConfig, SplitFiles
 
 YamlPath = tuple[Any, ...]
-
-REPRODUCES = ("table1", "table2", "table3", "table4", "figure6", "figure9")
 
 
 class SuiteError(ValueError):

@@ -8,30 +8,11 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from shapeprop.contract import ExperimentCallbacks
 from shapeprop.files import atomic_path
-
-
-class ExperimentCallbacks:
-    """No-op hooks; the harness subclasses this to log progress (e.g. to MLflow)."""
-
-    def on_start(self, max_steps: int, start_step: int) -> None:
-        """Training starts (or resumes) at `start_step` of `max_steps`."""
-
-    def on_step(self, step: int, loss: float | None) -> None:
-        """A training step ended: `step` steps done, `loss` its total loss (a float on the host:
-        reading it costs no device sync). For progress displays; called every step."""
-
-    def on_metrics(self, metrics: dict[str, float], step: int) -> None:
-        """Training losses averaged over the last logging window, plus `lr`, at `step`."""
-
-    def on_checkpoint(self, path: Path, step: int) -> None:
-        """A checkpoint was written at `step`."""
-
-    def on_eval(self, metrics: dict[str, float]) -> None:
-        """The final evaluation metrics."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -62,7 +43,7 @@ class NotifyingCheckpoint(ModelCheckpoint):
         super().on_train_end(trainer, pl_module)
 
 
-class LossProgressBar(TQDMProgressBar):
+class LossProgressBar(RichProgressBar):
     """Lightning's progress bar showing the module's last loss, a float already on the host (a
     logged tensor would cost the progress bar one more device sync per step)."""
 

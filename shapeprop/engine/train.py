@@ -12,10 +12,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from shapeprop.config import DataConfig, ScheduleConfig
+from shapeprop.contract import ExperimentCallbacks
 from shapeprop.data.loading import DetectionDataset, collate
 from shapeprop.engine.hooks import (
     AtomicCheckpointIO,
-    ExperimentCallbacks,
     LossProgressBar,
     NotifyingCheckpoint,
     ProgressBridge,

@@ -2,7 +2,7 @@
 
 The closed forms count the layers that `shapeprop.models.mask_branch.MaskBranch` and
 `shapeprop.head.ShapePropHead` build (torchvision's mask head convs and predictor, the ShapeProp
-head for a `ShapePropConfig`), by arithmetic on their widths; `tests/test_models_params.py` checks
+head for a `ShapePropConfig`), by arithmetic on their widths; `tests/shapeprop/models/test_params.py` checks
 them against the real modules. With them `widened_mask_head_channels` (Table 4 "more head
 params") resolves a width while a suite is loaded, without importing torch.
 

@@ -90,16 +90,15 @@ def object_crops(
     detector sees them at in 128 px images. Images are rendered in `processes` processes (default:
     one per core) in chunks of `chunk`; the crops come in image order whatever the number.
     """
-    from tqdm import tqdm
+    from rich.progress import Progress
 
     n = options["num_images"]
     chunks = [range(start, min(start + chunk, n)) for start in range(0, n, chunk)]
     processes = min(processes or os.cpu_count() or 1, len(chunks))
     crops, labels = [], []
     with contextlib.ExitStack() as stack:
-        bar = stack.enter_context(
-            tqdm(total=n, desc="render pretrain crops", disable=not progress, leave=False)
-        )
+        bar = stack.enter_context(Progress(disable=not progress, transient=True))
+        task = bar.add_task("render pretrain crops", total=n)
         if processes > 1:  # spawned: a forked copy of a process already running torch threads can hang
             pool = stack.enter_context(ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn")))
             results = pool.map(_crops_of_images, [options] * len(chunks), chunks)
@@ -108,7 +107,7 @@ def object_crops(
         for indices, (chunk_crops, chunk_labels) in zip(chunks, results, strict=True):
             crops += chunk_crops
             labels += chunk_labels
-            bar.update(len(indices))
+            bar.advance(task, len(indices))
     return np.stack(crops), np.asarray(labels, dtype=np.int64)
 
 
@@ -131,7 +130,7 @@ class CropClassifier(nn.Module):
 
 def pretrain(options: dict, progress: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """Train the classifier; returns the backbone body's state dict and {train, held-out} accuracy."""
-    from tqdm import tqdm
+    from rich.progress import Progress, TextColumn
 
     crops, labels = object_crops(options, progress=progress)
     x, y = _to_tensor(crops), torch.from_numpy(labels)
@@ -144,18 +143,20 @@ def pretrain(options: dict, progress: bool = True) -> tuple[dict[str, torch.Tens
     optimizer = torch.optim.SGD(model.parameters(), lr=options["lr"], momentum=0.9, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, options["lr"], total_steps=options["steps"])
     model.train()
-    bar = tqdm(range(options["steps"]), desc="pretrain tiny backbone", disable=not progress, leave=False)
-    for _ in bar:
-        idx = train[torch.randint(len(train), (options["batch_size"],), generator=generator)]
-        batch = x[idx]
-        flip = torch.rand(len(idx), generator=generator) < 0.5
-        batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
-        loss = F.cross_entropy(model(batch), y[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)  # drawn at tqdm's own pace
+    columns = [*Progress.get_default_columns(), TextColumn("loss {task.fields[loss]}")]
+    with Progress(*columns, disable=not progress, transient=True) as bar:
+        task = bar.add_task("pretrain tiny backbone", total=options["steps"], loss="-")
+        for _ in range(options["steps"]):
+            idx = train[torch.randint(len(train), (options["batch_size"],), generator=generator)]
+            batch = x[idx]
+            flip = torch.rand(len(idx), generator=generator) < 0.5
+            batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
+            loss = F.cross_entropy(model(batch), y[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            bar.update(task, advance=1, loss=f"{loss.item():.3f}")
     model.eval()
     with torch.no_grad():
         accuracy = {

@@ -50,15 +50,24 @@ class Target:
 
 
 # The tests: the fast test files (or tests) that exercise each target. Left out, as too slow per mutant:
-# the disk-growing training test of test_head.py (5 min) and the end-to-end harness tests that train
-# (test_harness_e2e.py, the executors' worker tests: a minute or more each).
-SLOW_HEAD_TEST = "tests/test_head.py::test_head_learns_to_grow_a_seed_into_a_disk"
+# the disk-growing training test of tests/shapeprop/test_head.py (5 min) and the end-to-end harness tests
+# that train (tests/e2e/test_harness.py, the executors' worker tests: a minute or more each).
+SLOW_HEAD_TEST = "tests/shapeprop/test_head.py::test_head_learns_to_grow_a_seed_into_a_disk"
 TARGETS = [
-    Target("mil", {"shapeprop/mil.py": []}, ["tests/test_head.py"], [SLOW_HEAD_TEST]),
+    Target(
+        "mil",
+        {"shapeprop/mil.py": []},
+        ["tests/shapeprop/test_mil.py", "tests/shapeprop/test_head.py"],
+        [SLOW_HEAD_TEST],
+    ),
     Target(
         "head",
         {"shapeprop/head.py": []},
-        ["tests/test_head.py", "tests/test_models_params.py"],
+        [
+            "tests/shapeprop/test_head.py",
+            "tests/shapeprop/test_mil.py",
+            "tests/shapeprop/models/test_params.py",
+        ],
         [SLOW_HEAD_TEST],
     ),
     Target(
@@ -75,19 +84,31 @@ TARGETS = [
                 "_cat_targets",
             ]
         },
-        ["tests/test_mask_branch*.py", "tests/test_models.py"],
-        [  # training and the backbone, not the mask branch: 14 of test_models.py's 23 s
-            "tests/test_models.py::test_tiny_detector_with_shapeprop_loss_falls",
-            "tests/test_models.py::test_backbone_weights_from_local_checkpoint",
-            "tests/test_models.py::test_detectors_take_their_sizes_from_the_backbone_recipe",
+        ["tests/shapeprop/models/test_mask_branch*.py", "tests/shapeprop/models/test_build.py"],
+        [  # training and the backbone, not the mask branch: 14 of test_build.py's 23 s
+            "tests/shapeprop/models/test_build.py::test_tiny_detector_with_shapeprop_loss_falls",
+            "tests/shapeprop/models/test_build.py::test_backbone_weights_from_local_checkpoint",
+            "tests/shapeprop/models/test_build.py::test_detectors_take_their_sizes_from_the_backbone_recipe",
         ],
     ),
-    Target("splits", {"shapeprop/data/splits.py": []}, ["tests/test_data_splits*.py"]),
-    Target("propagation", {"shapeprop/ops/propagation.py": []}, ["tests/test_ops.py"]),
+    Target("splits", {"shapeprop/data/splits.py": []}, ["tests/shapeprop/data/test_splits*.py"]),
+    Target("propagation", {"shapeprop/ops/propagation.py": []}, ["tests/shapeprop/ops/test_propagation.py"]),
     Target(
         "suite",
         {"harness/suite/*.py": []},
-        ["tests/test_suite.py", "tests/test_suite_expansions.py"],
+        [  # what tests/test_suite.py and tests/test_suite_expansions.py held before issue 43's split
+            "tests/harness/suite/test_load.py",
+            "tests/harness/suite/test_expand.py",
+            "tests/harness/suite/test_keys.py",
+            "tests/harness/suite/test_problems.py",
+            "tests/harness/suite/test_config_keys.py",
+            "tests/harness/suite/test_schema.py",
+            "tests/harness/test_methods.py",
+            "tests/harness/test_plan.py",
+            "tests/harness/test_run_tags.py",
+            "tests/harness/cli/test_inspect.py",
+            "tests/harness/suite/test_expand_recorded.py",
+        ],
     ),
     Target(
         "runner_state",
@@ -99,6 +120,7 @@ TARGETS = [
                 "_record_failure",
                 "record_crash",
                 "SuiteSummary",
+                "RunOptions",
                 "run_suite",
             ],
             "harness/plan.py": ["PlannedRun", "plan"],
@@ -106,9 +128,9 @@ TARGETS = [
             "harness/executors/base.py": ["RunOutcome"],
         },
         [
-            "tests/test_runner*.py",
-            "tests/test_tracking.py::test_key_states_finished_wins_else_the_newest_run",
-            "tests/test_preflight.py::test_run_suite_checks_before_recording_and_submitting",
+            "tests/harness/test_runner*.py",
+            "tests/harness/test_tracking.py::test_key_states_finished_wins_else_the_newest_run",
+            "tests/harness/test_preflight.py::test_run_suite_checks_before_recording_and_submitting",
         ],
     ),
 ]
@@ -239,7 +261,18 @@ def pytest_args(root: Path, target: Target) -> list[str] | None:
         tests += [f + sep + node for f in sorted(glob.glob(path, root_dir=root))]
     if not tests:
         return None
-    args = ["-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "-m", "not slow"]
+    # addopts emptied, its import mode kept: tests/ has same-named files in different folders
+    args = [
+        "-x",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=",
+        "--import-mode=importlib",
+        "-m",
+        "not slow",
+    ]
     for test in target.deselect:
         args += ["--deselect", test]
     return args + list(dict.fromkeys(tests))

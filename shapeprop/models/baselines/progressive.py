@@ -19,9 +19,9 @@ from torch import nn
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 from shapeprop.config import ExperimentConfig
+from shapeprop.contract import ExperimentCallbacks
 from shapeprop.data.loading import DetectionDataset
 from shapeprop.data.masks import mask_to_rle
-from shapeprop.engine.hooks import ExperimentCallbacks
 from shapeprop.engine.train import train_detector
 from shapeprop.eval.coco import bbox_xywh
 from shapeprop.files import write_atomic
