@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,7 @@ from harness.run_tags import flatten_config
 from harness.suite import expand, load_suite
 from tests.helpers import TEST_SUITES
 from tests.helpers.cli import cli, cli_exe
-from tests.helpers.mlflow_store import free_port, fresh_store
+from tests.helpers.mlflow_store import free_port, fresh_store, wait_until_answering
 
 SUITE = TEST_SUITES / "tiny.yaml"
 SUITE_NAME = "test-tiny"
@@ -286,17 +285,7 @@ def mlflow_server(tmp_path, migrated_db):
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("mlflow server did not start:\n" + (tmp_path / "server.log").read_text())
-            time.sleep(0.5)
+        wait_until_answering(url + "/health", process, tmp_path / "server.log")
         yield url
     finally:
         os.killpg(process.pid, signal.SIGTERM)
@@ -364,16 +353,7 @@ def test_ui_serves_the_store(inline_store):
         url = f"http://127.0.0.1:{port}"
         assert url in line and uri in line
         assert "workflowType=machine_learning" in line  # MLflow 3 opens on the runs, not GenAI pages
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    assert response.status == 200
-                    break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.5)
+        wait_until_answering(url, process)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(30)

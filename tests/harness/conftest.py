@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers.mlflow_store import new_store
+from tests.helpers.mlflow_store import fresh_store
 
 
 @pytest.fixture
@@ -12,4 +12,4 @@ def uri(tmp_path, migrated_db, monkeypatch):
     """A new, empty SQLite store in `tmp_path`, the working directory (MLflow puts a new
     experiment's artifacts in ./mlruns). A test module may define its own `uri` instead."""
     monkeypatch.chdir(tmp_path)
-    return new_store(migrated_db, tmp_path)
+    return fresh_store(migrated_db, tmp_path)

@@ -13,8 +13,10 @@ from tests.helpers import TEST_SUITES
 ABLATIONS = TEST_SUITES / "ablations_like.yaml"
 
 
-def write(tmp_path: Path, text: str, name: str = "suite.yaml") -> Path:
-    path = tmp_path / name
+def write(folder: Path, text: str, name: str = "suite.yaml") -> Path:
+    """`text` (dedented) as the suite file `name` in `folder` (made if missing)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
     path.write_text(textwrap.dedent(text).lstrip("\n"))
     return path
 

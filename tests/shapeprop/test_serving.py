@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from harness.stored_runs import load_config
 from shapeprop import serving
 from shapeprop.visualize import overlay_layout
 from tests.helpers import ROOT
-from tests.helpers.mlflow_store import free_port, fresh_store
+from tests.helpers.mlflow_store import free_port, fresh_store, wait_until_answering
 from tests.helpers.show_suite import SUITE_NAME, SUITE_YAML
 
 ROW = "baseline + ShapeProp"
@@ -288,16 +287,7 @@ def test_mlflow_models_serve_answers_a_posted_image(store, tmp_path, fluent_uri)
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/ping", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "no server:\n" + log.read_text()
-            time.sleep(0.5)
+        wait_until_answering(url + "/ping", server, log, timeout_s=120)
         payload = {
             "dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(png).decode("ascii")]]},
             "params": {"min_score": 0.1},

@@ -9,21 +9,12 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.cli import cli_exe
-from tests.helpers.mlflow_store import free_port, fresh_store
-
-
-def _serving(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
+from tests.helpers.mlflow_store import free_port, fresh_store, wait_until_answering
 
 
 def _port_taken(port: int) -> bool:
@@ -57,10 +48,7 @@ def test_ui_stopped_by_a_signal_stops_its_server_and_workers(tmp_path, migrated_
     try:
         assert f"http://127.0.0.1:{port}" in ui.stdout.readline()
         assert "Listening on 127.0.0.1 only" in ui.stdout.readline()
-        deadline = time.monotonic() + 180
-        while not _serving(f"http://127.0.0.1:{port}/health"):
-            assert ui.poll() is None and time.monotonic() < deadline, "the UI never answered"
-            time.sleep(0.5)
+        wait_until_answering(f"http://127.0.0.1:{port}/health", ui)
         server_groups = _children_groups(ui.pid)
         assert server_groups and ui.pid not in server_groups  # the server runs in a group of its own
         ui.send_signal(signum)  # to `ui` alone, as a process manager or `kill` would

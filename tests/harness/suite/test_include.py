@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
-
-import pytest
 
 from harness.suite import expand, load_suite
-from harness.suite.schema import SuiteError
+from tests.helpers.suites import error_of, write
 
 SHARED = """
 # the recipe every suite's mini profile shares
@@ -33,19 +30,6 @@ profiles:
     include: {include}
     overrides: {schedule.lr: 0.25}
 """
-
-
-def write(folder: Path, text: str, name: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    path.write_text(textwrap.dedent(text).lstrip("\n"))
-    return path
-
-
-def error_of(path: Path) -> str:
-    with pytest.raises(SuiteError) as info:
-        load_suite(path)
-    return str(info.value)
 
 
 def test_an_included_profile_expands_as_if_written_inline_and_the_suite_wins(tmp_path):
