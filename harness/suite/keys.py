@@ -18,7 +18,8 @@ from shapeprop.config import ExperimentConfig
 
 # Bump when the meaning of a default changes (a run that relied on it would now train differently)
 # or when a field is renamed: every key changes once, and every run is "to run" again.
-KEY_SCHEME = 2
+# 3 (2026-12-07): Mask^X R-CNN (`model.mask_transfer`) became the authors' transfer+MLP variant.
+KEY_SCHEME = 3
 
 
 def non_default_values(model: BaseModel) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 `tests/data/expansions.json` holds every run of every suite and profile, with its resolved config
 and its key, as `tests/record_expansions.py` wrote them at the last intentional suite edit (issue
-40's 1,000 val images for the mini profiles; before that issue 21's faster mini recipe, and issue
+40's 1,000 val images for the mini profiles, then key scheme 3 for Mask^X's transfer+MLP; before that issue 21's faster mini recipe, and issue
 18's architecture change, which also moved the keys to the scheme of `harness/suite/keys.py`). `tests/data/expansion-keys.json` maps each recorded key to
 the key it must have now (at issue 18: old scheme -> new; since: itself), so that an accidental
 change of any key fails. After an intentional suite edit, re-record both (README "Run keys").

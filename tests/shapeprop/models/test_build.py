@@ -151,10 +151,33 @@ def test_class_agnostic_masks_and_mask_transfer(batch):
     losses["loss_mask"].backward()
     transfer = find_mask_branch(maskx).predictor.mask_fcn_logits
     assert transfer.transfer[0].weight.grad.abs().sum() > 0
+    assert transfer.mlp.weight.grad.abs().sum() > 0
     # stop-gradient: the mask loss does not reach the box predictor
     assert maskx.roi_heads.box_predictor.cls_score.weight.grad is None
     with pytest.raises(ValueError, match="class-specific"):
         _model(mask_transfer=True, class_agnostic_masks=True)
+
+
+def test_mask_transfer_adds_a_class_agnostic_mlp_to_transferred_class_weights():
+    """Mask^X's transfer+MLP: class c's logits are the 1x1 conv with T(det weights of c), no bias,
+    plus one MLP map shared by every class."""
+    maskx = _model(mask_transfer=True)
+    branch = find_mask_branch(maskx)
+    logits = branch.predictor.mask_fcn_logits
+    size = 2 * branch.resolution
+    x = torch.randn(3, logits.transfer[2].out_features, size, size)
+    with torch.no_grad():
+        out = logits(x)
+        weights = logits.class_weights()
+        assert out.shape == (3, NUM_CLASSES, size, size)
+        shared = logits.mlp(x.flatten(1)).view(3, 1, size, size)
+        assert shared.abs().max() > 0
+        per_class = torch.einsum("nchw,kc->nkhw", x, weights)
+        torch.testing.assert_close(out, per_class + shared)
+        # the transfer sees only the detection weights: a class's box weights change its mask weights
+        maskx.roi_heads.box_predictor.cls_score.weight[2].add_(1.0)
+        changed = logits.class_weights()
+        assert not torch.allclose(changed[1], weights[1]) and torch.equal(changed[0], weights[0])
 
 
 def test_class_agnostic_masks_with_shapeprop_train_and_predict(batch):
