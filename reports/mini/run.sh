@@ -6,7 +6,7 @@
 #
 #     bash reports/mini/run.sh
 #
-# Many hours of training on 2 cores (two runs at a time, ~6-9 min per 3000-step run at 160 px in
+# Many hours of training on 2 cores (two runs at a time, ~6-9 min per 3000-step run (Table 1: 6000) at 160 px in
 # bfloat16), so it runs in parts: a run that already FINISHED is skipped and a stopped one resumes
 # from its last checkpoint (every 300 steps), so the script can be stopped and started again, and the
 # reports render whatever has finished.
