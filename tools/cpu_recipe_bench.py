@@ -1,15 +1,15 @@
-"""The CPU miniature's training step, before and after the faster recipe, side by side in one run.
+"""The CPU miniature's training step, eager (today's code path) and faster, side by side in one run.
 
-"after" is the `mini` profile of a suite as committed (its rows without and with ShapeProp);
-"before" is the same with the recipe the miniatures had until 2026-11-26: torchvision's RoIAlign
-(`shapeprop.ops.roi_align` replaced it), the tiny backbone recipe's sizes (no `model.sizes`), a
-ShapeProp head on 64 training RoIs per image at width 32, and float32. A profile in bf16-mixed
-runs "after" under bfloat16 autocast, as Lightning does, and adds "after, float32" (the same in
-float32) to separate the precision's share. The models train in turn, one step each, on the same
-synthetic batches and RNG state, so a change in machine load hits all of them; medians over the
-timed steps. Weights start random (the timing does not depend on them).
+"eager" is the `mini` profile of a suite as committed (its rows without and with ShapeProp);
+"channels-last" adds `model.channels_last`; "compiled" adds `model.compile` (default mode) to it
+(`--compile none` leaves it out). The models start from the same weights and train in turn, one
+step each, on the same synthetic batches and RNG state, in the profile's precision, so a change in
+machine load hits all of them; medians over the timed steps. A compiled model's first step
+compiles it: "first step" is reported, and "run of N steps" (first step + N - 1 medians, N the
+profile's `schedule.max_steps`) counts it in. Weights start random (the timing does not depend on
+them). The tables before 2026-12 in docs/cpu-recipe-benchmark.md compared recipes instead.
 
-    .venv/bin/python tools/cpu_recipe_bench.py --out docs/cpu-recipe-benchmark.md
+    .venv/bin/python tools/cpu_recipe_bench.py --threads 2
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BEFORE = {"sizes": None, "shapeprop_rois_per_image": 64}
-BEFORE_HEAD = {"hidden_channels": 32}
 
 
 def main() -> None:
@@ -34,21 +32,22 @@ def main() -> None:
     p.add_argument("--plain", default="baselin[e]", help="row without ShapeProp (a `run --only` filter)")
     p.add_argument("--shapeprop", default="baseline + ShapePro[p]", help="row with ShapeProp")
     p.add_argument("--steps", type=int, default=20, help="timed steps per model")
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (the first compiles)")
     p.add_argument("--threads", type=int, default=None, help="torch threads [default: torch's]")
+    p.add_argument(
+        "--compile", default="default", help="model.compile of the compiled stage ('none': no such stage)"
+    )
     p.add_argument("--out", type=Path, default=None, help="also write the table here (Markdown)")
     args = p.parse_args()
     sys.path.insert(0, str(ROOT))
 
     import torch
-    import torchvision
 
     from harness.plan import select
     from harness.suite import expand, load_suite
     from shapeprop.data import catalog
     from shapeprop.data.loading import make_loader
     from shapeprop.models.build import build_detector
-    from shapeprop.ops.roi_align import MultiScaleRoIAlign
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -59,56 +58,67 @@ def main() -> None:
     }
     data = cfgs["plain"].data
     train = catalog.load(data.dataset, data.root, "train", **{**data.options, "num_images": 48})
+    stages = {"eager": {}, "channels-last": {"channels_last": True}}
+    if args.compile != "none":
+        stages["compiled"] = {"channels_last": True, "compile": args.compile}
 
-    def build(cfg, before: bool):
-        model_cfg = cfg.model.model_copy(update={"weights": None})
-        if before:
-            head = model_cfg.shapeprop and model_cfg.shapeprop.model_copy(update=BEFORE_HEAD)
-            model_cfg = model_cfg.model_copy(update={**BEFORE, "shapeprop": head})
+    weights = {}
+
+    def build(name, cfg, update):
+        model_cfg = cfg.model.model_copy(update={"weights": None, **update})
         torch.manual_seed(0)
         model = build_detector(model_cfg, len(train.metadata.classes), data.min_size, data.max_size)
-        if before:  # the subclass only overrides forward: torchvision's own pooler again
-            for module in model.modules():
-                if isinstance(module, MultiScaleRoIAlign):
-                    module.__class__ = torchvision.ops.MultiScaleRoIAlign
+        model.load_state_dict(weights.setdefault(name, model.state_dict()))
         model.train()
         params = [q for q in model.parameters() if q.requires_grad]
         return model, torch.optim.SGD(params, lr=0.01, momentum=0.9)
 
+    models = {
+        (when, name): build(name, cfg, update)
+        for when, update in stages.items()
+        for name, cfg in cfgs.items()
+    }
     precision = cfgs["plain"].schedule.precision
-    stages = ("before", "after, float32", "after") if precision == "bf16-mixed" else ("before", "after")
-    models = {(when, name): build(cfg, when == "before") for when in stages for name, cfg in cfgs.items()}
     batch = cfgs["plain"].schedule.batch_size
     loader = make_loader(train.records, data.model_copy(update={"num_workers": 0}), True, batch, 0)
     batches = [b for _, b in zip(range(8), loader, strict=False)]
     times: dict[tuple[str, str], list[float]] = {key: [] for key in models}
+    first: dict[tuple[str, str], float] = {}
     for step in range(args.warmup + args.steps):
         for key, (model, optimizer) in models.items():
             images, targets = batches[step % len(batches)]
             torch.manual_seed(step)
-            bf16 = key[0] == "after" and precision == "bf16-mixed"
             start = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
                 loss = sum(model(images, targets).values())
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            seconds = time.perf_counter() - start
+            if step == 0:
+                first[key] = seconds
             if step >= args.warmup:
-                times[key].append(time.perf_counter() - start)
+                times[key].append(seconds)
     median = {key: statistics.median(values) for key, values in times.items()}
+    run_steps = cfgs["plain"].schedule.max_steps
     lines = [
         f"Training step of the tiny detector, mini profile of `{Path(args.suite).name}` ({data.min_size} px, "
-        f'batch {batch}), {torch.get_num_threads()} torch threads, "after" in precision '
-        f"{precision}, median of {args.steps} steps "
+        f"batch {batch}), {torch.get_num_threads()} torch threads, precision {precision}, median of "
+        f"{args.steps} steps after {args.warmup} "
         f"(`{' '.join(['tools/cpu_recipe_bench.py', *sys.argv[1:]])}`; "
         f"{datetime.date.today()}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__})",
         "",
-        "| model | " + " | ".join(f"{when} (s/step)" for when in stages) + " | speed-up |",
-        "| --- " * (len(stages) + 2) + "|",
+        "| stage | plain (s/step) | shapeprop (s/step) | ShapeProp ratio | speed-up (shapeprop) "
+        f"| first step plain / shapeprop (s) | run of {run_steps} steps, shapeprop (min) |",
+        "| --- " * 7 + "|",
     ]
-    for name in cfgs:
-        cells = " | ".join(f"{median[(when, name)]:.3f}" for when in stages)
-        lines.append(f"| {name} | {cells} | {median[('before', name)] / median[('after', name)]:.2f}x |")
+    for when in stages:
+        plain, sp = median[(when, "plain")], median[(when, "shapeprop")]
+        run = (first[(when, "shapeprop")] + (run_steps - 1) * sp) / 60
+        lines.append(
+            f"| {when} | {plain:.4f} | {sp:.4f} | {sp / plain:.2f}x | {median[('eager', 'shapeprop')] / sp:.2f}x "
+            f"| {first[(when, 'plain')]:.1f} / {first[(when, 'shapeprop')]:.1f} | {run:.1f} |"
+        )
     table = "\n".join(lines) + "\n"
     print(table)
     if args.out:

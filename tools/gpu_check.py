@@ -192,7 +192,8 @@ def _ratio(r: dict, key: str) -> str:
 
 
 def detector_benchmark(configs: list[dict], device: str) -> str:
-    from shapeprop.models.bench import format_counts, run_benchmark
+    from shapeprop.models.bench import run_benchmark
+    from shapeprop.models.op_counts import format_counts
 
     header = (
         "| detector | head | precision | train s/step plain → ShapeProp | train ratio | cold-pass ratio "
