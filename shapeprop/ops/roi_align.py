@@ -85,7 +85,23 @@ def _in_order(pieces: list[tuple[Tensor, Tensor]], count: int, like: Tensor, siz
     order = torch.cat([picked for picked, _ in pieces])
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(len(order), device=order.device)
-    return torch.cat([pooled.to(like.dtype) for _, pooled in pieces])[inverse]
+    return _Reorder.apply(torch.cat([pooled.to(like.dtype) for _, pooled in pieces]), order, inverse)
+
+
+class _Reorder(torch.autograd.Function):
+    """`rows[inverse]` for a permutation `inverse` of the rows (`order` its inverse), with a gather as
+    its backward too: indexing's own backward scatters with accumulation, which took ~3 ms a step
+    for the 128 RoIs of a CPU miniature."""
+
+    @staticmethod
+    def forward(ctx, rows: Tensor, order: Tensor, inverse: Tensor) -> Tensor:
+        ctx.save_for_backward(order)
+        return rows[inverse]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (order,) = ctx.saved_tensors
+        return grad[order], None, None
 
 
 def _roi_align_pieces(
