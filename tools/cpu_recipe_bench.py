@@ -37,6 +37,9 @@ def main() -> None:
     p.add_argument(
         "--compile", default="default", help="model.compile of the compiled stage ('none': no such stage)"
     )
+    p.add_argument(
+        "--roofline", action="store_true", help="also each eager step's roofline (docs/roofline.md)"
+    )
     p.add_argument("--out", type=Path, default=None, help="also write the table here (Markdown)")
     args = p.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -84,16 +87,21 @@ def main() -> None:
     batches = [b for _, b in zip(range(8), loader, strict=False)]
     times: dict[tuple[str, str], list[float]] = {key: [] for key in models}
     first: dict[tuple[str, str], float] = {}
+
+    def train_step(key, step: int) -> None:
+        model, optimizer = models[key]
+        images, targets = batches[step % len(batches)]
+        torch.manual_seed(step)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+            loss = sum(model(images, targets).values())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
     for step in range(args.warmup + args.steps):
-        for key, (model, optimizer) in models.items():
-            images, targets = batches[step % len(batches)]
-            torch.manual_seed(step)
+        for key in models:
             start = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
-                loss = sum(model(images, targets).values())
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            train_step(key, step)
             seconds = time.perf_counter() - start
             if step == 0:
                 first[key] = seconds
@@ -119,6 +127,26 @@ def main() -> None:
             f"| {when} | {plain:.4f} | {sp:.4f} | {sp / plain:.2f}x | {median[('eager', 'shapeprop')] / sp:.2f}x "
             f"| {first[(when, 'plain')]:.1f} / {first[(when, 'shapeprop')]:.1f} | {run:.1f} |"
         )
+    if args.roofline:
+        from shapeprop.models.op_counts import count_ops
+        from shapeprop.models.roofline import format_roofline, matmul_peaks, step_roofline
+
+        cpu = torch.device("cpu")
+        r = {"peaks": matmul_peaks(cpu), "roofline": {}}
+        for name in cfgs:
+            step = lambda name=name: train_step(("eager", name), 0)  # noqa: E731
+            r["roofline"][name] = {
+                **step_roofline(step, cpu, r["peaks"]),
+                "ops": count_ops(step, cpu).total_ops,
+            }
+        lines += [
+            "",
+            "Roofline of the eager steps (`shapeprop.models.roofline`):",
+            "",
+            "```",
+            format_roofline(r),
+            "```",
+        ]
     table = "\n".join(lines) + "\n"
     print(table)
     if args.out:
