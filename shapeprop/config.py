@@ -251,8 +251,8 @@ class ModelConfig(_Strict):
     )
     channels_last: bool = Field(
         False,
-        description="the RoI heads (ShapeProp, mask head) compute in channels-last memory format: "
-        "oneDNN's faster convolutions on the CPU; the same losses to float rounding",
+        description="the ShapeProp head computes in channels-last memory format (oneDNN's faster CPU "
+        "convolutions); the same losses to float rounding",
     )
 
     @field_validator("arch")

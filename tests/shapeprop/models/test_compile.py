@@ -11,6 +11,7 @@ from shapeprop.data import catalog
 from shapeprop.data.loading import make_loader
 from shapeprop.models.build import build_detector
 from shapeprop.models.compile import compile_fixed_shape_parts, fixed_shape_parts
+from shapeprop.models.mask_branch import find_mask_branch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -94,8 +95,14 @@ def test_compiles_the_fixed_shape_parts_in_place(arch):
 
 def test_channels_last_learns_the_same_losses(batches):
     eager, fast = _pair({"channels_last": True})
+    layouts = []
+    first_conv = find_mask_branch(fast).shapeprop.saliency_learner[0]
+    first_conv.register_forward_hook(
+        lambda mod, args, out: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
     expected = _train(eager, batches, 3)
     _assert_same_losses(expected, _train(fast, batches, 3))
+    assert layouts == [True] * 3  # the head did compute channels-last
 
 
 @pytest.mark.slow  # compiling forward and backward of six parts: minutes on 2 cores
