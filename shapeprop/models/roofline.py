@@ -15,6 +15,7 @@ docs/roofline.md holds the figures.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -79,21 +80,25 @@ def _register_propagation_flops() -> None:
 _register_propagation_flops()
 
 
-def step_roofline(fn: Callable[[], Any], device: torch.device, peaks: dict[str, float]) -> dict[str, Any]:
-    """One call of `fn` (a training step) as a roofline: `flops` counted, `wall_s` (an unprofiled
-    call), `fraction_of_peak` per dtype peak, and from torch.profiler (CPU-side times of one more call, `profiled_s`): `flop_ops_s` (self time of the operators with FLOPs),
-    `other_ops_s` (of the others), `outside_ops_s` (the rest of the wall time: Python, autograd
-    bookkeeping, the profiler's own), `top` (the 12 operators of most self time, seconds, calls)."""
+def step_roofline(
+    fn: Callable[[], Any], device: torch.device, peaks: dict[str, float], repeats: int = 3
+) -> dict[str, Any]:
+    """A call of `fn` (a training step) as a roofline: `flops` counted, `wall_s` (median of `repeats`
+    unprofiled calls), `fraction_of_peak` per dtype peak, and from torch.profiler (CPU-side times per
+    call over `repeats` more calls, `profiled_s`): `flop_ops_s` (self time of the operators with
+    FLOPs), `other_ops_s` (of the others), `outside_ops_s` (the rest of the wall time: Python,
+    autograd bookkeeping, the profiler's own), `top` (the 12 operators of most self time per call:
+    seconds, calls)."""
     from torch.profiler import ProfilerActivity, profile
 
     flops = count_flops(fn)
-    wall = _timed(fn, device)
+    wall = statistics.median(_timed(fn, device) for _ in range(repeats))
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        profiled = _timed(fn, device)
+        profiled = sum(_timed(fn, device) for _ in range(repeats)) / repeats
     ops = [e for e in prof.key_averages() if "::" in e.key and not e.key.startswith("autograd::")]
     ops = [e for e in ops if not e.key.startswith(("Optimizer.", "cudaDeviceSynchronize"))]
-    with_flops = sum(e.self_cpu_time_total for e in ops if _has_flops(e.key)) / 1e6
-    others = sum(e.self_cpu_time_total for e in ops if not _has_flops(e.key)) / 1e6
+    with_flops = sum(e.self_cpu_time_total for e in ops if _has_flops(e.key)) / 1e6 / repeats
+    others = sum(e.self_cpu_time_total for e in ops if not _has_flops(e.key)) / 1e6 / repeats
     top = sorted(ops, key=lambda e: -e.self_cpu_time_total)[:12]
     return {
         "flops": flops,
@@ -103,7 +108,7 @@ def step_roofline(fn: Callable[[], Any], device: torch.device, peaks: dict[str, 
         "flop_ops_s": with_flops,
         "other_ops_s": others,
         "outside_ops_s": max(profiled - with_flops - others, 0.0),
-        "top": [(e.key, e.self_cpu_time_total / 1e6, e.count) for e in top],
+        "top": [(e.key, e.self_cpu_time_total / 1e6 / repeats, e.count // repeats) for e in top],
     }
 
 
