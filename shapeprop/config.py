@@ -243,6 +243,17 @@ class ModelConfig(_Strict):
         "none", description="baselines: masks for box-only instances (box: the filled box)"
     )
     mask_transfer: bool = Field(False, description="Mask^X R-CNN weight transfer from box head to mask head")
+    compile: Literal["none", "default", "reduce-overhead", "max-autotune-no-cudagraphs"] = Field(
+        "none",
+        description="torch.compile mode of the detector's fixed-shape parts (backbone + FPN, box head, "
+        "ShapeProp head, mask head; shapeprop.models.compile), 'reduce-overhead' adding CUDA graphs on a "
+        "GPU; 'none' runs eagerly. The same losses to float rounding (docs/roofline.md)",
+    )
+    channels_last: bool = Field(
+        False,
+        description="the ShapeProp head computes in channels-last memory format (oneDNN's faster CPU "
+        "convolutions); the same losses to float rounding",
+    )
 
     @field_validator("arch")
     @classmethod

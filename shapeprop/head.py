@@ -76,10 +76,20 @@ class ShapePropHead(nn.Module):
         cfg: widths, depths, propagation options and loss weights (paper defaults).
 
     `out_channels` (= cfg.prior_channels) is how many channels `fuse` adds to the mask-head input.
+    `channels_last` computes in channels-last memory format: the same values to float rounding.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, cfg: ShapePropConfig | None = None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        cfg: ShapePropConfig | None = None,
+        channels_last: bool = False,
+    ) -> None:
         super().__init__()
+        # channels-last: oneDNN's CPU convolutions skip their reorders (the saliency trunk's first
+        # conv on 128 RoIs ran forward + backward 2.7x faster in float32, docs/roofline.md)
+        self.channels_last = channels_last
         cfg = cfg or ShapePropConfig()
         if in_channels < 1 or num_classes < 1:
             raise ValueError(
@@ -141,7 +151,9 @@ class ShapePropHead(nn.Module):
         with the head in float32 learned as in float32 (reports/mini/README.md, "bfloat16").
         """
         with torch.autocast(roi_features.device.type, enabled=False):
-            return self._forward(roi_features.to(self.saliency_logits.weight.dtype), classes, shape_rois)
+            dtype = self.saliency_logits.weight.dtype
+            layout = torch.channels_last if self.channels_last else torch.preserve_format
+            return self._forward(roi_features.to(dtype, memory_format=layout), classes, shape_rois)
 
     def _forward(
         self, roi_features: torch.Tensor, classes: torch.Tensor, shape_rois: torch.Tensor | None

@@ -1,15 +1,17 @@
-"""The CPU miniature's training step, before and after the faster recipe, side by side in one run.
+"""The CPU miniature's training step, eager (today's code path) and faster, side by side in one run.
 
-"after" is the `mini` profile of a suite as committed (its rows without and with ShapeProp);
-"before" is the same with the recipe the miniatures had until 2026-11-26: torchvision's RoIAlign
-(`shapeprop.ops.roi_align` replaced it), the tiny backbone recipe's sizes (no `model.sizes`), a
-ShapeProp head on 64 training RoIs per image at width 32, and float32. A profile in bf16-mixed
-runs "after" under bfloat16 autocast, as Lightning does, and adds "after, float32" (the same in
-float32) to separate the precision's share. The models train in turn, one step each, on the same
-synthetic batches and RNG state, so a change in machine load hits all of them; medians over the
-timed steps. Weights start random (the timing does not depend on them).
+"eager" is the `mini` profile of a suite as committed (its rows without and with ShapeProp);
+"before" is the same with the FPN pooler of git revision `--before` (default main: the code path
+before issue 45, whose eager change is the pooler's; loaded from `git show`, left out when git
+cannot show it); "channels-last" adds `model.channels_last`; "compiled" adds `model.compile` (default mode) to it
+(`--compile none` leaves it out). The models start from the same weights and train in turn, one
+step each, on the same synthetic batches and RNG state, in the profile's precision, so a change in
+machine load hits all of them; medians over the timed steps. A compiled model's first step
+compiles it: "first step" is reported, and "run of N steps" (first step + N - 1 medians, N the
+profile's `schedule.max_steps`) counts it in. Weights start random (the timing does not depend on
+them). The tables before 2026-12 in docs/cpu-recipe-benchmark.md compared recipes instead.
 
-    .venv/bin/python tools/cpu_recipe_bench.py --out docs/cpu-recipe-benchmark.md
+    .venv/bin/python tools/cpu_recipe_bench.py --threads 2
 """
 
 from __future__ import annotations
@@ -24,8 +26,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BEFORE = {"sizes": None, "shapeprop_rois_per_image": 64}
-BEFORE_HEAD = {"hidden_channels": 32}
 
 
 def main() -> None:
@@ -34,14 +34,28 @@ def main() -> None:
     p.add_argument("--plain", default="baselin[e]", help="row without ShapeProp (a `run --only` filter)")
     p.add_argument("--shapeprop", default="baseline + ShapePro[p]", help="row with ShapeProp")
     p.add_argument("--steps", type=int, default=20, help="timed steps per model")
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (the first compiles)")
     p.add_argument("--threads", type=int, default=None, help="torch threads [default: torch's]")
+    p.add_argument(
+        "--compile", default="default", help="model.compile of the compiled stage ('none': no such stage)"
+    )
+    p.add_argument(
+        "--roofline", action="store_true", help="also each eager step's roofline (docs/roofline.md)"
+    )
+    p.add_argument(
+        "--before", default="main", help="git revision whose pooler the 'before' stage runs ('': none)"
+    )
+    p.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time steps in this process's CPU seconds, not wall seconds: on a machine others load, "
+        "the work without the waits for a core (use with --threads 1)",
+    )
     p.add_argument("--out", type=Path, default=None, help="also write the table here (Markdown)")
     args = p.parse_args()
     sys.path.insert(0, str(ROOT))
 
     import torch
-    import torchvision
 
     from harness.plan import select
     from harness.suite import expand, load_suite
@@ -59,60 +73,120 @@ def main() -> None:
     }
     data = cfgs["plain"].data
     train = catalog.load(data.dataset, data.root, "train", **{**data.options, "num_images": 48})
+    old_pooler = _pooler_of(args.before) if args.before else None
+    stages = {"before": {}} if old_pooler else {}
+    stages |= {"eager": {}, "channels-last": {"channels_last": True}}
+    if args.compile != "none":
+        stages["compiled"] = {"channels_last": True, "compile": args.compile}
 
-    def build(cfg, before: bool):
-        model_cfg = cfg.model.model_copy(update={"weights": None})
-        if before:
-            head = model_cfg.shapeprop and model_cfg.shapeprop.model_copy(update=BEFORE_HEAD)
-            model_cfg = model_cfg.model_copy(update={**BEFORE, "shapeprop": head})
+    weights = {}
+
+    def build(name, cfg, update):
+        model_cfg = cfg.model.model_copy(update={"weights": None, **update})
         torch.manual_seed(0)
         model = build_detector(model_cfg, len(train.metadata.classes), data.min_size, data.max_size)
-        if before:  # the subclass only overrides forward: torchvision's own pooler again
-            for module in model.modules():
-                if isinstance(module, MultiScaleRoIAlign):
-                    module.__class__ = torchvision.ops.MultiScaleRoIAlign
+        model.load_state_dict(weights.setdefault(name, model.state_dict()))
         model.train()
         params = [q for q in model.parameters() if q.requires_grad]
         return model, torch.optim.SGD(params, lr=0.01, momentum=0.9)
 
+    models = {
+        (when, name): build(name, cfg, update)
+        for when, update in stages.items()
+        for name, cfg in cfgs.items()
+    }
+    for (when, _), (model, _) in models.items():
+        if when == "before":  # the pooler modules only: their subclass overrides forward alone
+            for module in model.modules():
+                if isinstance(module, MultiScaleRoIAlign):
+                    module.__class__ = old_pooler
     precision = cfgs["plain"].schedule.precision
-    stages = ("before", "after, float32", "after") if precision == "bf16-mixed" else ("before", "after")
-    models = {(when, name): build(cfg, when == "before") for when in stages for name, cfg in cfgs.items()}
     batch = cfgs["plain"].schedule.batch_size
     loader = make_loader(train.records, data.model_copy(update={"num_workers": 0}), True, batch, 0)
     batches = [b for _, b in zip(range(8), loader, strict=False)]
     times: dict[tuple[str, str], list[float]] = {key: [] for key in models}
+    first: dict[tuple[str, str], float] = {}
+
+    def train_step(key, step: int) -> None:
+        model, optimizer = models[key]
+        images, targets = batches[step % len(batches)]
+        torch.manual_seed(step)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+            loss = sum(model(images, targets).values())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    clock = time.process_time if args.cpu_time else time.perf_counter
     for step in range(args.warmup + args.steps):
-        for key, (model, optimizer) in models.items():
-            images, targets = batches[step % len(batches)]
-            torch.manual_seed(step)
-            bf16 = key[0] == "after" and precision == "bf16-mixed"
-            start = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = sum(model(images, targets).values())
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        for key in models:
+            start, wall = clock(), time.perf_counter()
+            train_step(key, step)
+            seconds = clock() - start
+            if step == 0:  # in wall seconds: compilation runs in worker processes too
+                first[key] = time.perf_counter() - wall
             if step >= args.warmup:
-                times[key].append(time.perf_counter() - start)
+                times[key].append(seconds)
     median = {key: statistics.median(values) for key, values in times.items()}
+    run_steps = cfgs["plain"].schedule.max_steps
     lines = [
         f"Training step of the tiny detector, mini profile of `{Path(args.suite).name}` ({data.min_size} px, "
-        f'batch {batch}), {torch.get_num_threads()} torch threads, "after" in precision '
-        f"{precision}, median of {args.steps} steps "
+        f"batch {batch}), {torch.get_num_threads()} torch threads, precision {precision}, median of "
+        f"{args.steps} steps after {args.warmup}{', in CPU seconds' if args.cpu_time else ''} "
         f"(`{' '.join(['tools/cpu_recipe_bench.py', *sys.argv[1:]])}`; "
         f"{datetime.date.today()}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__})",
         "",
-        "| model | " + " | ".join(f"{when} (s/step)" for when in stages) + " | speed-up |",
-        "| --- " * (len(stages) + 2) + "|",
+        f"| stage | plain (s/step) | shapeprop (s/step) | ShapeProp ratio | speed-up (shapeprop, over {next(iter(stages))}) "
+        f"| first step plain / shapeprop (s) | run of {run_steps} steps, shapeprop (min) |",
+        "| --- " * 7 + "|",
     ]
-    for name in cfgs:
-        cells = " | ".join(f"{median[(when, name)]:.3f}" for when in stages)
-        lines.append(f"| {name} | {cells} | {median[('before', name)] / median[('after', name)]:.2f}x |")
+    for when in stages:
+        plain, sp = median[(when, "plain")], median[(when, "shapeprop")]
+        run = (first[(when, "shapeprop")] + (run_steps - 1) * sp) / 60
+        lines.append(
+            f"| {when} | {plain:.4f} | {sp:.4f} | {sp / plain:.2f}x | {median[(next(iter(stages)), 'shapeprop')] / sp:.2f}x "
+            f"| {first[(when, 'plain')]:.1f} / {first[(when, 'shapeprop')]:.1f} | {run:.1f} |"
+        )
+    if args.roofline:
+        from shapeprop.models.op_counts import count_ops
+        from shapeprop.models.roofline import format_roofline, matmul_peaks, step_roofline
+
+        cpu = torch.device("cpu")
+        r = {"peaks": matmul_peaks(cpu), "roofline": {}}
+        for name in cfgs:
+            step = lambda name=name: train_step(("eager", name), 0)  # noqa: E731
+            r["roofline"][name] = {
+                **step_roofline(step, cpu, r["peaks"]),
+                "ops": count_ops(step, cpu).total_ops,
+            }
+        lines += [
+            "",
+            "Roofline of the eager steps (`shapeprop.models.roofline`):",
+            "",
+            "```",
+            format_roofline(r),
+            "```",
+        ]
     table = "\n".join(lines) + "\n"
     print(table)
     if args.out:
         args.out.write_text(table)
+
+
+def _pooler_of(rev: str):
+    """`MultiScaleRoIAlign` of `shapeprop/ops/roi_align.py` at git revision `rev`, or None."""
+    import subprocess
+    import types
+
+    shown = subprocess.run(
+        ["git", "show", f"{rev}:shapeprop/ops/roi_align.py"], cwd=ROOT, capture_output=True, text=True
+    )
+    if shown.returncode != 0:
+        print(f"no 'before' stage: git cannot show {rev}'s pooler ({shown.stderr.strip()})")
+        return None
+    module = types.ModuleType(f"roi_align_at_{rev}")
+    exec(compile(shown.stdout, f"{rev}:shapeprop/ops/roi_align.py", "exec"), module.__dict__)
+    return module.MultiScaleRoIAlign
 
 
 if __name__ == "__main__":

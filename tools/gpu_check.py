@@ -9,7 +9,10 @@ and pytest; without mlflow the demo rows go through `run_experiment` directly). 
 3. the operator benchmark against the unfold reference, N = 64 to 8192;
 4. the detector overhead benchmark: Mask R-CNN and RetinaMask, R-50-FPN, 800 px, batch 2, with and
    without each ShapeProp head preset, with per-step operator and sync counts;
-5. the demo rows (`suites/demo.yaml`, mini profile) trained and evaluated on the GPU.
+5. the demo rows (`suites/demo.yaml`, mini profile) trained and evaluated on the GPU;
+6. speed: the Mask R-CNN step as a roofline (FLOPs, fraction of the matmul peak, where the time
+   goes), eager against `model.compile` ("default", "reduce-overhead": CUDA graphs) side by side,
+   and each precision (32, 16-mixed, bf16-mixed): step times and a short loss curve against float32.
 
 The report (default `docs/gpu-check.md`) is rewritten after every section, so a run cut short
 still says what it did; progress goes to stdout. `--no-gpu` runs the parts that need no GPU on the
@@ -40,7 +43,7 @@ sys.path.insert(0, str(ROOT))  # the checkout's shapeprop and harness, on a mach
 
 from shapeprop.files import write_atomic  # noqa: E402
 
-SECTIONS = ("build", "tests", "operator", "detector", "demo")
+SECTIONS = ("build", "tests", "operator", "detector", "demo", "speed")
 OPTIONAL_PACKAGES = ("pydantic", "pycocotools", "pytest")  # beyond what `shapeprop-bench env` lists
 
 
@@ -192,7 +195,8 @@ def _ratio(r: dict, key: str) -> str:
 
 
 def detector_benchmark(configs: list[dict], device: str) -> str:
-    from shapeprop.models.bench import format_counts, run_benchmark
+    from shapeprop.models.bench import run_benchmark
+    from shapeprop.models.op_counts import format_counts
 
     header = (
         "| detector | head | precision | train s/step plain → ShapeProp | train ratio | cold-pass ratio "
@@ -272,6 +276,122 @@ def demo_rows(quick: bool) -> str:
     return (
         "`suites/demo.yaml`, mini profile (seed 0), through `shapeprop.experiment.run_experiment`; wall "
         "time includes data loading, training and evaluation.\n\n" + "\n".join(lines)
+    )
+
+
+def speed(quick: bool, device: str) -> str:
+    """Roofline and compile modes of the Mask R-CNN step (on a GPU: R-50-FPN, official head), then
+    each precision: both detectors' step times and the Mask R-CNN loss curve against float32's."""
+    from shapeprop.config import ShapePropConfig
+    from shapeprop.models.bench import run_benchmark
+    from shapeprop.models.roofline import format_roofline
+
+    if quick:  # channels-last twins: the twin machinery without minutes of compiling on a CPU
+        size = dict(backbone="tiny", size=64, batch_size=2, steps=1, images=0, warmup=1)
+        head = ShapePropConfig(preset="light")
+        variants, precisions, curve_steps = [{"channels_last": True}], ["32", "bf16-mixed"], 2
+        archs = ["mask_rcnn"]
+    else:
+        size = dict(backbone="resnet50", size=800, batch_size=2, steps=10, images=0, warmup=3)
+        head = ShapePropConfig(preset="official")
+        variants = [{"compile": "default"}, {"compile": "reduce-overhead"}]
+        precisions, curve_steps = ["32", "16-mixed", "bf16-mixed"], 60
+        archs = ["mask_rcnn", "retinamask"]
+    parts = []
+    header = (
+        "| fast twin | train s/step plain → ShapeProp, eager | fast | ShapeProp ratio eager → fast "
+        "| first step s (compiling) plain / ShapeProp |\n" + "|---" * 5 + "|"
+    )
+    rows = []
+    for i, fast in enumerate(variants):
+        log(f"speed: {fast}")
+        r = run_benchmark(device=device, shapeprop=head, roofline=i == 0, **fast, **size)
+        if i == 0:
+            parts.append(f"Roofline of one training step (float32, eager):\n\n```\n{format_roofline(r)}\n```")
+        rows.append(
+            f"| {', '.join(f'{k} {v}' for k, v in fast.items())} "
+            f"| {r['train_s_per_step_plain']:.4f} → {r['train_s_per_step_shapeprop']:.4f} "
+            f"| {r['train_s_per_step_plain fast']:.4f} → {r['train_s_per_step_shapeprop fast']:.4f} "
+            f"| ×{r['train_ratio']:.3f} → ×{r['train_ratio fast']:.3f} "
+            f"| {r['first_step_s_plain fast']:.1f} / {r['first_step_s_shapeprop fast']:.1f} |"
+        )
+    parts.append(f"Eager and fast twins (same weights) trained in turn:\n\n{header}\n" + "\n".join(rows))
+    rows = ["| detector | precision | train s/step plain → ShapeProp | ratio |", "|---|---|---|---|"]
+    for arch in archs:
+        for precision in precisions:
+            log(f"speed: {arch}, precision {precision}")
+            r = run_benchmark(arch, device=device, shapeprop=head, precision=precision, **size)
+            rows.append(
+                f"| {arch} | `{precision}` | {r['train_s_per_step_plain']:.4f} → "
+                f"{r['train_s_per_step_shapeprop']:.4f} | ×{r['train_ratio']:.3f} |"
+            )
+    parts.append("Precision (eager):\n\n" + "\n".join(rows))
+    parts.append(loss_curves(size, head, precisions, curve_steps, device))
+    return (
+        f"Mask R-CNN {size['backbone']}, {size['size']} px, batch {size['batch_size']}, {head.preset} head "
+        f"(`python -m shapeprop.models.bench --backbone {size['backbone']} --size {size['size']} --batch 2 "
+        f"--preset {head.preset} --compile MODE --roofline`). Decides `model.compile`'s and the full profiles' precision defaults: "
+        "docs/roofline.md.\n\n" + "\n\n".join(parts)
+    )
+
+
+def loss_curves(size: dict, head, precisions: list[str], steps: int, device: str) -> str:
+    """The ShapeProp detector trained `steps` SGD steps from the same weights and batches in each
+    precision: the summed loss at a few steps, and its largest relative gap to float32's."""
+    import torch
+
+    from shapeprop.config import DataConfig, ModelConfig
+    from shapeprop.data import catalog
+    from shapeprop.data.loading import make_loader
+    from shapeprop.models.bench import PRECISIONS
+    from shapeprop.models.build import build_detector
+
+    dev = torch.device(device)
+    with tempfile.TemporaryDirectory() as tmp:
+        records = catalog.load(
+            "synthetic", root=Path(tmp), split="train", num_images=16, image_size=size["size"]
+        ).records
+        data = DataConfig(min_size=size["size"], max_size=size["size"], num_workers=0)
+        batches = [
+            b for _, b in zip(range(8), make_loader(records, data, True, size["batch_size"], 0), strict=False)
+        ]
+    cfg = ModelConfig(backbone=size["backbone"], shapeprop=head)
+    torch.manual_seed(0)
+    start = build_detector(cfg, 10, size["size"], size["size"]).state_dict()
+    curves = {}
+    for precision in precisions:
+        log(f"loss curve: {precision}")
+        model = build_detector(cfg, 10, size["size"], size["size"]).to(dev).train()
+        model.load_state_dict(start)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9)
+        dtype = PRECISIONS[precision]
+        scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
+        curve = []
+        for step in range(steps):
+            images, targets = batches[step % len(batches)]
+            images = [i.to(dev) for i in images]
+            targets = [{k: v.to(dev) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+            torch.manual_seed(step)
+            with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+                loss = sum(model(images, targets).values())
+            optimizer.zero_grad()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            curve.append(loss.item())
+        curves[precision] = curve
+    shown = sorted({0, steps // 4, steps // 2, steps - 1})
+    lines = [
+        "| precision | " + " | ".join(f"loss @ {s}" for s in shown) + " | largest gap to 32 |",
+        "|---" * (len(shown) + 2) + "|",
+    ]
+    for precision, curve in curves.items():
+        gap = max(abs(a - b) / abs(b) for a, b in zip(curve, curves["32"], strict=True))
+        lines.append(
+            f"| `{precision}` | " + " | ".join(f"{curve[s]:.4f}" for s in shown) + f" | {100 * gap:.1f} % |"
+        )
+    return f"Loss curves, {steps} steps from the same weights and batches (SGD, lr 0.005):\n\n" + "\n".join(
+        lines
     )
 
 
@@ -374,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
         lambda: detector_benchmark(detector_configs(quick), device),
     )
     section("demo", "5. Demo rows end to end", lambda: demo_rows(quick))
+    section("speed", "6. Speed: roofline, compile, precision", lambda: speed(quick, device))
     total = time.perf_counter() - started
     report.add(
         f"Total: {total:.0f} s. "

@@ -7,120 +7,47 @@ two models alternate step by step (drift in machine load hits both) and medians 
 Inference keeps every detection (score threshold 0, up to 100 per image), the costly case.
 
 `--count` also counts, for one training step of each model (forward, backward, optimizer step),
-the operators dispatched and the ones that synchronise the host with a CUDA device (`nonzero`,
-`.item()`, boolean-mask indexing, ...: `SYNCING_OPS`), on any device; on a GPU it adds the
-synchronisations CUDA itself reports (`torch.cuda.set_sync_debug_mode`). `--profile` prints
+the operators dispatched and the ones that synchronise the host with a CUDA device
+(`shapeprop.models.op_counts`). `--profile` prints
 torch.profiler's busiest operators of one step of each model.
+
+`--compile MODE` / `--channels-last` add a "fast" copy of both models (`model.compile`,
+`model.channels_last`, same weights) that trains and infers interleaved with the eager ones:
+before and after in one run. Its first step (compilation included) is reported apart.
+`--roofline` gives each model's training step as a roofline (`shapeprop.models.roofline`): FLOPs counted,
+the fraction of the machine's matmul peak the step reaches, and
+where its time goes (torch.profiler: operators with FLOPs, other operators, outside operators).
 
     python -m shapeprop.models.bench --arch mask_rcnn --backbone tiny --size 128 --batch 4
     python -m shapeprop.models.bench --count --steps 0 --images 0
+    python -m shapeprop.models.bench --size 160 --batch 4 --preset light --hidden 16 --compile default --roofline
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import tempfile
 import time
-import warnings
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from shapeprop.config import DataConfig, ModelConfig, ShapePropConfig
 from shapeprop.data import catalog
 from shapeprop.data.loading import DetectionDataset, make_loader
 from shapeprop.models.build import build_detector
+from shapeprop.models.compile import MODES
 from shapeprop.models.detectors import DETECTORS
+from shapeprop.models.op_counts import count_ops, format_counts
 from shapeprop.models.params import param_counts
 from shapeprop.models.recipes import BACKBONES
+from shapeprop.models.roofline import format_roofline, matmul_peaks, step_roofline
 from shapeprop.timing import synchronize
 
 PRECISIONS = {"32": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
-
-# Operators that wait for a CUDA device to finish: their result's size or value is read on the host.
-SYNCING_OPS = {
-    "aten.nonzero",
-    "aten._local_scalar_dense",  # .item(), float(t), int(t), bool(t), `if t:`
-    "aten.is_nonzero",
-    "aten.masked_select",
-    "aten.equal",
-    "aten.unique_dim",
-    "aten._unique2",
-    "aten.unique_consecutive",
-}
-
-
-def _syncs(func, args: tuple, kwargs: dict) -> bool:
-    name = str(func.overloadpacket)
-    if name in SYNCING_OPS:
-        return True
-    if name in ("aten.index", "aten.index_put", "aten.index_put_"):  # a boolean mask becomes nonzero()
-        indices = args[1] if len(args) > 1 else kwargs.get("indices", ())
-        return any(i is not None and i.dtype in (torch.bool, torch.uint8) for i in indices)
-    if name == "aten.repeat_interleave":  # without output_size the length is read on the host
-        return torch.is_tensor(args[0]) and kwargs.get("output_size") is None and len(args) < 4
-    return False
-
-
-@dataclass
-class OpCount:
-    """Operators dispatched by a piece of work, and which of them synchronise with a CUDA device."""
-
-    ops: Counter = field(default_factory=Counter)
-    syncs: Counter = field(default_factory=Counter)
-    cuda_syncs: int | None = None  # what CUDA's sync debug mode reported (on a GPU only)
-    cuda_sync_sites: Counter = field(default_factory=Counter)  # "file:line" of the Python caller
-
-    @property
-    def total_ops(self) -> int:
-        return sum(self.ops.values())
-
-    @property
-    def total_syncs(self) -> int:
-        return sum(self.syncs.values())
-
-
-class _Counting(TorchDispatchMode):
-    def __init__(self, count: OpCount):
-        super().__init__()
-        self.count = count
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        name = str(func.overloadpacket)
-        self.count.ops[name] += 1
-        if _syncs(func, args, kwargs):
-            self.count.syncs[name] += 1
-        return func(*args, **kwargs)
-
-
-def count_ops(fn: Callable[[], Any], device: torch.device) -> OpCount:
-    """Run `fn` once, counting the ATen operators it dispatches (backward included) and the syncing
-    ones; on CUDA also the synchronisations the sync debug mode reports."""
-    count = OpCount()
-    cuda = device.type == "cuda"
-    with contextlib.ExitStack() as stack:
-        if cuda:
-            torch.cuda.synchronize(device)
-            caught = stack.enter_context(warnings.catch_warnings(record=True))
-            warnings.simplefilter("always")
-            previous = torch.cuda.get_sync_debug_mode()
-            torch.cuda.set_sync_debug_mode("warn")
-            stack.callback(torch.cuda.set_sync_debug_mode, previous)
-        stack.enter_context(_Counting(count))
-        fn()
-    if cuda:
-        syncs = [w for w in caught if "synchronizing" in str(w.message)]
-        count.cuda_syncs = len(syncs)
-        count.cuda_sync_sites = Counter(f"{Path(w.filename).name}:{w.lineno}" for w in syncs)
-    return count
 
 
 def _timed(fn: Callable[[], Any], device: torch.device) -> float:
@@ -145,8 +72,11 @@ def build_pair(
     size: int,
     max_size: int,
     rois: int | None = None,
+    fast: dict[str, Any] | None = None,
 ):
-    """(plain, with ShapeProp) detectors sharing all common weights; score threshold 0."""
+    """(plain, with ShapeProp) detectors sharing all common weights; score threshold 0. With `fast`
+    (ModelConfig updates, e.g. compile) also their fast copies: (plain, with ShapeProp, plain fast,
+    with ShapeProp fast), each fast one with its eager twin's weights."""
     torch.manual_seed(0)
     plain = build_detector(model_cfg, num_classes, size, max_size, score_thresh=0.0)
     torch.manual_seed(0)
@@ -155,7 +85,14 @@ def build_pair(
     own = with_sp.state_dict()
     shared = {k: v for k, v in plain.state_dict().items() if k in own and own[k].shape == v.shape}
     with_sp.load_state_dict(shared, strict=False)
-    return plain, with_sp
+    if not fast:
+        return plain, with_sp
+    twins = []
+    for cfg, eager in ((model_cfg, plain), (sp_cfg, with_sp)):
+        twin = build_detector(cfg.model_copy(update=fast), num_classes, size, max_size, score_thresh=0.0)
+        twin.load_state_dict(eager.state_dict())
+        twins.append(twin)
+    return plain, with_sp, *twins
 
 
 def run_benchmark(
@@ -174,6 +111,9 @@ def run_benchmark(
     precision: str = "32",
     count: bool = False,
     profile: bool = False,
+    compile: str = "none",
+    channels_last: bool = False,
+    roofline: bool = False,
 ) -> dict[str, Any]:
     """Median train-step and per-image inference seconds of both models, and their ratios.
 
@@ -184,6 +124,9 @@ def run_benchmark(
     as Lightning's AMP does. With `count`, `ops_*` / `syncs_*` (and on CUDA `cuda_syncs_*`) give one
     training step's counts and `counts` the `OpCount` of each model. With `profile`, `profiles` holds
     torch.profiler's tables of one training step and one inference call of each model. `steps` or `images` 0 skip the timing.
+    With `compile` (a `model.compile` mode) or `channels_last`, "plain fast" and "shapeprop fast"
+    run beside them, and `first_step_s_*` holds every model's first training step (compilation).
+    With `roofline`, `roofline` holds `step_roofline` of each eager model and `peaks` the machine's.
     """
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     amp_dtype = PRECISIONS[precision]
@@ -201,13 +144,14 @@ def run_benchmark(
         eval_set = DetectionDataset(ds.records[:images], size, max_size, hflip=False, train=False)
         eval_images = [eval_set[i][0].to(dev) for i in range(len(eval_set))]
     cfg = ModelConfig(arch=arch, backbone=backbone)
-    models = dict(
-        zip(
-            ("plain", "shapeprop"),
-            build_pair(cfg, shapeprop, len(ds.metadata.classes), size, max_size, shapeprop_rois_per_image),
-            strict=True,
-        )
+    fast = {
+        k: v for k, v in (("compile", compile), ("channels_last", channels_last)) if v not in ("none", False)
+    }
+    names = ("plain", "shapeprop", "plain fast", "shapeprop fast") if fast else ("plain", "shapeprop")
+    pair = build_pair(
+        cfg, shapeprop, len(ds.metadata.classes), size, max_size, shapeprop_rois_per_image, fast
     )
+    models = dict(zip(names, pair, strict=True))
     optimizers = {
         k: torch.optim.SGD(m.to(dev).parameters(), lr=1e-3, momentum=0.9) for k, m in models.items()
     }
@@ -232,7 +176,9 @@ def run_benchmark(
     }
     for step in range(warmup):  # also what count/profile see: caches filled, kernels chosen
         for name in models:
-            train_step(name, step)
+            seconds = _timed(lambda name=name, step=step: train_step(name, step), dev)
+            if step == 0:
+                out[f"first_step_s_{name}"] = seconds
     if count:
         out["counts"] = {name: count_ops(lambda name=name: train_step(name, 0), dev) for name in models}
         for name, c in out["counts"].items():
@@ -244,6 +190,15 @@ def run_benchmark(
             f"{name}: one training step": _profile(lambda name=name: train_step(name, 0), dev)
             for name in models
         }
+    if roofline:
+        out["peaks"] = matmul_peaks(dev)
+        out["roofline"] = {  # of the eager models: counting under a dispatch mode would recompile the others
+            name: step_roofline(lambda name=name: train_step(name, 0), dev, out["peaks"])
+            for name in models
+            if "fast" not in name
+        }
+        for name, entry in out["roofline"].items():
+            entry["ops"] = count_ops(lambda name=name: train_step(name, 0), dev).total_ops
     if steps:
         # Two passes over the same steps. The first (cold) meets each step's RoI counts for the first
         # time, and cuDNN / oneDNN build kernels for the new shapes; the second (warm) is the steady
@@ -255,10 +210,14 @@ def run_benchmark(
                     times[name].append(_timed(lambda name=name, step=step: train_step(name, step), dev))
             for name in models:
                 out[f"train_s_per_step_{name}{suffix}"] = statistics.median(times[name])
-            out[f"train_ratio{suffix}"] = (
-                out[f"train_s_per_step_shapeprop{suffix}"] / out[f"train_s_per_step_plain{suffix}"]
-            )
-            out[f"train_ratio_quartiles{suffix}"] = _quartiles(times["shapeprop"], times["plain"])
+            for tag in ("", " fast") if fast else ("",):
+                out[f"train_ratio{tag}{suffix}"] = (
+                    out[f"train_s_per_step_shapeprop{tag}{suffix}"]
+                    / out[f"train_s_per_step_plain{tag}{suffix}"]
+                )
+                out[f"train_ratio_quartiles{tag}{suffix}"] = _quartiles(
+                    times[f"shapeprop{tag}"], times[f"plain{tag}"]
+                )
     if eval_images:
         infer_times: dict[str, list[float]] = {k: [] for k in models}
         with torch.no_grad(), autocast():
@@ -276,8 +235,13 @@ def run_benchmark(
                     )
         for name in models:
             out[f"infer_s_per_img_{name}"] = statistics.median(infer_times[name])
-        out["infer_ratio"] = out["infer_s_per_img_shapeprop"] / out["infer_s_per_img_plain"]
-        out["infer_ratio_quartiles"] = _quartiles(infer_times["shapeprop"], infer_times["plain"])
+        for tag in ("", " fast") if fast else ("",):
+            out[f"infer_ratio{tag}"] = (
+                out[f"infer_s_per_img_shapeprop{tag}"] / out[f"infer_s_per_img_plain{tag}"]
+            )
+            out[f"infer_ratio_quartiles{tag}"] = _quartiles(
+                infer_times[f"shapeprop{tag}"], infer_times[f"plain{tag}"]
+            )
     return out
 
 
@@ -303,36 +267,6 @@ def _profile(fn: Callable[[], Any], device: torch.device, rows: int = 25) -> str
     return prof.key_averages().table(sort_by=key, row_limit=rows)
 
 
-def format_counts(counts: dict[str, OpCount], rows: int = 15) -> str:
-    """Per-step totals of both models, and the operators ShapeProp adds most of."""
-    plain, sp = counts["plain"], counts["shapeprop"]
-    lines = [
-        f"{'per training step':<28} {'plain':>8} {'shapeprop':>10} {'added':>8}",
-        f"{'operators dispatched':<28} {plain.total_ops:>8} {sp.total_ops:>10} {sp.total_ops - plain.total_ops:>8}",
-        f"{'syncing operators':<28} {plain.total_syncs:>8} {sp.total_syncs:>10} {sp.total_syncs - plain.total_syncs:>8}",
-    ]
-    if plain.cuda_syncs is not None:
-        added = sp.cuda_syncs - plain.cuda_syncs
-        lines.append(f"{'CUDA-reported syncs':<28} {plain.cuda_syncs:>8} {sp.cuda_syncs:>10} {added:>8}")
-        sites = Counter(sp.cuda_sync_sites)
-        sites.subtract(plain.cuda_sync_sites)
-        lines.append(
-            "CUDA syncs by site (shapeprop - plain): "
-            + (", ".join(f"{k} {v:+d}" for k, v in sites.items() if v) or "none")
-        )
-    added_ops = Counter({k: sp.ops[k] - plain.ops[k] for k in sp.ops.keys() | plain.ops.keys()})
-    lines.append(
-        "operators ShapeProp adds most of: "
-        + ", ".join(f"{k.removeprefix('aten.')} {v:+d}" for k, v in added_ops.most_common(rows) if v)
-    )
-    syncs = Counter({k: sp.syncs[k] - plain.syncs[k] for k in sp.syncs.keys() | plain.syncs.keys()})
-    lines.append(
-        "syncing operators by kind (shapeprop - plain): "
-        + (", ".join(f"{k.removeprefix('aten.')} {v:+d}" for k, v in syncs.items() if v) or "none")
-    )
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line: print both timings and the ShapeProp / plain ratios (and counts, profiles)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -356,7 +290,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--hidden", type=int, default=None, help="ShapePropConfig.hidden_channels")
     p.add_argument("--count", action="store_true", help="count operators and syncs of one training step")
     p.add_argument("--profile", action="store_true", help="print torch.profiler's table of one step")
+    p.add_argument(
+        "--compile", default="none", choices=["none", *MODES], help="add models with this model.compile"
+    )
+    p.add_argument("--channels-last", action="store_true", help="add models with model.channels_last")
+    p.add_argument("--roofline", action="store_true", help="FLOPs, fraction of peak, where the time goes")
+    p.add_argument("--threads", type=int, default=None, help="torch threads [default: torch's]")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     overrides = {
         k: v
         for k, v in (
@@ -381,10 +323,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         precision=args.precision,
         count=args.count,
         profile=args.profile,
+        compile=args.compile,
+        channels_last=args.channels_last,
+        roofline=args.roofline,
     )
     print(
         f"{args.arch} / {args.backbone}, {args.size}px, batch {args.batch}, device {args.device or 'auto'}, "
-        f"precision {args.precision}, ShapeProp {args.preset} {overrides or ''}, RoIs/image {args.shapeprop_rois or 'all'}"
+        f"precision {args.precision}, ShapeProp {args.preset} {overrides or ''}, RoIs/image {args.shapeprop_rois or 'all'}, "
+        f"{torch.get_num_threads()} threads; fast = compile {args.compile}, channels_last {args.channels_last}"
     )
     print(f"{'':>12} {'plain':>10} {'shapeprop':>10} {'ratio':>8}   quartiles of per-step ratios")
     for label, key, suffix in (
@@ -397,9 +343,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             plain, sp = r[f"{key}_plain{suffix}"], r[f"{key}_shapeprop{suffix}"]
             q1, q3 = r[ratio.replace("_ratio", "_ratio_quartiles")]
             print(f"{label:>12} {plain:>10.4f} {sp:>10.4f} {r[ratio]:>8.3f}   paired {q1:.3f} to {q3:.3f}")
+        fast_ratio = ratio.replace("_ratio", "_ratio fast")
+        if fast_ratio in r:
+            plain, sp = r[f"{key}_plain fast{suffix}"], r[f"{key}_shapeprop fast{suffix}"]
+            q1, q3 = r[fast_ratio.replace("_ratio", "_ratio_quartiles")]
+            print(
+                f"{'  fast':>12} {plain:>10.4f} {sp:>10.4f} {r[fast_ratio]:>8.3f}   paired {q1:.3f} to {q3:.3f}"
+            )
+    if "first_step_s_plain" in r:
+        print(
+            f"{'first step s':>12} "
+            + ", ".join(
+                f"{k.removeprefix('first_step_s_')} {v:.2f}"
+                for k, v in r.items()
+                if k.startswith("first_step_s_")
+            )
+        )
     print(f"{'params':>12} {r['params_plain']:>10d} {r['params_shapeprop']:>10d}")
     if args.count:
         print(format_counts(r["counts"]))
+    if args.roofline:
+        print(format_roofline(r))
     for name, table in r.get("profiles", {}).items():
         print(f"\n{name}\n{table}")
     return r

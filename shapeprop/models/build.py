@@ -15,6 +15,7 @@ from torch import nn
 
 from shapeprop.config import ExperimentConfig, ModelConfig
 from shapeprop.models.backbones import fpn_backbone
+from shapeprop.models.compile import compile_fixed_shape_parts
 from shapeprop.models.detectors import DETECTORS
 from shapeprop.models.mask_branch import MaskBranch
 from shapeprop.models.mask_transfer import enable_mask_transfer
@@ -55,6 +56,7 @@ def build_detector(
         resolution=recipe.mask_pooler_resolution,
         sampling_ratio=recipe.pooler_sampling_ratio,
         shapeprop_rois_per_image=model_cfg.shapeprop_rois_per_image,
+        channels_last=model_cfg.channels_last,
     )
     model = detector.torchvision(
         backbone,
@@ -69,6 +71,8 @@ def build_detector(
     )
     if model_cfg.mask_transfer:
         enable_mask_transfer(model)
+    if model_cfg.compile != "none":
+        compile_fixed_shape_parts(model, model_cfg.compile)
     return model
 
 

@@ -185,6 +185,7 @@ class MaskBranch(nn.Module):
     channel in total when `class_agnostic`. Labels given to it are 1-based (0 = background).
     `shapeprop_rois_per_image` caps the training RoIs of the ShapeProp head per image (every
     positive is kept, negatives are sampled); None runs it on all of them, as the paper does.
+    `channels_last` runs the ShapeProp head in channels-last memory format (`ShapePropHead`).
     """
 
     def __init__(
@@ -198,6 +199,7 @@ class MaskBranch(nn.Module):
         resolution: int = 14,
         shapeprop_rois_per_image: int | None = None,
         sampling_ratio: int = 2,
+        channels_last: bool = False,
     ):
         super().__init__()
         self.num_classes = num_classes
@@ -205,7 +207,11 @@ class MaskBranch(nn.Module):
         self.resolution = resolution
         self.roi_pool = MultiScaleRoIAlign(featmap_names, resolution, sampling_ratio=sampling_ratio)
         self.shapeprop_rois_per_image = shapeprop_rois_per_image
-        self.shapeprop = ShapePropHead(in_channels, num_classes, shapeprop) if shapeprop is not None else None
+        self.shapeprop = (
+            ShapePropHead(in_channels, num_classes, shapeprop, channels_last=channels_last)
+            if shapeprop is not None
+            else None
+        )
         extra = shapeprop.prior_channels if shapeprop is not None else 0
         self.head = MaskRCNNHeads(in_channels + extra, [head_channels] * MASK_HEAD_CONVS, 1)
         self.predictor = MaskRCNNPredictor(head_channels, head_channels, 1 if class_agnostic else num_classes)

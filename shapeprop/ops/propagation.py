@@ -27,6 +27,9 @@ def _load_extension() -> ModuleType | None:
     return _extension
 
 
+_load_extension()  # at import, not at the first call: torch.compile cannot trace an import
+
+
 def extension_available(device: torch.device | str = "cpu") -> bool:
     """Whether the compiled kernel serves tensors on `device` (else `propagate` uses the reference)."""
     ext = _load_extension()
@@ -49,18 +52,43 @@ def _warn_once(device_type: str) -> None:
     )
 
 
+# The kernels as torch.library operators with shapes for tracing ("fake" kernels): torch.compile
+# keeps a propagation inside its graph instead of breaking the graph at an opaque pybind call.
+@torch.library.custom_op("shapeprop::propagate_forward", mutates_args=())
+def _forward_op(x: torch.Tensor, w: torch.Tensor, steps: int, symmetric: bool) -> torch.Tensor:
+    return _load_extension().forward(x, w, steps, symmetric)
+
+
+@_forward_op.register_fake
+def _(x: torch.Tensor, w: torch.Tensor, steps: int, symmetric: bool) -> torch.Tensor:
+    return x.new_empty(x.shape)
+
+
+@torch.library.custom_op("shapeprop::propagate_backward", mutates_args=())
+def _backward_op(
+    grad_out: torch.Tensor, x: torch.Tensor, w: torch.Tensor, steps: int, symmetric: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    grad_x, grad_w = _load_extension().backward(grad_out, x, w, steps, symmetric)
+    return grad_x, grad_w
+
+
+@_backward_op.register_fake
+def _(grad_out, x, w, steps, symmetric) -> tuple[torch.Tensor, torch.Tensor]:
+    return x.new_empty(x.shape), w.new_empty(w.shape)
+
+
 class _Propagate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, w: torch.Tensor, steps: int, symmetric: bool) -> torch.Tensor:
         ctx.save_for_backward(x, w)
         ctx.steps, ctx.symmetric = steps, symmetric
-        return _load_extension().forward(x, w, steps, symmetric)
+        return _forward_op(x, w, steps, symmetric)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
         x, w = ctx.saved_tensors
-        grad_x, grad_w = _load_extension().backward(grad_out.contiguous(), x, w, ctx.steps, ctx.symmetric)
+        grad_x, grad_w = _backward_op(grad_out.contiguous(), x, w, ctx.steps, ctx.symmetric)
         return grad_x, grad_w, None, None
 
 

@@ -138,6 +138,9 @@ def config_from_model_config(
         raise ValueError(
             "model.pseudo_masks 'progressive' is only available with model.framework 'torchvision'"
         )
+    for key in ("compile", "channels_last"):  # applied to torchvision's modules by build_detector
+        if getattr(model_cfg, key) not in ("none", False):
+            raise ValueError(f"model.{key} is only available with model.framework 'torchvision'")
     detector = DETECTORS.get(model_cfg.arch)
     recipe = detector.recipe
     cfg = get_cfg()

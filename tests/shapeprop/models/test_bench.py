@@ -3,35 +3,14 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from shapeprop.config import ShapePropConfig
-from shapeprop.models.bench import count_ops, format_counts, main, run_benchmark
+from shapeprop.models.bench import main, run_benchmark
+from shapeprop.models.op_counts import format_counts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SP = ShapePropConfig(hidden_channels=16, latent_channels=8, prior_channels=8)
-
-
-def test_count_ops_finds_the_syncing_operators():
-    x = torch.arange(6.0)
-    mask = x > 2
-    count = count_ops(lambda: (x[mask], x[torch.tensor([0, 2])], x.sum().item(), torch.where(mask)), x.device)
-    assert count.syncs == {"aten.index": 1, "aten._local_scalar_dense": 1, "aten.nonzero": 1}
-    assert count.ops["aten.index"] == 2 and count.total_ops >= 5
-    repeats = torch.tensor([1, 2])
-    count = count_ops(
-        lambda: (repeats.repeat_interleave(repeats), repeats.repeat_interleave(repeats, output_size=3)),
-        x.device,
-    )
-    assert count.total_syncs == 1
-
-    def masked_assignment():
-        y = x.clone()
-        y[mask] = 0.0
-
-    assert count_ops(masked_assignment, x.device).total_syncs == 1
-    assert count_ops(lambda: x.clone().masked_fill_(mask, 0.0), x.device).total_syncs == 0
 
 
 @pytest.mark.parametrize("arch,rois", [("mask_rcnn", None), ("mask_rcnn", 8), ("retinamask", None)])

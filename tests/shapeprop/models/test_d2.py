@@ -211,6 +211,8 @@ FIELD_HANDLING = {
     "sizes": (DetectorSizes(box_batch_size_per_image=16), "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE"),
     "mask_transfer": (True, ValueError),
     "pseudo_masks": ("progressive", ValueError),
+    "compile": ("default", ValueError),
+    "channels_last": (True, ValueError),
 }
 # `framework` is the switch itself; `pseudo_masks: grabcut` works in either framework, as it writes
 # pseudo masks into the records before any model is built.

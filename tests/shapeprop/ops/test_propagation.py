@@ -251,3 +251,18 @@ def test_second_order_gradients_are_refused(ext):
     penalty = (grad_x**2).sum() + 0 * x.sum()
     with pytest.raises(RuntimeError, match="differentiate twice"):
         penalty.backward()
+
+
+def test_propagate_compiles_into_one_graph_with_the_extensions_gradients(ext):
+    """torch.compile traces the kernels as operators (no graph break at the extension) and its
+    gradients are the extension's. aot_eager: the graph capture without inductor's code generation."""
+    x, weights = _inputs(2, 3, 5, 6, False, dtype=torch.float32)
+
+    def loss(a, b):
+        return (propagate(a.relu(), b, steps=4) ** 2).sum()
+
+    compiled = torch.compile(loss, backend="aot_eager", fullgraph=True)
+    got = torch.autograd.grad(compiled(x, weights), (x, weights))
+    expected = torch.autograd.grad(loss(x, weights), (x, weights))
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e)
