@@ -1,5 +1,5 @@
-"""The library's experiment callbacks, logging to one MLflow run (metrics batched, flushed at
-checkpoints)."""
+"""The library's experiment callbacks, logging to one MLflow run (metrics batched and sent beside
+training, at the latest at each checkpoint)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ log = logging.getLogger(__name__)
 
 
 class TrackingCallbacks(ExperimentCallbacks):
-    """Experiment callbacks that log to one MLflow run `run_id`: metrics batched, flushed at
-    checkpoints; with a `display`, they show the steps of run `key` as `label`."""
+    """Experiment callbacks that log to one MLflow run `run_id`: metrics batched and sent without
+    stopping training (`tracking.MetricBuffer`: a store that does not answer for a while only delays
+    them), sent at the latest at each checkpoint; with a `display`, they show the steps of run `key` as `label`."""
 
     def __init__(
         self,
@@ -74,9 +75,9 @@ class TrackingCallbacks(ExperimentCallbacks):
         return line
 
     def on_checkpoint(self, path: Path, step: int) -> None:
-        # Everything up to a checkpoint is in the store: a resume recomputes only what follows it.
-        self.buffer.flush()
-        tracking.set_tags(self.client, self.run_id, {"last_checkpoint_step": str(step)})
+        # Everything up to a checkpoint goes to the store now (a resume recomputes only what follows
+        # it), without waiting: a store that does not answer must not stop training.
+        self.buffer.set_tags({"last_checkpoint_step": str(step)})
 
     def on_eval(self, metrics: dict[str, float]) -> None:
         self.eval_metrics = dict(metrics)

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from harness.errors import UserError
 from harness.retry import with_retry as with_retry
 from harness.run_tags import NOTE_TAG, RUN_NAME_TAG, environment_tags, source_tags
 
@@ -89,8 +91,17 @@ def experiment_name(suite_name: str) -> str:
     return EXPERIMENT_PREFIX + suite_name
 
 
+# MLflow's REST client retries a request for about 4 minutes by default, blocking its caller; the
+# harness retries in its own loop instead (`with_retry`, bounded by $SHAPEPROP_TRACKING_WAIT), so
+# each call of MLflow's gives up after seconds. Set in the environment, these win.
+MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
 def client(uri: str) -> MlflowClient:
     from mlflow.tracking import MlflowClient
+
+    for name, value in MLFLOW_HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
 
     return MlflowClient(tracking_uri=uri)
 
@@ -120,6 +131,32 @@ def ensure_experiment(mlflow_client: MlflowClient, name: str) -> str:
     return found.experiment_id
 
 
+# --------------------------------------------------------------------------- access
+
+CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+@contextlib.contextmanager
+def access_checked(uri: str) -> Iterator[None]:
+    """MLflow's error for a tracking server that refused this client (HTTP 401 or 403: its
+    authentication is on) as a `UserError` naming the server and the two variables MLflow's client
+    reads the credentials from (never logged, never written by the harness)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as err:
+        if err.error_code not in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+            raise
+        given = all(os.environ.get(name) for name in CREDENTIAL_ENV)
+        why = "refused these credentials" if given else "asks for credentials"
+        raise UserError(
+            f"the tracking server {uri} refused the request ({err.error_code}): it {why}. Set "
+            f"{CREDENTIAL_ENV[0]} and {CREDENTIAL_ENV[1]} in the environment to a user of that server "
+            "(with permission to write to the suite's experiment), then run again"
+        ) from None
+
+
 # --------------------------------------------------------------------------- what is in the store
 
 
@@ -133,12 +170,16 @@ class KeyState:
 
 
 def key_states(uri: str, suite_name: str, keys: Iterable[str] | None = None) -> dict[str, KeyState]:
-    """For every run key of the suite's experiment: finished if any run of it FINISHED, else the newest run's state."""
+    """For every run key of the suite's experiment: finished if any run of it FINISHED, else the newest run's state.
+
+    The first question a `run` asks the store: a server that refuses this client (authentication on,
+    no or wrong credentials) raises a `UserError` saying how to pass them."""
     if not store_exists(uri):
         return {}
     rows = _child_runs_sqlite(uri, experiment_name(suite_name))
     if rows is None:
-        rows = _child_runs_client(uri, experiment_name(suite_name))
+        with access_checked(uri):
+            rows = _child_runs_client(uri, experiment_name(suite_name))
     wanted = set(keys) if keys is not None else None
     states: dict[str, KeyState] = {}
     for run_id, key, status in rows:  # newest first
@@ -342,10 +383,16 @@ def set_tags(mlflow_client: MlflowClient, run_id: str, tags: Mapping[str, str]) 
 
 
 class MetricBuffer:
-    """Buffers (name, value, step) and writes them with `log_batch` every `flush_every_s` seconds,
-    when `max_buffered` are waiting, and on `flush()`: one store round trip per many training steps.
+    """Buffers (name, value, step) and sends them with `log_batch` from a thread of its own, every
+    `flush_every_s` seconds, when `max_buffered` are waiting, and on `flush()`: one store round trip
+    per many training steps, and training never waits for the store.
 
-    Steps at or below `skip_until_step` are dropped: on resume they were logged before the kill.
+    A store that does not answer (a tracking server restarted, a network cut) only delays the
+    sending: what is buffered meanwhile goes in order, steps unchanged, once it answers again. After
+    `wait_s` seconds without an answer (default `$SHAPEPROP_TRACKING_WAIT`, 30 minutes) the next
+    `add` or `flush` raises `StoreUnavailable`; `flush` waits for everything to be sent.
+    `set_tags` sends tags the same way. Steps at or below `skip_until_step` are dropped: on resume
+    they were logged before the kill.
     """
 
     def __init__(
@@ -355,36 +402,101 @@ class MetricBuffer:
         flush_every_s: float = 15.0,
         max_buffered: int = MAX_METRICS_PER_BATCH,
         skip_until_step: int = -1,
+        wait_s: float | None = None,
     ):
         self.client = mlflow_client
         self.run_id = run_id
         self.flush_every_s = flush_every_s
         self.max_buffered = max_buffered
         self.skip_until_step = skip_until_step
+        self.wait_s = wait_s
         self._pending: list[Any] = []
+        self._tags: dict[str, str] = {}
+        self._sending = False  # a batch is on its way (still in `_pending` until it arrived)
+        self._wanted = False  # send what is pending now
+        self._error: BaseException | None = None
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
         self._last_flush = time.monotonic()
         self.logged = 0
 
     def add(self, metrics: Mapping[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
+        self._raise_error()
         if step <= self.skip_until_step:
             return
         now = int(time.time() * 1000)
-        self._pending.extend(Metric(k, float(v), now, int(step)) for k, v in metrics.items())
-        if (
-            len(self._pending) >= self.max_buffered
-            or time.monotonic() - self._last_flush >= self.flush_every_s
-        ):
-            self.flush()
+        with self._changed:
+            self._pending.extend(Metric(k, float(v), now, int(step)) for k, v in metrics.items())
+            due = len(self._pending) >= self.max_buffered
+        if due or time.monotonic() - self._last_flush >= self.flush_every_s:
+            self.send()
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Set tags of the run, sent like the metrics (the newest value of a tag wins)."""
+        self._raise_error()
+        with self._changed:
+            self._tags.update({k: str(v)[:8000] for k, v in tags.items()})
+        self.send()
+
+    def send(self) -> None:
+        """Start sending what is buffered, without waiting for it."""
+        with self._changed:
+            self._wanted = True
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._sender, name="metric-sender", daemon=True)
+                self._thread.start()
+            self._changed.notify_all()
+        self._last_flush = time.monotonic()
 
     def flush(self) -> None:
-        while self._pending:
-            chunk = self._pending[:MAX_METRICS_PER_BATCH]
-            with_retry(lambda chunk=chunk: self.client.log_batch(self.run_id, metrics=chunk), "log metrics")
-            del self._pending[: len(chunk)]
-            self.logged += len(chunk)
-        self._last_flush = time.monotonic()
+        """Send everything buffered and wait until it is in the store (or raise why it cannot be)."""
+        self.send()
+        with self._changed:
+            self._changed.wait_for(lambda: self._error is not None or self._idle())
+        self._raise_error()
+
+    def _idle(self) -> bool:
+        return not self._pending and not self._tags and not self._sending
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _sender(self) -> None:
+        from mlflow.entities import RunTag
+
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._wanted and (self._pending or self._tags))
+                chunk = self._pending[:MAX_METRICS_PER_BATCH]
+                tags = dict(list(self._tags.items())[:MAX_TAGS_PER_BATCH])
+                self._sending = True
+            batch = [RunTag(k, v) for k, v in tags.items()]
+            try:
+                with_retry(
+                    lambda chunk=chunk, batch=batch: self.client.log_batch(
+                        self.run_id, metrics=chunk, tags=batch
+                    ),
+                    "log metrics",
+                    wait_s=self.wait_s,
+                )
+            except BaseException as err:
+                with self._changed:
+                    self._error, self._sending = err, False
+                    self._changed.notify_all()
+                return
+            with self._changed:
+                del self._pending[: len(chunk)]
+                for key, value in tags.items():
+                    if self._tags.get(key) == value:
+                        del self._tags[key]
+                self.logged += len(chunk)
+                self._sending = False
+                if not self._pending and not self._tags:
+                    self._wanted = False
+                self._changed.notify_all()
 
 
 def last_logged_step(mlflow_client: MlflowClient, run_id: str, metric: str = "loss") -> int:
