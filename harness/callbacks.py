@@ -9,6 +9,7 @@ from time import monotonic
 from typing import Any
 
 from harness import tracking
+from harness.metric_buffer import MetricBuffer
 from shapeprop.contract import ExperimentCallbacks
 
 log = logging.getLogger(__name__)
@@ -16,7 +17,7 @@ log = logging.getLogger(__name__)
 
 class TrackingCallbacks(ExperimentCallbacks):
     """Experiment callbacks that log to one MLflow run `run_id`: metrics batched and sent without
-    stopping training (`tracking.MetricBuffer`: a store that does not answer for a while only delays
+    stopping training (`harness.metric_buffer.MetricBuffer`: a store that does not answer for a while only delays
     them), sent at the latest at each checkpoint; with a `display`, they show the steps of run `key` as `label`."""
 
     def __init__(
@@ -33,7 +34,7 @@ class TrackingCallbacks(ExperimentCallbacks):
         self.display, self.key, self.label = display, key, label
         self.client = mlflow_client
         self.run_id = run_id
-        self.buffer = tracking.MetricBuffer(
+        self.buffer = MetricBuffer(
             mlflow_client, run_id, flush_every_s=flush_every_s, skip_until_step=skip_until_step
         )
         self.max_steps: int | None = None
