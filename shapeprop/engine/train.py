@@ -67,15 +67,17 @@ def write_model_weights(checkpoint: Path, dst: Path) -> Path:
 
 
 def newest_loadable_checkpoint(ckpt_dir: Path) -> tuple[Path | None, dict[str, Any] | None]:
-    """The checkpoint to resume from and its contents: `last.ckpt`, else (it is missing, or damaged:
-    truncated, a disk that filled up, ...) the newest step checkpoint that loads; (None, None) when
-    none does. Says which it took, and why, in the log. Temporary files of a write that was killed
+    """The checkpoint to resume from and its contents: the newest written of `last.ckpt` and the
+    step checkpoints that loads (one that does not, truncated or garbled, is passed over); (None,
+    None) when none does. Says which it took, and why, in the log. Temporary files of a write that was killed
     (`atomic_path`'s `.<name>.*.tmp`) are removed."""
     for stale in ckpt_dir.glob(".*.tmp"):
         log.warning("removing %s, left by a checkpoint write that was killed", stale)
         stale.unlink(missing_ok=True)
-    steps = sorted(ckpt_dir.glob("step_*.ckpt"), key=lambda p: p.name, reverse=True)
-    candidates = [p for p in [ckpt_dir / LAST, *steps] if p.is_file()]
+    # newest written first (a kill in the middle of writing `last` leaves it older than the step
+    # checkpoint written just before it); `last` first among equals
+    found = [p for p in [ckpt_dir / LAST, *ckpt_dir.glob("step_*.ckpt")] if p.is_file()]
+    candidates = sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name == LAST), reverse=True)
     for i, path in enumerate(candidates):
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=False)
@@ -85,7 +87,7 @@ def newest_loadable_checkpoint(ckpt_dir: Path) -> tuple[Path | None, dict[str, A
                 "checkpoint %s does not load (%s: %s); trying an older one", path, type(err).__name__, err
             )
             continue
-        if i > 0:
+        if i > 0 or path.name != LAST:
             log.warning("resuming from %s (step %d), the newest checkpoint that loads", path, step)
         return path, ckpt
     if candidates:

@@ -260,11 +260,18 @@ workdir, data_root = Path(sys.argv[1]), Path(sys.argv[2])
 records = catalog.load("synthetic", root=data_root, split="train", num_images=8, image_size=64).records
 real_save = torch.save
 
-def save_half_then_die(obj, f, *args, **kwargs):  # the process is killed in the middle of a write
+saves_at_4 = []
+
+def save_half_then_die(obj, f, *args, **kwargs):  # killed in the middle of writing last.ckpt at step 4
     real_save(obj, f, *args, **kwargs)
     if obj.get("global_step") == 4:
-        data = Path(f).read_bytes()
-        Path(f).write_bytes(data[: len(data) // 2])
+        saves_at_4.append(f)
+    if len(saves_at_4) == 2:  # step_0000004.ckpt, then last.ckpt
+        if hasattr(f, "flush"):
+            f.flush()
+        path = Path(getattr(f, "name", f))
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
         os.kill(os.getpid(), signal.SIGKILL)
 
 hooks.torch.save = save_half_then_die
@@ -284,12 +291,12 @@ def test_run_killed_while_writing_a_checkpoint_resumes_from_the_last_whole_one(r
     killed = subprocess.run(
         [sys.executable, "-c", KILLED_WRITER, str(tmp_path), str(data_root)], capture_output=True, text=True
     )
-    assert killed.returncode == -9, killed.stderr  # SIGKILL, in the middle of the step-4 write
+    assert killed.returncode == -9, killed.stderr  # SIGKILL, in the middle of writing last.ckpt
     ckpts = tmp_path / "checkpoints"
-    assert list(ckpts.glob(".*.tmp"))  # the half-written file the kill left
     caplog.set_level("WARNING", logger="shapeprop.engine.train")
     out = _train(records, tmp_path, 6)
-    assert (out.start_step, out.step) == (2, 6)  # from the last whole checkpoint, step 2
+    assert (out.start_step, out.step) == (4, 6)  # from the newest whole checkpoint, step_0000004.ckpt
+    assert f"resuming from {ckpts / 'step_0000004.ckpt'} (step 4)" in caplog.text
     assert "left by a checkpoint write that was killed" in caplog.text
     assert not list(ckpts.glob(".*.tmp"))
     assert torch.load(ckpts / "last.ckpt", weights_only=False)["global_step"] == 6
