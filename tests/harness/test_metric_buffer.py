@@ -11,7 +11,7 @@ import pytest
 
 from harness import retry, tracking
 from harness.metric_buffer import MetricBuffer
-from tests.helpers.mlflow_store import fresh_store
+from tests.helpers.mlflow_store import TrackingServer, fresh_store
 
 
 @pytest.fixture
@@ -113,3 +113,46 @@ def test_metric_buffer_gives_up_after_the_bounded_wait(monkeypatch):
         buffer.flush()
     with pytest.raises(retry.StoreUnavailable):  # and training stops at its next step
         buffer.add({"loss": 0.5}, 2)
+
+
+@pytest.mark.slow  # about 30 s: an mlflow server on the session's PostgreSQL
+def test_logging_costs_a_training_step_microseconds_against_a_postgresql_server(postgres_store, tmp_path):
+    """What a training step pays for its metrics (7 of them, sent every step: the worst case), on the
+    training thread, against a real server on PostgreSQL; the store round trip, paid by the sender."""
+    from mlflow.entities import Metric
+
+    metrics = {
+        name: 0.5
+        for name in (
+            "loss",
+            "loss_classifier",
+            "loss_box_reg",
+            "loss_mask",
+            "loss_objectness",
+            "loss_rpn_box_reg",
+            "lr",
+        )
+    }
+    with TrackingServer(tmp_path / "server", postgres_store) as server:
+        c = tracking.client(server.url)
+        exp = tracking.ensure_experiment(c, tracking.experiment_name("cost"))
+        run_id = c.create_run(exp).info.run_id
+        buffer = MetricBuffer(c, run_id, flush_every_s=0.0)
+        costs = []
+        for step in range(1, 501):
+            started = time.perf_counter()
+            buffer.add(metrics, step)
+            costs.append(time.perf_counter() - started)
+            time.sleep(0.01)  # a (very short) training step
+        buffer.flush()
+        assert len(c.get_metric_history(run_id, "loss")) == 500
+        trips = []
+        for step in range(501, 551):
+            started = time.perf_counter()
+            c.log_batch(run_id, metrics=[Metric(k, v, 0, step) for k, v in metrics.items()])
+            trips.append(time.perf_counter() - started)
+    mean, trip = sum(costs) / len(costs), sorted(trips)[len(trips) // 2]
+    print(
+        f"logging per training step: {mean * 1e6:.0f} us on the training thread; a log_batch round trip {trip * 1e3:.1f} ms"
+    )
+    assert mean < trip / 10  # the step does not wait for the store
