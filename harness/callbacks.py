@@ -17,8 +17,9 @@ log = logging.getLogger(__name__)
 
 class TrackingCallbacks(ExperimentCallbacks):
     """Experiment callbacks that log to one MLflow run `run_id`: metrics batched and sent without
-    stopping training (`harness.metric_buffer.MetricBuffer`: a store that does not answer for a while only delays
-    them), sent at the latest at each checkpoint; with a `display`, they show the steps of run `key` as `label`."""
+    stopping training (`harness.metric_buffer.MetricBuffer`: a store that does not answer for a
+    while only delays them), at the latest at each checkpoint; with a `display`, they show the
+    steps of run `key` as `label`."""
 
     def __init__(
         self,
