@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 class TrackingCallbacks(ExperimentCallbacks):
     """Experiment callbacks that log to one MLflow run `run_id`: metrics batched and sent without
     stopping training (`harness.metric_buffer.MetricBuffer`: a store that does not answer for a
-    while only delays them), at the latest at each checkpoint; with a `display`, they show the
+    while only delays them), in the store at each checkpoint while it answers; with a `display`, they show the
     steps of run `key` as `label`."""
 
     def __init__(
@@ -77,9 +77,11 @@ class TrackingCallbacks(ExperimentCallbacks):
         return line
 
     def on_checkpoint(self, path: Path, step: int) -> None:
-        # Everything up to a checkpoint goes to the store now (a resume recomputes only what follows
-        # it), without waiting: a store that does not answer must not stop training.
+        # Everything up to a checkpoint is in the store before training goes on (a resume recomputes
+        # only what follows it), unless the store does not answer: then it follows once it does,
+        # and training goes on meanwhile.
         self.buffer.set_tags({"last_checkpoint_step": str(step)})
+        self.buffer.flush(wait_if_down=False)
 
     def on_eval(self, metrics: dict[str, float]) -> None:
         self.eval_metrics = dict(metrics)

@@ -47,6 +47,7 @@ class MetricBuffer:
         self._sending = False  # a batch is on its way (still in `_pending` until it arrived)
         self._wanted = False  # send what is pending now
         self._error: BaseException | None = None
+        self._store_down = False  # the last send found the store not answering (retrying since)
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
         self._last_flush = time.monotonic()
@@ -82,12 +83,21 @@ class MetricBuffer:
             self._changed.notify_all()
         self._last_flush = time.monotonic()
 
-    def flush(self) -> None:
-        """Send everything buffered and wait until it is in the store (or raise why it cannot be)."""
+    def flush(self, wait_if_down: bool = True) -> None:
+        """Send everything buffered and wait until it is in the store (or raise why it cannot be).
+        `wait_if_down=False`: stop waiting, and leave the rest to the sender, as soon as the store
+        is found not answering (training then goes on)."""
         self.send()
         with self._changed:
-            self._changed.wait_for(lambda: self._error is not None or self._idle())
+            self._changed.wait_for(
+                lambda: self._error is not None or self._idle() or (self._store_down and not wait_if_down)
+            )
         self._raise_error()
+
+    def _mark_down(self) -> None:
+        with self._changed:
+            self._store_down = True
+            self._changed.notify_all()
 
     def _idle(self) -> bool:
         return not self._pending and not self._tags and not self._sending
@@ -113,6 +123,7 @@ class MetricBuffer:
                     ),
                     "log metrics",
                     wait_s=self.wait_s,
+                    on_unavailable=self._mark_down,
                 )
             except BaseException as err:
                 with self._changed:
@@ -125,7 +136,7 @@ class MetricBuffer:
                     if self._tags.get(key) == value:
                         del self._tags[key]
                 self.logged += len(chunk)
-                self._sending = False
+                self._sending = self._store_down = False
                 if not self._pending and not self._tags:
                     self._wanted = False
                 self._changed.notify_all()

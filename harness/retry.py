@@ -55,7 +55,12 @@ def tracking_wait_s() -> float:
 
 
 def with_retry(
-    fn: Callable[[], T], what: str, attempts: int = 5, delay_s: float = 0.5, wait_s: float | None = None
+    fn: Callable[[], T],
+    what: str,
+    attempts: int = 5,
+    delay_s: float = 0.5,
+    wait_s: float | None = None,
+    on_unavailable: Callable[[], None] | None = None,
 ) -> T:
     """Call `fn`, retrying transient store errors (SQLite 'database is locked', HTTP hiccups) up to
     `attempts` calls in all, waiting `delay_s` times the attempt's number after each failure (30 s
@@ -63,7 +68,8 @@ def with_retry(
 
     A store that does not answer at all (connection refused, reset, timed out) is tried again for
     `wait_s` seconds (default `tracking_wait_s()`) however many attempts that takes; then
-    `StoreUnavailable` is raised, naming the wait and how to change it."""
+    `StoreUnavailable` is raised, naming the wait and how to change it. `on_unavailable()` is
+    called after each such failure (e.g. to stop waiting for this call elsewhere)."""
     from tenacity import Retrying, retry_if_exception, wait_incrementing
 
     wait_s = tracking_wait_s() if wait_s is None else wait_s
@@ -77,6 +83,8 @@ def with_retry(
     def warn(state: Any) -> None:
         err = state.outcome.exception()
         if unavailable(err):
+            if on_unavailable is not None:
+                on_unavailable()
             log.warning(
                 "%s: the tracking store does not answer (%s); trying again for up to %.0f s (%s)",
                 what, err, wait_s, TRACKING_WAIT_ENV,
