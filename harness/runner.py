@@ -28,6 +28,7 @@ from harness.callbacks import TrackingCallbacks
 from harness.executors import RunOutcome, make_executor, run_shape
 from harness.plan import PlannedRun, plan
 from harness.preflight import preflight
+from harness.retry import StoreUnavailable
 from harness.run_result import MAX_EXTRA_ARTIFACT_BYTES as MAX_EXTRA_ARTIFACT_BYTES
 from harness.run_result import log_result
 from harness.run_tags import flatten_config
@@ -153,9 +154,23 @@ def run_one(
     except BaseException as err:
         status = "KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED"
         message = f"{type(err).__name__}: {err}"
+        if _out_of_space(err) is not None:
+            message = (
+                f"no space left to write in the runs folder {Path(runs_root).resolve()} "
+                f"({_out_of_space(err)}); free some there, or pass --runs-dir <a folder with space>, and "
+                "run the suite again: the run resumes from its last whole checkpoint"
+            )
+        if isinstance(err, StoreUnavailable):  # nothing can be recorded there: say where things are
+            message = (
+                f"the tracking store {uri} did not answer: {err}. The run's checkpoints are kept in "
+                f"{workdir / 'checkpoints'}; run the suite again once the store answers: the run resumes"
+            )
         log.error("run %s %s: %s", spec.key, status.lower(), message)
         try:
-            _record_failure(c, run_id, workdir, status, message, traceback.format_exc(), callbacks)
+            if isinstance(err, StoreUnavailable):
+                (workdir / "traceback.txt").write_text(traceback.format_exc())
+            else:
+                _record_failure(c, run_id, workdir, status, message, traceback.format_exc(), callbacks)
         except Exception as record_error:  # e.g. a store still locked: what stopped the run goes on
             # (a preempted Slurm task must still exit as preempted, to be requeued)
             log.error("run %s: could not record it %s: %s", spec.key, status, record_error)
@@ -168,6 +183,20 @@ def run_one(
         root.removeHandler(handler)
         root.setLevel(previous_level)
         handler.close()
+
+
+def _out_of_space(err: BaseException | None) -> OSError | None:
+    """The OSError behind `err` that says a file system is full (or a quota or file-size limit
+    reached), if any."""
+    import errno
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _run_other_rank(

@@ -22,9 +22,10 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
+from harness.errors import UserError
 from harness.retry import with_retry as with_retry
 from harness.run_tags import NOTE_TAG, RUN_NAME_TAG, environment_tags, source_tags
 
@@ -89,8 +90,17 @@ def experiment_name(suite_name: str) -> str:
     return EXPERIMENT_PREFIX + suite_name
 
 
+# MLflow's REST client retries a request for about 4 minutes by default, blocking its caller; the
+# harness retries in its own loop instead (`with_retry`, bounded by $SHAPEPROP_TRACKING_WAIT), so
+# each call of MLflow's gives up after seconds. Set in the environment, these win.
+MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
 def client(uri: str) -> MlflowClient:
     from mlflow.tracking import MlflowClient
+
+    for name, value in MLFLOW_HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
 
     return MlflowClient(tracking_uri=uri)
 
@@ -120,6 +130,32 @@ def ensure_experiment(mlflow_client: MlflowClient, name: str) -> str:
     return found.experiment_id
 
 
+# --------------------------------------------------------------------------- access
+
+CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+@contextlib.contextmanager
+def access_checked(uri: str) -> Iterator[None]:
+    """MLflow's error for a tracking server that refused this client (HTTP 401 or 403: its
+    authentication is on) as a `UserError` naming the server and the two variables MLflow's client
+    reads the credentials from (never logged, never written by the harness)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as err:
+        if err.error_code not in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+            raise
+        given = all(os.environ.get(name) for name in CREDENTIAL_ENV)
+        why = "refused these credentials" if given else "asks for credentials"
+        raise UserError(
+            f"the tracking server {uri} refused the request ({err.error_code}): it {why}. Set "
+            f"{CREDENTIAL_ENV[0]} and {CREDENTIAL_ENV[1]} in the environment to a user of that server "
+            "(with permission to write to the suite's experiment), then run again"
+        ) from None
+
+
 # --------------------------------------------------------------------------- what is in the store
 
 
@@ -133,12 +169,16 @@ class KeyState:
 
 
 def key_states(uri: str, suite_name: str, keys: Iterable[str] | None = None) -> dict[str, KeyState]:
-    """For every run key of the suite's experiment: finished if any run of it FINISHED, else the newest run's state."""
+    """For every run key of the suite's experiment: finished if any run of it FINISHED, else the newest run's state.
+
+    The first question a `run` asks the store: a server that refuses this client (authentication on,
+    no or wrong credentials) raises a `UserError` saying how to pass them."""
     if not store_exists(uri):
         return {}
     rows = _child_runs_sqlite(uri, experiment_name(suite_name))
     if rows is None:
-        rows = _child_runs_client(uri, experiment_name(suite_name))
+        with access_checked(uri):
+            rows = _child_runs_client(uri, experiment_name(suite_name))
     wanted = set(keys) if keys is not None else None
     states: dict[str, KeyState] = {}
     for run_id, key, status in rows:  # newest first
@@ -339,52 +379,6 @@ def set_tags(mlflow_client: MlflowClient, run_id: str, tags: Mapping[str, str]) 
     for i in range(0, len(items), MAX_TAGS_PER_BATCH):
         chunk = items[i : i + MAX_TAGS_PER_BATCH]
         with_retry(lambda chunk=chunk: mlflow_client.log_batch(run_id, tags=chunk), "set tags")
-
-
-class MetricBuffer:
-    """Buffers (name, value, step) and writes them with `log_batch` every `flush_every_s` seconds,
-    when `max_buffered` are waiting, and on `flush()`: one store round trip per many training steps.
-
-    Steps at or below `skip_until_step` are dropped: on resume they were logged before the kill.
-    """
-
-    def __init__(
-        self,
-        mlflow_client: MlflowClient,
-        run_id: str,
-        flush_every_s: float = 15.0,
-        max_buffered: int = MAX_METRICS_PER_BATCH,
-        skip_until_step: int = -1,
-    ):
-        self.client = mlflow_client
-        self.run_id = run_id
-        self.flush_every_s = flush_every_s
-        self.max_buffered = max_buffered
-        self.skip_until_step = skip_until_step
-        self._pending: list[Any] = []
-        self._last_flush = time.monotonic()
-        self.logged = 0
-
-    def add(self, metrics: Mapping[str, float], step: int) -> None:
-        from mlflow.entities import Metric
-
-        if step <= self.skip_until_step:
-            return
-        now = int(time.time() * 1000)
-        self._pending.extend(Metric(k, float(v), now, int(step)) for k, v in metrics.items())
-        if (
-            len(self._pending) >= self.max_buffered
-            or time.monotonic() - self._last_flush >= self.flush_every_s
-        ):
-            self.flush()
-
-    def flush(self) -> None:
-        while self._pending:
-            chunk = self._pending[:MAX_METRICS_PER_BATCH]
-            with_retry(lambda chunk=chunk: self.client.log_batch(self.run_id, metrics=chunk), "log metrics")
-            del self._pending[: len(chunk)]
-            self.logged += len(chunk)
-        self._last_flush = time.monotonic()
 
 
 def last_logged_step(mlflow_client: MlflowClient, run_id: str, metric: str = "loss") -> int:

@@ -59,3 +59,35 @@ def migrated_db(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("template") / "mlflow.db"
     tracking.client(f"sqlite:///{path}").search_experiments()
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throw-away PostgreSQL server for the session (tests.helpers.postgres), with a database
+    `mlflow_template` that holds MLflow's migrated schema: `postgres_store` copies it."""
+    import subprocess
+    import sys
+
+    from tests.helpers.postgres import postgres_cluster
+
+    with postgres_cluster() as cluster:
+        uri = cluster.create_database("mlflow_template")
+        # in a process of its own: the template must have no open connection when it is copied
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"from harness import tracking; tracking.client({uri!r}).search_experiments()",
+            ],
+            check=True,
+        )
+        yield cluster
+
+
+@pytest.fixture
+def postgres_store(postgres, request) -> str:
+    """A new, empty MLflow store on the session's PostgreSQL server; its SQLAlchemy URI."""
+    import re
+
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + f"_{id(request) % 10000}"
+    return postgres.create_database(name, template="mlflow_template")

@@ -16,11 +16,19 @@ from shapeprop.files import atomic_path
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """torch.save to a temporary file in the same directory, then rename over the target."""
+    """torch.save to a temporary file in the same directory, then rename over the target: a write
+    that fails or is killed leaves the previous checkpoint whole. A failed write raises the
+    file system's OSError (e.g. ENOSPC, no space left), which torch's writer would hide in a
+    RuntimeError."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+        with atomic_path(path) as tmp, open(tmp, "wb") as file:
+            try:
+                torch.save(checkpoint, file)
+            except RuntimeError as err:
+                if isinstance(err.__context__, OSError):
+                    raise err.__context__ from err
+                raise
 
 
 class NotifyingCheckpoint(ModelCheckpoint):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from shapeprop.engine.sampler import StepBatchSampler
 from shapeprop.files import atomic_path
 
 LAST = "last.ckpt"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,6 +64,35 @@ def write_model_weights(checkpoint: Path, dst: Path) -> Path:
     with atomic_path(dst) as tmp:
         torch.save(kept, tmp)
     return Path(dst)
+
+
+def newest_loadable_checkpoint(ckpt_dir: Path) -> tuple[Path | None, dict[str, Any] | None]:
+    """The checkpoint to resume from and its contents: the newest written of `last.ckpt` and the
+    step checkpoints that loads (one that does not, truncated or garbled, is passed over); (None,
+    None) when none does. Says which it took, and why, in the log. Temporary files of a write that was killed
+    (`atomic_path`'s `.<name>.*.tmp`) are removed."""
+    for stale in ckpt_dir.glob(".*.tmp"):
+        log.warning("removing %s, left by a checkpoint write that was killed", stale)
+        stale.unlink(missing_ok=True)
+    # newest written first (a kill in the middle of writing `last` leaves it older than the step
+    # checkpoint written just before it); `last` first among equals
+    found = [p for p in [ckpt_dir / LAST, *ckpt_dir.glob("step_*.ckpt")] if p.is_file()]
+    candidates = sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name == LAST), reverse=True)
+    for i, path in enumerate(candidates):
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+            step = int(ckpt["global_step"])
+        except Exception as err:  # truncated or garbled: a torch/pickle/zip error, or no global_step
+            log.warning(
+                "checkpoint %s does not load (%s: %s); trying an older one", path, type(err).__name__, err
+            )
+            continue
+        if i > 0 or path.name != LAST:
+            log.warning("resuming from %s (step %d), the newest checkpoint that loads", path, step)
+        return path, ckpt
+    if candidates:
+        log.warning("no checkpoint in %s loads: training starts from scratch", ckpt_dir)
+    return None, None
 
 
 def _check_identity(ckpt: dict[str, Any], identity: dict[str, Any] | None, path: Path) -> None:
@@ -141,9 +173,8 @@ def train_detector(
     ckpt_dir = Path(workdir) / "checkpoints"
     last = ckpt_dir / LAST
     bridge = ProgressBridge(callbacks, log_every)
-    resume = last if last.is_file() else None
+    resume, ckpt = newest_loadable_checkpoint(ckpt_dir)
     if resume is not None:
-        ckpt = torch.load(resume, map_location="cpu", weights_only=False)
         _check_identity(ckpt, identity, resume)
         if ckpt["global_step"] >= schedule.max_steps:
             load_model_weights(model, resume)
@@ -152,7 +183,8 @@ def train_detector(
             callbacks.on_start(schedule.max_steps, int(ckpt["global_step"]))
             step = int(ckpt["global_step"])
             return TrainOutcome(step, step, bridge.seconds_per_step, resume, launched_rank() == 0)
-        del ckpt
+    start = int(ckpt["global_step"]) if ckpt is not None else 0
+    del ckpt
 
     def make_loader(start_step: int, rank: int, world_size: int) -> DataLoader:
         dataset = DetectionDataset(records, data_cfg.min_size, data_cfg.max_size, data_cfg.hflip, train=True)
@@ -200,7 +232,6 @@ def train_detector(
         use_distributed_sampler=False,
         default_root_dir=str(workdir),
     )
-    start = checkpoint_step(resume) if resume is not None else 0
     trainer.fit(module, ckpt_path=str(resume) if resume is not None else None)
     return TrainOutcome(
         int(trainer.global_step), start, bridge.seconds_per_step, last, trainer.is_global_zero

@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from harness.run_tags import flatten_config
 from harness.suite import expand, load_suite
 from tests.helpers import TEST_SUITES
 from tests.helpers.cli import cli, cli_exe
-from tests.helpers.mlflow_store import free_port, fresh_store, wait_until_answering
+from tests.helpers.mlflow_store import TrackingServer, free_port, fresh_store, wait_until_answering
 
 SUITE = TEST_SUITES / "tiny.yaml"
 SUITE_NAME = "test-tiny"
@@ -272,29 +270,16 @@ def test_slurm_executor_through_submitit_local(tmp_path, migrated_db):
     assert list((tmp_path / "runs" / SUITE_NAME / "submitit").rglob("*_result.pkl"))  # went through submitit
 
 
-@pytest.fixture
-def mlflow_server(tmp_path, migrated_db):
-    """A real `mlflow server` on loopback with a SQLite backend; always stopped."""
-    shutil.copyfile(migrated_db, tmp_path / "server.db")
-    port = free_port()
-    log = open(tmp_path / "server.log", "w")  # noqa: SIM115
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_answering(url + "/health", process, tmp_path / "server.log")
-        yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def mlflow_server(request, tmp_path, migrated_db):
+    """A real `mlflow server` on loopback serving the artifacts, over SQLite or over a real
+    PostgreSQL (the session's throw-away cluster); always stopped."""
+    if request.param == "sqlite":
+        backend = fresh_store(migrated_db, tmp_path / "server")
+    else:
+        backend = request.getfixturevalue("postgres_store")
+    with TrackingServer(tmp_path / "server", backend) as server:
+        yield server.url
 
 
 @pytest.mark.slow  # 100 s: three runs at once on 2 cores beside an MLflow server

@@ -1,13 +1,14 @@
 """MLflow tracking on a real SQLite store: URI resolution, batched metrics, what counts as finished,
-which store errors are retried, and finding or making a suite's experiment (deleted, or raced)."""
+which store errors are retried, how long a store that does not answer is waited for (metrics
+buffered meanwhile, training never waiting), and finding or making a suite's experiment (deleted,
+or raced)."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
-from harness import run_tags, tracking
+from harness import retry, run_tags, tracking
+from harness.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -46,45 +47,6 @@ def test_ensure_experiment_is_idempotent(store):
     _, c, exp_id, suite = store
     assert tracking.ensure_experiment(c, f"shapeprop-bench/{suite}") == exp_id
     assert c.get_experiment(exp_id).name == f"shapeprop-bench/{suite}"
-
-
-class CountingClient:
-    """The real client, counting log_batch round trips."""
-
-    def __init__(self, client):
-        self.client, self.calls = client, 0
-
-    def log_batch(self, *args, **kwargs):
-        self.calls += 1
-        return self.client.log_batch(*args, **kwargs)
-
-
-def test_metric_buffer_batches_and_loses_nothing(store):
-    _, c, exp_id, _ = store
-    run_id = c.create_run(exp_id).info.run_id
-    counting = CountingClient(c)
-    buffer = tracking.MetricBuffer(counting, run_id, flush_every_s=3600, max_buffered=60)
-    for step in range(1, 101):
-        buffer.add({"loss": 1.0 / step, "loss_mask": float(step), "lr": 0.02}, step)
-    buffer.flush()
-    assert counting.calls == math.ceil(300 / 60)  # one round trip per 60 metrics, not per step
-    for name, value in (("loss", lambda s: 1.0 / s), ("loss_mask", float), ("lr", lambda s: 0.02)):
-        history = sorted(c.get_metric_history(run_id, name), key=lambda m: m.step)
-        assert [m.step for m in history] == list(range(1, 101))
-        assert [m.value for m in history] == pytest.approx([value(s) for s in range(1, 101)])
-    assert buffer.logged == 300
-
-
-def test_metric_buffer_flushes_on_time_and_skips_logged_steps(store):
-    _, c, exp_id, _ = store
-    run_id = c.create_run(exp_id).info.run_id
-    buffer = tracking.MetricBuffer(c, run_id, flush_every_s=0.0, skip_until_step=2)
-    for step in range(1, 5):
-        buffer.add({"loss": float(step)}, step)
-    # flush_every_s=0: every add went to the store at once; steps 1-2 were dropped (already logged)
-    assert sorted(m.step for m in c.get_metric_history(run_id, "loss")) == [3, 4]
-    assert tracking.last_logged_step(c, run_id) == 4
-    assert tracking.last_logged_step(c, c.create_run(exp_id).info.run_id) == -1
 
 
 def test_key_states_finished_wins_else_the_newest_run(store):
@@ -251,3 +213,29 @@ def test_ensure_experiment_raises_when_create_fails_and_nobody_created_it(db_uri
         tracking.ensure_experiment(racing, tracking.experiment_name("never-created"))
     assert info.value is error
     assert racing.client.get_experiment_by_name(tracking.experiment_name("never-created")) is None
+
+
+def test_with_retry_waits_for_a_store_that_does_not_answer_beyond_its_attempts(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(tracking.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(tracking.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    refused = [ConnectionRefusedError(111, "Connection refused") for _ in range(40)]
+    call = failing(refused)
+    assert tracking.with_retry(call, "log", attempts=3, delay_s=1.0, wait_s=1000) == "ok"
+    assert call.count == 41 and clock[0] == sum(range(1, 31)) + 10 * 30  # waits grow to 30 s
+
+    call = failing([ConnectionRefusedError(111, "Connection refused") for _ in range(1000)])
+    clock[0] = 0.0
+    with pytest.raises(retry.StoreUnavailable, match="log: the tracking store did not answer for 60 s"):
+        tracking.with_retry(call, "log", attempts=3, wait_s=60)
+    assert 60 <= clock[0] < 100
+
+
+def test_tracking_wait_is_read_from_the_environment(monkeypatch):
+    monkeypatch.delenv(retry.TRACKING_WAIT_ENV, raising=False)
+    assert retry.tracking_wait_s() == 1800
+    monkeypatch.setenv(retry.TRACKING_WAIT_ENV, "90")
+    assert retry.tracking_wait_s() == 90
+    monkeypatch.setenv(retry.TRACKING_WAIT_ENV, "soon")
+    with pytest.raises(UserError, match="SHAPEPROP_TRACKING_WAIT='soon'"):
+        retry.tracking_wait_s()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -18,8 +16,8 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     io.save_checkpoint({"global_step": 1}, target)
     assert torch.load(target, weights_only=False) == {"global_step": 1}
 
-    def broken_save(obj, path):
-        Path(path).write_bytes(b"partial")
+    def broken_save(obj, file):
+        file.write(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)

@@ -208,3 +208,95 @@ def test_gpu_training_compiles_nothing_and_learns(records, tmp_path, precision):
     tolerance = 0.02 if amp_dtype == torch.float16 else 0.1
     torch.testing.assert_close(low.float(), full, atol=tolerance, rtol=0)
     assert (low.float() - full).abs().mean() < tolerance / 4
+
+
+def _schedule(max_steps: int) -> ScheduleConfig:
+    return ScheduleConfig(
+        max_steps=max_steps,
+        batch_size=2,
+        warmup_steps=0,
+        milestones=[],
+        checkpoint_every=2,
+        keep_checkpoints=2,
+    )
+
+
+def _train(records, workdir: Path, max_steps: int):
+    torch.manual_seed(0)
+    model = build_detector(ModelConfig(backbone="tiny"), 10, 64, 64)
+    data = DataConfig(min_size=64, max_size=64, num_workers=0)
+    return train_detector(model, records, data, _schedule(max_steps), 0, workdir, progress=False)
+
+
+def test_damaged_last_checkpoints_resume_from_the_newest_that_loads_and_say_so(records, tmp_path, caplog):
+    _train(records, tmp_path, 4)
+    ckpts = tmp_path / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["last.ckpt", "step_0000002.ckpt", "step_0000004.ckpt"]
+    for name in ("last.ckpt", "step_0000004.ckpt"):  # truncated on disk (a full disk, a bad copy)
+        data = (ckpts / name).read_bytes()
+        (ckpts / name).write_bytes(data[: len(data) // 2])
+    caplog.set_level("WARNING", logger="shapeprop.engine.train")
+    out = _train(records, tmp_path, 6)
+    assert (out.start_step, out.step) == (2, 6)
+    assert "checkpoint " + str(ckpts / "last.ckpt") + " does not load" in caplog.text
+    assert (
+        f"resuming from {ckpts / 'step_0000002.ckpt'} (step 2), the newest checkpoint that loads"
+        in caplog.text
+    )
+    assert torch.load(ckpts / "last.ckpt", weights_only=False)["global_step"] == 6
+
+
+KILLED_WRITER = """
+import os, signal, sys
+from pathlib import Path
+import torch
+from shapeprop.config import DataConfig, ModelConfig, ScheduleConfig
+from shapeprop.data import catalog
+from shapeprop.engine import hooks
+from shapeprop.engine.train import train_detector
+from shapeprop.models.build import build_detector
+
+workdir, data_root = Path(sys.argv[1]), Path(sys.argv[2])
+records = catalog.load("synthetic", root=data_root, split="train", num_images=8, image_size=64).records
+real_save = torch.save
+
+saves_at_4 = []
+
+def save_half_then_die(obj, f, *args, **kwargs):  # killed in the middle of writing last.ckpt at step 4
+    real_save(obj, f, *args, **kwargs)
+    if obj.get("global_step") == 4:
+        saves_at_4.append(f)
+    if len(saves_at_4) == 2:  # step_0000004.ckpt, then last.ckpt
+        if hasattr(f, "flush"):
+            f.flush()
+        path = Path(getattr(f, "name", f))
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+
+hooks.torch.save = save_half_then_die
+torch.set_num_threads(1)
+torch.manual_seed(0)
+model = build_detector(ModelConfig(backbone="tiny"), 10, 64, 64)
+schedule = ScheduleConfig(max_steps=6, batch_size=2, warmup_steps=0, milestones=[], checkpoint_every=2)
+train_detector(model, records, DataConfig(min_size=64, max_size=64, num_workers=0), schedule, 0, workdir, progress=False)
+"""
+
+
+def test_run_killed_while_writing_a_checkpoint_resumes_from_the_last_whole_one(records, tmp_path, caplog):
+    import subprocess
+    import sys
+
+    data_root = tmp_path / "data"
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_WRITER, str(tmp_path), str(data_root)], capture_output=True, text=True
+    )
+    assert killed.returncode == -9, killed.stderr  # SIGKILL, in the middle of writing last.ckpt
+    ckpts = tmp_path / "checkpoints"
+    caplog.set_level("WARNING", logger="shapeprop.engine.train")
+    out = _train(records, tmp_path, 6)
+    assert (out.start_step, out.step) == (4, 6)  # from the newest whole checkpoint, step_0000004.ckpt
+    assert f"resuming from {ckpts / 'step_0000004.ckpt'} (step 4)" in caplog.text
+    assert "left by a checkpoint write that was killed" in caplog.text
+    assert not list(ckpts.glob(".*.tmp"))
+    assert torch.load(ckpts / "last.ckpt", weights_only=False)["global_step"] == 6
