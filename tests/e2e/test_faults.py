@@ -110,6 +110,7 @@ def test_server_down_for_60_s_mid_run_loses_nothing(postgres_store, tmp_path):
         assert list((tmp_path / "server" / "artifacts").rglob("evaluation.json"))  # stored by the server
 
 
+@pytest.mark.store
 @pytest.mark.slow  # about 40 s, beside the 60 s outage test in the default run
 def test_server_that_never_comes_back_fails_the_run_after_the_bounded_wait(postgres_store, tmp_path):
     with TrackingServer(tmp_path / "server", postgres_store) as server:
@@ -132,6 +133,7 @@ def test_server_that_never_comes_back_fails_the_run_after_the_bounded_wait(postg
     assert time.monotonic() - started < 240  # bounded: not MLflow's minutes of retries per call
 
 
+@pytest.mark.store
 @pytest.mark.slow  # about 2 minutes: two runs and a server restart
 def test_server_restarted_between_two_runs_the_suite_goes_on(postgres_store, tmp_path):
     with TrackingServer(tmp_path / "server", postgres_store) as server:

@@ -62,6 +62,7 @@ def all_text(folder: Path) -> str:
     return "\n".join(parts)
 
 
+@pytest.mark.store
 @pytest.mark.slow  # about 100 s: a server with authentication and a real run
 def test_basic_auth_lets_in_only_workers_with_credentials_and_writes_none(postgres_store, tmp_path):
     password = "pw-" + secrets.token_hex(8)
@@ -118,6 +119,7 @@ def test_basic_auth_lets_in_only_workers_with_credentials_and_writes_none(postgr
     assert password not in ran.stdout + ran.stderr
 
 
+@pytest.mark.store
 @pytest.mark.slow  # about 4 minutes on 2 busy cores: 8 training processes at once
 def test_eight_workers_against_a_postgresql_server_lose_nothing(postgres_store, tmp_path):
     """8 runs at once (local executor, 8 worker processes), each logging every step's metrics, its
