@@ -155,7 +155,7 @@ UNTESTED = {
     "shapeprop.models.transform": "the detection transform (25 lines); through every detector test",
     "shapeprop.ops.bench": "the operator benchmark script (tools/gpu_check.py runs it on a GPU); no CPU test",
     "shapeprop.ops.reference": "the reference operator: the oracle of tests/shapeprop/ops/test_propagation.py",
-    "shapeprop.timing": "device-synchronised timing (12 lines); through the training and evaluation tests",
+    "shapeprop.timing": "device-synchronised timing (25 lines); through the training, evaluation and benchmark tests",
     "shapeprop.visualize.comparison": "tested with its package in tests/shapeprop/test_visualize.py",
     "shapeprop.visualize.detections": "tested with its package in tests/shapeprop/test_visualize.py",
     "shapeprop.visualize.geometry": "tested with its package in tests/shapeprop/test_visualize.py",

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,17 +44,9 @@ from shapeprop.models.op_counts import count_ops, format_counts
 from shapeprop.models.params import param_counts
 from shapeprop.models.recipes import BACKBONES
 from shapeprop.models.roofline import format_roofline, matmul_peaks, step_roofline
-from shapeprop.timing import synchronize
+from shapeprop.timing import synchronize, timed
 
 PRECISIONS = {"32": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
-
-
-def _timed(fn: Callable[[], Any], device: torch.device) -> float:
-    synchronize(device)
-    t0 = time.perf_counter()
-    fn()
-    synchronize(device)
-    return time.perf_counter() - t0
 
 
 def _to(batch, device):
@@ -176,7 +167,7 @@ def run_benchmark(
     }
     for step in range(warmup):  # also what count/profile see: caches filled, kernels chosen
         for name in models:
-            seconds = _timed(lambda name=name, step=step: train_step(name, step), dev)
+            seconds = timed(lambda name=name, step=step: train_step(name, step), dev)
             if step == 0:
                 out[f"first_step_s_{name}"] = seconds
     if count:
@@ -207,7 +198,7 @@ def run_benchmark(
             times: dict[str, list[float]] = {k: [] for k in models}
             for step in range(steps):
                 for name in models:
-                    times[name].append(_timed(lambda name=name, step=step: train_step(name, step), dev))
+                    times[name].append(timed(lambda name=name, step=step: train_step(name, step), dev))
             for name in models:
                 out[f"train_s_per_step_{name}{suffix}"] = statistics.median(times[name])
             for tag in ("", " fast") if fast else ("",):
@@ -227,7 +218,7 @@ def run_benchmark(
                     model([eval_images[0]])
             for image in eval_images:
                 for name, model in models.items():
-                    infer_times[name].append(_timed(lambda model=model, image=image: model([image]), dev))
+                    infer_times[name].append(timed(lambda model=model, image=image: model([image]), dev))
             if profile:
                 for name, model in models.items():
                     out["profiles"][f"{name}: inference, one image"] = _profile(

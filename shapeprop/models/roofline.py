@@ -16,23 +16,13 @@ from __future__ import annotations
 
 import math
 import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from shapeprop.ops import propagation  # noqa: F401  (registers torch.ops.shapeprop)
-from shapeprop.timing import synchronize
-
-
-def _timed(fn: Callable[[], Any], device: torch.device) -> float:
-    synchronize(device)
-    t0 = time.perf_counter()
-    fn()
-    synchronize(device)
-    return time.perf_counter() - t0
-
+from shapeprop.timing import timed
 
 # Operators whose time is arithmetic (the FLOPs FlopCounterMode counts: matrix products and
 # convolutions, forward and backward, and the propagation kernel); the rest move or index memory,
@@ -48,7 +38,7 @@ def matmul_peaks(device: torch.device, size: int = 2048, repeats: int = 5) -> di
         a = torch.randn(size, size, device=device, dtype=dtype)
         b = torch.randn(size, size, device=device, dtype=dtype)
         a @ b
-        best = min(_timed(lambda a=a, b=b: a @ b, device) for _ in range(repeats))
+        best = min(timed(lambda a=a, b=b: a @ b, device) for _ in range(repeats))
         peaks[str(dtype).removeprefix("torch.")] = 2 * size**3 / best
     return peaks
 
@@ -92,9 +82,9 @@ def step_roofline(
     from torch.profiler import ProfilerActivity, profile
 
     flops = count_flops(fn)
-    wall = statistics.median(_timed(fn, device) for _ in range(repeats))
+    wall = statistics.median(timed(fn, device) for _ in range(repeats))
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        profiled = sum(_timed(fn, device) for _ in range(repeats)) / repeats
+        profiled = sum(timed(fn, device) for _ in range(repeats)) / repeats
     ops = [e for e in prof.key_averages() if "::" in e.key and not e.key.startswith("autograd::")]
     ops = [e for e in ops if not e.key.startswith(("Optimizer.", "cudaDeviceSynchronize"))]
     with_flops = sum(e.self_cpu_time_total for e in ops if _has_flops(e.key)) / 1e6 / repeats
