@@ -43,7 +43,9 @@ def main() -> None:
         "--roofline", action="store_true", help="also each eager step's roofline (docs/roofline.md)"
     )
     p.add_argument(
-        "--before", default="main", help="git revision whose pooler the 'before' stage runs ('': none)"
+        "--before",
+        default="c556b46",  # main before issue 45's pooler
+        help="git revision whose pooler the 'before' stage runs [default: c556b46, before issue 45] ('': none)",
     )
     p.add_argument(
         "--cpu-time",
