@@ -73,7 +73,8 @@ def ui(tracking_uri: str | None, host: str, port: int, workers: int) -> None:
     ]
     # In a process group of its own, so that stopping it stops its workers too, whatever stops `ui`.
     process = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    # SIGINT too: a shell starts a background job with SIGINT ignored, and Python then leaves it so
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(signum, _stop_on_signal)
     # MLflow 3's UI opens experiments on its GenAI pages unless told the workflow is model training
     url = f"http://{host}:{port}/#/experiments?workflowType=machine_learning"

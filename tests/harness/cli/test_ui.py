@@ -44,6 +44,8 @@ def test_ui_stopped_by_a_signal_stops_its_server_and_workers(tmp_path, migrated_
     ui = subprocess.Popen(
         [cli_exe(), "ui", "--tracking-uri", uri, "--port", str(port), "--workers", "2"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+        # as a shell starts a background job: SIGINT ignored, so Python would raise no KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )  # fmt: skip
     try:
         assert f"http://127.0.0.1:{port}" in ui.stdout.readline()
@@ -84,6 +86,8 @@ def test_ui_on_every_interface_says_who_can_reach_it(tmp_path, migrated_db):
     ui = subprocess.Popen(
         [cli_exe(), "ui", "--tracking-uri", uri, "--port", str(port), "--host", "0.0.0.0"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+        # as a shell starts a background job: SIGINT ignored, so Python would raise no KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )  # fmt: skip
     try:
         ui.stdout.readline()
