@@ -1,4 +1,4 @@
-"""reports/mini/targets.py (issue 41's targets) on an archive and a registered protocol written here."""
+"""tools/mini_targets.py (issue 41's targets) on an archive and a registered protocol written here."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 from tests.helpers import ROOT
 
-sys.path.insert(0, str(ROOT / "reports" / "mini"))
-from targets import render  # noqa: E402
+sys.path.insert(0, str(ROOT / "tools"))
+from mini_targets import render  # noqa: E402
 
 REGISTERED = 1_800_000_000  # the protocol's commit time, seconds since the epoch
 # mask AP per seed and box AP of each row (method tag): ShapeProp closes (34 - 22) / (40 - 22) = 67 %
@@ -101,7 +101,7 @@ def test_an_unregistered_protocol_is_refused(tmp_path):
     result = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "reports/mini/targets.py"),
+            str(ROOT / "tools/mini_targets.py"),
             "--archive",
             str(tmp_path / "runs.jsonl"),
             "--protocol",

@@ -1,7 +1,7 @@
 """Issue 41's targets, read from the committed archive as reports/mini/PROTOCOL.md (section 3) states them.
 
-    .venv/bin/python reports/mini/targets.py                 # markdown on stdout
-    .venv/bin/python reports/mini/targets.py --archive reports/mini/runs.jsonl --out reports/mini/targets.md
+    .venv/bin/python tools/mini_targets.py                 # markdown on stdout
+    .venv/bin/python tools/mini_targets.py --out reports/mini/targets.md
 
 Reads the val runs of benchmark version 3 in `runs.jsonl` (Table 1's mini profile) and gives, per
 direction, each row's mask AP and box AP on the unseen classes (mean, sample std, n seeds) and the
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-HERE = Path(__file__).parent
+MINI = Path(__file__).resolve().parents[1] / "reports" / "mini"
 SEEDS = 5  # Table 1's seeds (PROTOCOL.md, section 3)
 DIRECTIONS = ("non-voc -> voc", "voc -> non-voc")
 METHODS = {  # the `method` tag of each Table 1 row, as the targets name them
@@ -188,7 +188,7 @@ def render(archive: Path, protocol: Path) -> str:
     lines = [
         "# Issue 41's targets (val, benchmark version 3, Table 1 unseen classes)",
         "",
-        f"From `{archive.name}` by `reports/mini/targets.py`. {len(runs)} val runs of benchmark version 3;",
+        f"From `{archive.name}` by `tools/mini_targets.py`. {len(runs)} val runs of benchmark version 3;",
         f"{protocol.name} first committed {registered:%Y-%m-%d %H:%M:%S} UTC; earliest run start "
         + (f"{min(starts):%Y-%m-%d %H:%M:%S} UTC." if starts else "(none)."),
         "Registration: "
@@ -218,9 +218,9 @@ def render(archive: Path, protocol: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--archive", type=Path, default=HERE / "runs.jsonl", help="archived runs (runs.jsonl)"
+        "--archive", type=Path, default=MINI / "runs.jsonl", help="archived runs (runs.jsonl)"
     )
-    parser.add_argument("--protocol", type=Path, default=HERE / "PROTOCOL.md", help="the registered protocol")
+    parser.add_argument("--protocol", type=Path, default=MINI / "PROTOCOL.md", help="the registered protocol")
     parser.add_argument("--out", type=Path, help="write the markdown here (default: stdout)")
     args = parser.parse_args()
     text = render(args.archive, args.protocol)
