@@ -96,13 +96,13 @@ def report(
         raise click.ClickException(f"no MLflow store at {uri}: run a suite first (shapeprop-bench run SUITE)")
     client = MlflowClient(tracking_uri=uri)
     console = Console()
-    # the runs of a suite are found by its name: a suite file gives its own
-    runs_of = load_suite_argument(suite).name if suite is not None and Path(suite).is_file() else suite
+    if suite is not None and Path(suite).is_file():
+        load_suite_argument(suite)  # a broken suite file fails here, naming its line
     try:
         reports = [
-            table_report(int(n), client, profile, out_dir, runs_of, reference_dir, console, sets)
+            table_report(int(n), client, profile, out_dir, suite, reference_dir, console, sets)
             for n in tables
-        ] + [figure_report(int(n), client, profile, out_dir, runs_of, console, sets) for n in figures]
+        ] + [figure_report(int(n), client, profile, out_dir, suite, console, sets) for n in figures]
         if claims:
             reports.append(claims_report(client, profile, out_dir, suite, console, sets))
         for done in reports:

@@ -201,7 +201,8 @@ def _sequential_design(suite: Any, profile: str, uri: str, max_seeds: int, step:
     from mlflow import MlflowClient
 
     from harness.report.inference import Sequential
-    from harness.until_decided import profile_seeds, read_design
+    from harness.suite import profile_seeds
+    from harness.until_decided import read_design
 
     if not suite.claims:
         raise click.UsageError(f"--until-decided: suite '{suite.name}' declares no claims")

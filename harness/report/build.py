@@ -10,8 +10,16 @@ from typing import TYPE_CHECKING
 from harness.report import claims, figures, render
 from harness.report.layouts import TABLES
 from harness.report.reference import load_reference
-from harness.report.runs import REPORTS_EXPERIMENT, RunSelection, fetch_runs, select
+from harness.report.runs import (
+    REPORTS_EXPERIMENT,
+    RunSelection,
+    current_keys,
+    fetch_runs,
+    select,
+    without_older_configs,
+)
 from harness.report.tables import build_table, place_runs
+from harness.suite import SUITES_DIR, Suite, SuiteError, find_suite_file, load_suite
 from harness.targets import target
 from harness.until_decided import read_design
 from shapeprop.files import write_atomic
@@ -39,6 +47,31 @@ def _profile_notes(selection: RunSelection, profile: str) -> list[str]:
     return [f"no finished runs of profile '{profile}'; the store has profile(s) {found}: use --profile"]
 
 
+def _loaded(path: str | Path) -> Suite | None:
+    """The suite a name or file names, None if there is none or it no longer loads."""
+    try:
+        return load_suite(find_suite_file(path))
+    except SuiteError:
+        return None
+
+
+def _current_runs(
+    client, reproduces: str, profile: str, suite: str | None, overrides: dict | None
+) -> tuple[pandas.DataFrame, list[str]]:
+    """The runs of `reproduces` (`fetch_runs`; `suite`, a name or file: its runs only) less those of
+    an earlier config of their suite file (`without_older_configs`), and the notes that say so. The
+    suite files that say which keys are current: `suite`, else those under suites/ that reproduce
+    `reproduces`; the runs of a suite the report cannot load are all kept."""
+    given = _loaded(suite) if suite is not None else None
+    fetched = fetch_runs(client, reproduces, given.name if given else suite, overrides)
+    if suite is not None:
+        files = [given] if given else []
+    else:
+        files = [s for s in map(_loaded, sorted(SUITES_DIR.glob("*.yaml"))) if s is not None]
+    files = [s for s in files if s.reproduces == reproduces]
+    return without_older_configs(fetched, profile, current_keys(files, profile, overrides, fetched))
+
+
 def table_report(
     number: int,
     client,
@@ -57,9 +90,10 @@ def table_report(
     name = target("table", number).name
     layout = TABLES[name]
     reference = load_reference(name, reference_dir)
-    runs, notes = place_runs(layout, fetch_runs(client, name, suite, overrides))
+    fetched, older = _current_runs(client, name, profile, suite, overrides)
+    runs, notes = place_runs(layout, fetched)
     selection = select(runs, profile, ["section", "column_group", "row"])
-    notes += selection.notes + _profile_notes(selection, profile)
+    notes += older + selection.notes + _profile_notes(selection, profile)
     table = build_table(layout, selection.runs, reference)
 
     title = f"Table {number} ({profile} profile)"
@@ -86,8 +120,9 @@ def figure_report(
     """Render Figure 6 (data fractions) or 9 (best overlap) as PNG + SVG, with its data as CSV."""
     name = target("figure", number).name
     keys, draw = _FIGURES[name]
-    selection = select(fetch_runs(client, name, suite, overrides), profile, keys)
-    notes = selection.notes + _profile_notes(selection, profile)
+    fetched, older = _current_runs(client, name, profile, suite, overrides)
+    selection = select(fetched, profile, keys)
+    notes = older + selection.notes + _profile_notes(selection, profile)
     base, title = Path(out_dir) / f"{name}-{profile}", f"Figure {number} ({profile} profile)"
     data, files, more = draw(client, selection.runs, title, base)
     notes += more
@@ -164,7 +199,7 @@ def judged_claims(client, suites, profile: str, overrides: dict | None = None, d
         def stored_design(s):
             return read_design(client, s.name, profile)
 
-        return claims.evaluate(suites, fetch, profile, read_table, design or stored_design)
+        return claims.evaluate(suites, fetch, profile, read_table, design or stored_design, overrides)
 
 
 def _artifact_table(client, run_id: str, file: str, tmp: str) -> pandas.DataFrame | None:

@@ -15,15 +15,15 @@ A suite run with `run --until-decided` is judged at the level of its look (infer
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from harness.report import claim_images, inference
 from harness.report.claim_images import ReadTable, is_artifact_metric
-from harness.report.runs import PARAM_PREFIX, select
+from harness.report.runs import PARAM_PREFIX, current_keys, select, without_older_configs
 from harness.suite import SUITES_DIR, Suite, find_suite_file, load_suite
 
 if TYPE_CHECKING:
@@ -236,14 +236,19 @@ def evaluate(
     profile: str,
     read_table: ReadTable,
     design: Callable[[Suite], inference.Sequential | None] = lambda suite: None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> tuple[pandas.DataFrame, list[str]]:
-    """Every claim of `suites` on the FINISHED runs of `profile` (`fetch(suite)`: the suite's runs),
-    judged family by family (`design(suite)`: its sequential design, if it was run until decided)."""
+    """Every claim of `suites` on the FINISHED runs of `profile` (`fetch(suite)`: the suite's runs,
+    those of another config than the suite file gives now, `overrides` applied, left out), judged
+    family by family (`design(suite)`: its sequential design, if it was run until decided)."""
     import pandas
 
     parts, notes, cache = [], [], {}
     for suite in suites:
         fetched = fetch(suite)
+        current = current_keys([suite], profile, overrides, fetched)
+        fetched, older = without_older_configs(fetched, profile, current)
+        notes += older
         other = select(fetched, profile, ["row"]).other_profiles
         if other and not (fetched["profile"] == profile).any():
             found = ", ".join(f"{name} ({n} runs)" for name, n in sorted(other.items()))

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas
+
+    from harness.suite import Suite
 
 from harness.run_tags import param_value
 from harness.tracking import EXPERIMENT_PREFIX, search_runs
@@ -103,6 +105,68 @@ def _nested(text: Any, path: list[str]) -> str | None:
             return None
         node = node[part]
     return param_value(node)
+
+
+def current_keys(
+    suites: Iterable[Suite],
+    profile: str,
+    overrides: Mapping[str, Any] | None = None,
+    runs: pandas.DataFrame | None = None,
+) -> dict[str, set[str]]:
+    """{suite name: the run keys its file gives `profile` now, `overrides` applied}, for the suites
+    that have `profile`: at the profile's seeds and up to the highest seed of the suite's `runs`
+    (the seeds `run --until-decided` adds)."""
+    from harness.suite import SuiteError, expand, profile_seeds, with_seeds
+
+    keys = {}
+    for suite in suites:
+        if profile not in suite.profile_names():
+            continue
+        seeds = profile_seeds(suite, profile)
+        if runs is not None and len(runs):
+            held = [int(s) for s in runs.loc[runs["suite"] == suite.name, "seed"] if str(s).isdigit()]
+            extra = max([s - max(seeds) for s in held if s > max(seeds)], default=0)
+            suite = with_seeds(suite, profile, len(seeds) + extra)
+        try:
+            keys[suite.name] = {spec.key for spec in expand(suite, profile, overrides)}
+        except SuiteError:  # e.g. an override the suite cannot take: its runs are all kept
+            continue
+    return keys
+
+
+def without_older_configs(
+    runs: pandas.DataFrame, profile: str, current: Mapping[str, set[str]]
+) -> tuple[pandas.DataFrame, list[str]]:
+    """`runs` without `profile`'s runs of a suite in `current` ({suite: `current_keys`}) whose key
+    its file no longer gives (made by an earlier version of the suite file or of the benchmark), so
+    that no cell mixes versions and a row not yet run again reads missing; and notes counting them.
+    A suite none of whose finished runs has a current key keeps them all (a store made before its
+    file changed, not yet run again), with a note saying so. Runs of other suites are kept."""
+    import pandas
+
+    if not len(runs):
+        return runs, []
+    notes, keep = [], pandas.Series(True, index=runs.index)
+    finished = (runs["status"] == "FINISHED") & (runs["profile"] == profile)
+    for suite, keys in current.items():
+        of_suite = (runs["suite"] == suite) & (runs["profile"] == profile)
+        older = of_suite & ~runs["run_key"].isin(list(keys))
+        count = int((older & finished).sum())
+        if not count:
+            continue
+        if (of_suite & ~older & finished).any():
+            keep &= ~older
+            notes.append(
+                f"{count} finished run(s) of {suite} with a config its suite file no longer gives (an "
+                "earlier version of the suite or the benchmark) were left out"
+            )
+        else:
+            notes.append(
+                f"none of the {count} finished runs of {suite} has a config its suite file gives now (an "
+                "earlier version of the suite or the benchmark): they are shown; run the suite again to "
+                "replace them"
+            )
+    return runs[keep], notes
 
 
 def select(runs: pandas.DataFrame, profile: str, cell: list[str]) -> RunSelection:

@@ -16,7 +16,7 @@ each one (`keys.py`). The package:
 """
 
 from harness.suite.config_keys import config_key_problem
-from harness.suite.expand import expand, parse_overrides
+from harness.suite.expand import expand, parse_overrides, profile_seeds, with_seeds
 from harness.suite.keys import KEY_SCHEME, run_key
 from harness.suite.load import SUITES_DIR, dataset_names, find_suite_file, load_suite, parse_suite
 from harness.suite.schema import REPRODUCES, DatasetMapping, Profile, Row, RunSpec, Suite, SuiteError
@@ -38,5 +38,7 @@ __all__ = [
     "load_suite",
     "parse_overrides",
     "parse_suite",
+    "profile_seeds",
     "run_key",
+    "with_seeds",
 ]

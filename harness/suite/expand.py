@@ -235,3 +235,22 @@ def expand(suite: Suite, profile: str = "full", overrides: Mapping[str, Any] | N
             specs.append(spec)
     problems.raise_if_any()
     return specs
+
+
+def profile_seeds(suite: Suite, profile: str) -> list[int]:
+    """The seeds a profile runs: its own `seeds`, else the suite's seed axis (else seed 0)."""
+    chosen = suite.profiles.get(profile)
+    if chosen is not None and chosen.seeds is not None:
+        return list(chosen.seeds)
+    return list(suite.axes.get("seed", [0]))
+
+
+def with_seeds(suite: Suite, profile: str, count: int) -> Suite:
+    """`suite` with its profile's seeds extended to `count` (the existing ones first, then the next)."""
+    seeds = profile_seeds(suite, profile)
+    seeds += [max(seeds) + 1 + i for i in range(count - len(seeds))]
+    chosen = suite.profiles.get(profile)
+    if chosen is not None and chosen.seeds is not None:
+        profiles = {**suite.profiles, profile: chosen.model_copy(update={"seeds": seeds})}
+        return suite.model_copy(update={"profiles": profiles})
+    return suite.model_copy(update={"axes": {**suite.axes, "seed": seeds}})

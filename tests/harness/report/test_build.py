@@ -28,6 +28,7 @@ from harness.cli.report import report
 from harness.report import figures
 from harness.report.build import figure_report, table_report
 from harness.report.reference import load_reference
+from harness.suite import expand, load_suite, with_seeds
 from tests.helpers.report_store import (
     BASELINE_AP,
     FRACTIONS,
@@ -380,6 +381,75 @@ def test_piped_report_prints_the_markdown_table_uncut(store, tmp_path, monkeypat
     assert len(table_lines) > 3 and max(map(len, table_lines)) > 80  # wider than the terminal ...
     for line in table_lines:  # ... and printed whole
         assert line in result.output.splitlines()
+
+
+VERSIONED_SUITE = """\
+name: versioned
+reproduces: table4
+base:
+  data: {dataset: synthetic}
+  model: {backbone: tiny}
+rows:
+  - {label: "baseline", method: mask_rcnn}
+  - {label: "baseline + ShapeProp", method: shapeprop}
+axes:
+  seed: [0, 1]
+profiles:
+  mini:
+    overrides: {schedule.max_steps: 2}
+"""
+
+
+def suite_keys(path: Path, seeds: int = 2) -> dict[tuple[str, int], str]:
+    """{(row, seed): run key} of the suite file at `path` as it reads now, `seeds` seeds."""
+    suite = with_seeds(load_suite(path), "mini", seeds)
+    return {(spec.row, spec.seed): spec.key for spec in expand(suite, "mini")}
+
+
+def test_runs_of_an_earlier_version_of_the_suite_file_are_left_out_not_mixed_into_a_cell(tmp_path):
+    """A suite file edited after some runs (a new schedule, a new benchmark version): the report shows
+    the runs of the file as it reads now, never the older ones beside them in one cell, nor alone as
+    if current; seeds added by `run --until-decided` count. Until a run of the new config exists,
+    the older ones are shown, with a note."""
+    path = tmp_path / "versioned.yaml"
+    path.write_text(VERSIONED_SUITE)
+    older = suite_keys(path)
+    path.write_text(VERSIONED_SUITE.replace("max_steps: 2", "max_steps: 3"))
+    now = suite_keys(path, seeds=3)
+    assert not set(older.values()) & set(now.values())
+
+    (tmp_path / "store").mkdir()
+    store = Store(tmp_path / "store")
+
+    def log(row: str, ap: float, seed: int, key: str) -> None:
+        store.log_run("versioned", "table4", row, {"segm_AP": ap}, seed=seed, key=key)
+
+    for seed in (0, 1):
+        log("baseline", 50.0, seed, older["baseline", seed])
+        log("baseline + ShapeProp", 60.0, seed, older["baseline + ShapeProp", seed])
+    for seed, ap in ((0, 20.0), (1, 22.0), (2, 24.0)):  # seed 2: a seed `run --until-decided` added
+        log("baseline", ap, seed, now["baseline", seed])
+    log("baseline", 90.0, 1, older["baseline", 1])  # the newest run of its cell and seed, but older config
+
+    rep = table_report(4, store.client, "mini", tmp_path / "out", str(path), console=quiet())
+    got = cells(rep.data)
+    assert (got["baseline", "AP"]["mean"], got["baseline", "AP"]["n"]) == (22.0, 3)
+    assert got["baseline + ShapeProp", "AP"]["n"] == 0  # not run again yet: missing, not the old 60
+    assert (
+        "5 finished run(s) of versioned with a config its suite file no longer gives (an earlier version "
+        "of the suite or the benchmark) were left out"
+    ) in rep.notes
+
+    # Nothing run since the file changed: the older runs are what there is, shown, and said so.
+    (tmp_path / "before").mkdir()
+    before = Store(tmp_path / "before")
+    for seed in (0, 1):
+        before.log_run(
+            "versioned", "table4", "baseline", {"segm_AP": 50.0}, seed=seed, key=older["baseline", seed]
+        )
+    rep = table_report(4, before.client, "mini", tmp_path / "out", str(path), console=quiet())
+    assert (cells(rep.data)["baseline", "AP"]["mean"], cells(rep.data)["baseline", "AP"]["n"]) == (50.0, 2)
+    assert any(note.startswith("none of the 2 finished runs of versioned has a config") for note in rep.notes)
 
 
 def test_set_picks_runs_by_a_key_inside_a_free_dict(store, tmp_path):

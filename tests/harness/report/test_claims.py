@@ -27,7 +27,7 @@ from harness.report.claims import claim_suites, to_markdown
 from harness.report.inference import Sequential
 from harness.report.layouts import TABLES, normalize
 from harness.report.reference import load_reference
-from harness.suite import SuiteError, load_suite
+from harness.suite import SuiteError, expand, load_suite, with_seeds
 from harness.until_decided import write_design
 from tests.helpers.report_store import Store
 
@@ -245,6 +245,37 @@ def test_an_undecided_claim_says_how_many_seeds_would_decide_it(tmp_path, monkey
     assert plain["verdict"] == "undecided" and int(float(plain["seeds_needed"])) == want
     md = (tmp_path / "out" / "claims.md").read_text()
     assert f"undecided: {want} seeds for 80 % power on the paper's difference" in md
+
+
+def test_runs_of_an_earlier_suite_config_are_not_paired(tmp_path, monkeypatch):
+    """A claim pairs the runs of the suite file as it reads now: seeds run under an earlier version of
+    the file (another schedule here; another benchmark version in reports/mini) are left out, even
+    where they would complete a pair."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "s.yaml"
+    path.write_text(SUITE.replace("max_steps: 2", "max_steps: 3"))
+    older = {
+        (spec.row, spec.seed): spec.key for spec in expand(with_seeds(load_suite(path), "mini", 4), "mini")
+    }
+    path.write_text(SUITE)
+    now = {(spec.row, spec.seed): spec.key for spec in expand(load_suite(path), "mini")}
+    store = Store(tmp_path)
+    for seed, (base, ours) in enumerate([(20.0, 21.5), (21.0, 22.2), (22.0, 23.9)]):
+        for row, ap in (("baseline", base), ("baseline + ShapeProp", ours)):
+            store.log_run("claimsdemo", "table4", row, {"segm_AP": ap}, seed=seed, key=now[row, seed])
+    for row, ap in (("baseline", 20.0), ("baseline + ShapeProp", 60.0)):  # seed 3, older config only
+        store.log_run("claimsdemo", "table4", row, {"segm_AP": ap}, seed=3, key=older[row, 3])
+    store.log_run("claimsdemo", "table4", "baseline", {"segm_AP": 0.0}, seed=0, key=older["baseline", 0])
+
+    result = claims_cli(store, path, tmp_path / "out", "--no-log")
+    assert result.exit_code == 0, result.output
+    plain = read_csv_lines(tmp_path / "out" / "claims.csv")[("plain", "", "mask AP")]
+    assert (plain["ours_n"], plain["baseline_n"]) == ("3", "3")
+    assert float(plain["mean"]) == pytest.approx(statistics.mean([1.5, 1.2, 1.9]), abs=0.01)
+    assert (
+        "3 finished run(s) of claimsdemo with a config its suite file no longer gives"
+        in (tmp_path / "out" / "claims.md").read_text()
+    )
 
 
 def test_a_sequential_design_judges_at_its_look_and_keeps_a_stopped_claim(store, tmp_path, monkeypatch):
