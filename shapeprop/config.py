@@ -111,6 +111,11 @@ class ShapePropConfig(_Strict):
         description="init of the 1x1 saliency and weight layers: kaiming-uniform (a=1), zero bias, as "
         "maskrcnn-benchmark; or calibrated: saliency logits start at sigmoid 0.01, weights uniform",
     )
+    saliency_autocast: bool = Field(
+        False,
+        description="the saliency learner F (its convs on every sampled RoI: most of the head's "
+        "arithmetic) under the run's autocast; the propagation path stays in float32 either way",
+    )
     mil_iou_threshold: float = Field(0.5, gt=0, lt=1, description="t of Eq. 2")
     mil_loss_weight: float = Field(1.0, ge=0)
     reconstruction_loss_weight: float = Field(1.0, ge=0)

@@ -13,6 +13,7 @@ whose matched ground truth has a mask). `ShapePropConfig.preset` picks the autho
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import NamedTuple
 
@@ -150,13 +151,21 @@ class ShapePropHead(nn.Module):
         Table 4's miniature with ShapeProp ran away by step 1200 (box AP 0) while the same model
         with the head in float32 learned as in float32 (reports/mini/README.md, "bfloat16").
         """
-        with torch.autocast(roi_features.device.type, enabled=False):
+        device = roi_features.device.type
+        amp = torch.is_autocast_enabled(device) and self.cfg.saliency_autocast
+        saliency_precision = torch.autocast(device, torch.get_autocast_dtype(device), enabled=amp)
+        with torch.autocast(device, enabled=False):
             dtype = self.saliency_logits.weight.dtype
             layout = torch.channels_last if self.channels_last else torch.preserve_format
-            return self._forward(roi_features.to(dtype, memory_format=layout), classes, shape_rois)
+            features = roi_features.to(dtype, memory_format=layout)
+            return self._forward(features, classes, shape_rois, saliency_precision)
 
     def _forward(
-        self, roi_features: torch.Tensor, classes: torch.Tensor, shape_rois: torch.Tensor | None
+        self,
+        roi_features: torch.Tensor,
+        classes: torch.Tensor,
+        shape_rois: torch.Tensor | None,
+        saliency_precision: torch.autocast | None = None,
     ) -> ShapePropOutput:
         if roi_features.dim() != 4:
             raise ValueError(
@@ -166,7 +175,8 @@ class ShapePropHead(nn.Module):
             raise ValueError(
                 f"ShapePropHead: classes must be [R]={roi_features.shape[0]}, got shape {tuple(classes.shape)}"
             )
-        saliency_logits = self.saliency_logits(self.saliency_learner(roi_features))
+        with saliency_precision or contextlib.nullcontext():  # float32 unless cfg.saliency_autocast
+            saliency_logits = self.saliency_logits(self.saliency_learner(roi_features)).to(roi_features.dtype)
         channel = classes.long() + self.background_map
         index = channel.view(-1, 1, 1, 1).expand(-1, 1, *saliency_logits.shape[2:])
         class_logits = saliency_logits.gather(1, index)

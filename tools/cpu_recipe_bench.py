@@ -48,6 +48,12 @@ def main() -> None:
         help="git revision whose pooler the 'before' stage runs [default: c556b46, before issue 45] ('': none)",
     )
     p.add_argument(
+        "--saliency-autocast",
+        action="store_true",
+        help="add a stage with model.shapeprop.saliency_autocast (the saliency learner in bfloat16; "
+        "not the default: other numbers)",
+    )
+    p.add_argument(
         "--cpu-time",
         action="store_true",
         help="time steps in this process's CPU seconds, not wall seconds: on a machine others load, "
@@ -78,13 +84,19 @@ def main() -> None:
     old_pooler = _pooler_of(args.before) if args.before else None
     stages = {"before": {}} if old_pooler else {}
     stages |= {"eager": {}, "channels-last": {"channels_last": True}}
+    if args.saliency_autocast:  # not the default: it changes the numbers (model.shapeprop.saliency_autocast)
+        stages["saliency-bf16"] = {"shapeprop": {"saliency_autocast": True}}
     if args.compile != "none":
         stages["compiled"] = {"channels_last": True, "compile": args.compile}
 
     weights = {}
 
     def build(name, cfg, update):
-        model_cfg = cfg.model.model_copy(update={"weights": None, **update})
+        sections = {k: v for k, v in update.items() if isinstance(v, dict)}  # e.g. {"shapeprop": {...}}
+        model_cfg = cfg.model.model_copy(update={"weights": None, **update} | dict.fromkeys(sections, None))
+        for section, values in sections.items():
+            part = getattr(cfg.model, section)
+            model_cfg = model_cfg.model_copy(update={section: part and part.model_copy(update=values)})
         torch.manual_seed(0)
         model = build_detector(model_cfg, len(train.metadata.classes), data.min_size, data.max_size)
         model.load_state_dict(weights.setdefault(name, model.state_dict()))
