@@ -317,14 +317,18 @@ def speed(quick: bool, device: str) -> str:
         )
     parts.append(f"Eager and fast twins (same weights) trained in turn:\n\n{header}\n" + "\n".join(rows))
     rows = ["| detector | precision | train s/step plain → ShapeProp | ratio |", "|---|---|---|---|"]
-    for arch in archs:
-        for precision in precisions:
-            log(f"speed: {arch}, precision {precision}")
-            r = run_benchmark(arch, device=device, shapeprop=head, precision=precision, **size)
-            rows.append(
-                f"| {arch} | `{precision}` | {r['train_s_per_step_plain']:.4f} → "
-                f"{r['train_s_per_step_shapeprop']:.4f} | ×{r['train_ratio']:.3f} |"
-            )
+    saliency_amp = head.model_copy(update={"saliency_autocast": True})
+    cases = [(arch, precision, head) for arch in archs for precision in precisions]
+    # the saliency learner under autocast too (model.shapeprop.saliency_autocast; default off)
+    cases += [("mask_rcnn", precision, saliency_amp) for precision in precisions if precision != "32"]
+    for arch, precision, shapeprop in cases:
+        label = f"`{precision}`" + (", saliency learner in it" if shapeprop.saliency_autocast else "")
+        log(f"speed: {arch}, precision {label}")
+        r = run_benchmark(arch, device=device, shapeprop=shapeprop, precision=precision, **size)
+        rows.append(
+            f"| {arch} | {label} | {r['train_s_per_step_plain']:.4f} → "
+            f"{r['train_s_per_step_shapeprop']:.4f} | ×{r['train_ratio']:.3f} |"
+        )
     parts.append("Precision (eager):\n\n" + "\n".join(rows))
     parts.append(loss_curves(size, head, precisions, curve_steps, device))
     return (

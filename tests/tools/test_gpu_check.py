@@ -38,6 +38,7 @@ def test_gpu_check_cpu_side_writes_every_section(tmp_path):
     assert "syncing operators" in text and "n/a (CPU)" in text
     assert "| baseline | 2 |" in text and "| baseline + ShapeProp | 2 |" in text
     assert "| channels_last True |" in text and "GFLOP/s" in text and "| `bf16-mixed` |" in text  # speed
+    assert "| mask_rcnn | `bf16-mixed`, saliency learner in it |" in text  # model.shapeprop.saliency_autocast
     assert "largest gap to 32" in text
     assert "Every section ran." in text
     assert "[gpu-check" in out.stdout and "5. Demo rows end to end: done" in out.stdout
