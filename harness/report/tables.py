@@ -59,8 +59,10 @@ def build_table(
 ) -> pandas.DataFrame:
     """The long table: one line per (section, row, column_group, column) with LONG_COLUMNS.
 
-    Rows come in the paper's order, then rows only our runs have (in label order). Every row
-    gets every column group and metric; a cell without runs has n = 0 and a NaN mean.
+    Rows come in the paper's order; a row only our runs have (the miniature's floor, a user's
+    method) goes at the end of its section, in label order, or in a section of its own after the
+    paper's. Every row gets every column group and metric; a cell without runs has n = 0 and a NaN
+    mean.
     """
     import pandas
 
@@ -85,8 +87,12 @@ def build_table(
             groups.setdefault(normalize(line["column_group"]), line["column_group"])
             ours[(*key, normalize(line["column_group"]))] = line
 
+    sections: dict[str, list[tuple[str, str]]] = {}  # section -> its rows' keys, in order
+    for key in rows:
+        sections.setdefault(key[0], []).append(key)
     lines = []
-    for key, (section, row) in rows.items():
+    for key in (key for keys in sections.values() for key in keys):
+        section, row = rows[key]
         for group_key, group in groups.items():
             found = ours.get((*key, group_key), {})
             for column, metric in zip(layout.metrics, metric_names, strict=True):

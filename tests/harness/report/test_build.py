@@ -27,7 +27,9 @@ from PIL import Image
 from harness.cli.report import report
 from harness.report import figures
 from harness.report.build import figure_report, table_report
+from harness.report.layouts import TABLES
 from harness.report.reference import load_reference
+from harness.report.tables import build_table
 from harness.suite import expand, load_suite, with_seeds
 from tests.helpers.report_store import (
     BASELINE_AP,
@@ -136,6 +138,30 @@ def test_table1_places_runs_by_backbone_direction_and_method(store, tmp_path):
     assert len(data) == 11 * 2 * 7  # 11 paper rows x 2 directions x (6 metrics + IoU@GT), no extra rows
     assert r50_vn[("Mask^X R-CNN", "AP")]["n"] == 0
     assert any(n.startswith("'R-50-FPN | voc -> non-voc | Mask^X R-CNN': no finished run") for n in rep.notes)
+
+
+def test_a_row_the_paper_lacks_is_shown_in_its_own_section_not_after_the_last():
+    import pandas
+
+    layout = TABLES["table1"]
+    runs = pandas.DataFrame(
+        [
+            {"section": section, "column_group": "non-voc -> voc", "row": row, "segm_AP": ap}
+            for section, row, ap in [
+                ("R-50-FPN", "Mask R-CNN trained w/ box masks", 9.0),  # the miniature's floor
+                ("R-50-FPN", "Mask R-CNN (Baseline)", 20.0),
+                ("R-18", "Mask R-CNN (Baseline)", 5.0),  # a backbone the paper lacks
+            ]
+        ]
+    )
+    table = build_table(layout, runs, load_reference("table1"))
+    order = list(dict.fromkeys(zip(table["section"], table["row"], strict=True)))
+    r50 = [row for section, row in order if section == "R-50-FPN"]
+    assert r50[-1] == "Mask R-CNN trained w/ box masks"  # after the paper's R-50 rows, before R-101's
+    assert order.index(("R-50-FPN", "Mask R-CNN trained w/ box masks")) == len(r50) - 1
+    assert order[-1] == ("R-18", "Mask R-CNN (Baseline)")
+    floor = table[(table["row"] == "Mask R-CNN trained w/ box masks") & (table["column"] == "AP")]
+    assert floor["mean"].tolist()[0] == 9.0 and floor["paper"].isna().all()
 
 
 def test_table2_matches_sections(store, tmp_path):
