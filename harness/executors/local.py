@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import multiprocessing.spawn
 import os
 import signal
 import socket
@@ -112,6 +113,18 @@ def _local_worker(
         conn.close()
 
 
+def _exit_hint(code: int) -> str:
+    """What an exit code says beyond itself. A spawned worker whose interpreter cannot be executed
+    exits 255 and prints nothing anywhere: multiprocessing does not read the exec error back."""
+    if code != 255:
+        return ""
+    return (
+        f" (the code a worker exits with when its interpreter, {os.fsdecode(multiprocessing.spawn.get_executable())}, could not be "
+        "executed, e.g. while its environment is being reinstalled; the run did not finish, so the next "
+        "`run` call runs it again)"
+    )
+
+
 @dataclass(eq=False)
 class _Running:
     """The worker processes of one run, by rank; rank 0 sends the run's progress (to `display`) and
@@ -149,7 +162,7 @@ class _Running:
                 what = (
                     "worker process" if len(self.processes) == 1 else f"rank {rank} of {len(self.processes)}"
                 )
-                return failed(self.spec, f"{what} died with exit code {code}")
+                return failed(self.spec, f"{what} died with exit code {code}" + _exit_hint(code))
         return None
 
     def stop(self, grace_s: float) -> None:

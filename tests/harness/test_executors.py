@@ -113,6 +113,20 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def test_a_worker_whose_interpreter_cannot_be_executed_fails_its_run_with_a_hint(tmp_path):
+    import multiprocessing.spawn
+
+    executable = multiprocessing.spawn.get_executable()
+    multiprocessing.spawn.set_executable(str(tmp_path / "no-python"))
+    try:
+        executor = LocalExecutor(1, functools.partial(log_path, root=str(tmp_path)))
+        (outcome,) = executor.run(expand(SUITE)[:1], report_process)
+    finally:
+        multiprocessing.spawn.set_executable(executable)
+    assert outcome.crashed and "exit code 255" in outcome.error
+    assert f"its interpreter, {tmp_path / 'no-python'}, could not be executed" in outcome.error
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="workers die with their parent through Linux's prctl")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_local_workers_die_with_the_invoking_process(tmp_path, sig):
