@@ -11,7 +11,7 @@ baseline-to-oracle gap ShapeProp closes (40-95 %); ShapeProp's seed std <= max(2
 box AP >= 30 in every row. The claims' verdicts (decided, Holm) are `shapeprop-bench report
 --claims`'s, not this script's. A target reads "pending" until its rows have their 5 seeds.
 
-It also checks the registration: the first commit of PROTOCOL.md precedes the start of every val run
+It also gives each suite's training time and wall time, and checks the registration: the first commit of PROTOCOL.md precedes the start of every val run
 of benchmark version 3 in the archive (a run that started before it is listed by name).
 """
 
@@ -176,6 +176,35 @@ def targets(rows: dict[tuple[str, str], Row], direction: str) -> list[tuple[str,
     return out
 
 
+def covered_seconds(intervals: list[tuple[float, float]]) -> float:
+    """Seconds inside at least one (start, end) interval: the wall time a set of runs took, however
+    many ran at once (a run resumed in a later session also counts the pause between)."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        total += max(0.0, end - max(start, reach))
+        reach = max(reach, end)
+    return total
+
+
+def timing(runs: list[dict]) -> list[str]:
+    """Per suite: finished runs, training time summed over them (train_s_per_step x steps, the timed
+    steps alone) and the wall time they covered."""
+    lines = [
+        "| suite | runs | training time summed over runs | wall time the runs covered |",
+        "| --- | --- | --- | --- |",
+    ]
+    for suite in sorted({run["suite"] for run in runs}):
+        mine = [run for run in runs if run["suite"] == suite and run.get("end_time")]
+        train = sum(
+            r["metrics"].get("train_s_per_step", 0.0) * float(r["tags"].get("max_steps", 0)) for r in mine
+        )
+        wall = covered_seconds([(r["start_time"] / 1000, r["end_time"] / 1000) for r in mine])
+        lines.append(
+            f"| {suite} | {len(mine)} | {train:,.0f} s ({train / 3600:.1f} h) | {wall:,.0f} s ({wall / 3600:.1f} h) |"
+        )
+    return lines
+
+
 def render(archive: Path, protocol: Path) -> str:
     registered = registration(protocol)
     runs = version3_val_runs(archive)
@@ -212,6 +241,7 @@ def render(archive: Path, protocol: Path) -> str:
     lines.append(
         "Decided claims (targets 1-3, 6) are `shapeprop-bench report --claims`'s verdicts, not this page's."
     )
+    lines += ["", "## Time (2 CPU cores, two runs at a time)", "", *timing(runs)]
     return "\n".join(lines) + "\n"
 
 

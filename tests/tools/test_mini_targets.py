@@ -11,7 +11,7 @@ from pathlib import Path
 from tests.helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "tools"))
-from mini_targets import render  # noqa: E402
+from mini_targets import covered_seconds, render  # noqa: E402
 
 REGISTERED = 1_800_000_000  # the protocol's commit time, seconds since the epoch
 # mask AP per seed and box AP of each row (method tag): ShapeProp closes (34 - 22) / (40 - 22) = 67 %
@@ -44,11 +44,13 @@ def registered_protocol(folder: Path) -> Path:
 
 
 def archived(method: str, direction: str, seed: int, mask: float, box: float, start_s: int) -> str:
+    """One finished run of 6000 steps at 0.1 s per step, 600 s from its start to its end."""
     return json.dumps(
         {
             "suite": "table1",
             "run_id": f"{method}{seed}",
             "start_time": start_s * 1000,
+            "end_time": (start_s + 600) * 1000,
             "params": {
                 "data.options": json.dumps({"image_size": 160, "version": 3}),
                 "data.test_split": "val",
@@ -58,8 +60,9 @@ def archived(method: str, direction: str, seed: int, mask: float, box: float, st
                 "method": method,
                 "row": f"R-50-FPN | {direction} | {method}",
                 "mlflow.runName": f"{method} | {direction} | seed {seed}",
+                "max_steps": "6000",
             },
-            "metrics": {"segm_AP": mask, "bbox_AP": box},
+            "metrics": {"segm_AP": mask, "bbox_AP": box, "train_s_per_step": 0.1},
         }
     )
 
@@ -92,6 +95,13 @@ def test_targets_are_read_from_the_archive_and_runs_before_the_registration_are_
     assert "| ShapeProp | 25.0 ± 7.1 (n=2) | 40.0 |" in voc_to_nonvoc
     assert "| 5. box AP >= 30 in every row | lowest: ShapeProp 40.0 | pending (so far met) |" in voc_to_nonvoc
     assert "3. ShapeProp closes" not in voc_to_nonvoc
+    # 32 runs x 6000 steps x 0.1 s; all but one ran from +60 s to +660 s, one from -60 s to +540 s
+    assert "| table1 | 32 | 19,200 s (5.3 h) | 720 s (0.2 h) |" in text
+
+
+def test_wall_time_counts_overlapping_runs_once():
+    assert covered_seconds([(0, 600), (300, 900), (1000, 1600), (1100, 1200)]) == 1500
+    assert covered_seconds([]) == 0
 
 
 def test_an_unregistered_protocol_is_refused(tmp_path):
