@@ -11,8 +11,9 @@ baseline-to-oracle gap ShapeProp closes (40-95 %); ShapeProp's seed std <= max(2
 box AP >= 30 in every row. The claims' verdicts (decided, Holm) are `shapeprop-bench report
 --claims`'s, not this script's. A target reads "pending" until its rows have their 5 seeds.
 
-It also gives each suite's training time and wall time, and checks the registration: the first commit of PROTOCOL.md precedes the start of every val run
-of benchmark version 3 in the archive (a run that started before it is listed by name).
+It also gives each suite's training time and wall time, and checks the registration: the first
+commit of PROTOCOL.md precedes the start of every val run of benchmark version 3 in the archive (a
+run that started before it is listed by name).
 """
 
 from __future__ import annotations
