@@ -359,6 +359,17 @@ def text_cells(line: dict) -> list[str]:
     ]
 
 
+def family_summary(part: pandas.DataFrame) -> str:
+    """How a suite's lines were adjusted, family by family: "mask AP: Holm over 8; ...", each
+    prefixed with its family's name where the suite has more than one (its claims, its checks)."""
+    named = part["family"].nunique() > 1
+    return "; ".join(
+        f"{family + ', ' if named else ''}{metric}: {adjustment}"
+        for (family, metric, adjustment), _ in part.groupby(["family", "metric", "adjustment"], sort=False)
+        if adjustment
+    )
+
+
 def to_markdown(data: pandas.DataFrame, title: str, notes: Sequence[str]) -> str:
     """claims.md: a section per suite, a line per claim x value of `by` x metric."""
     lines = [f"# {title}", "", *EXPLANATION, ""]
@@ -368,11 +379,7 @@ def to_markdown(data: pandas.DataFrame, title: str, notes: Sequence[str]) -> str
             claims, their = (f"All {count} claims are", "their") if count > 1 else ("The claim is", "its")
             lines += [f"## {suite}", "", f"{claims} missing: no finished run of {their} rows.", ""]
             continue
-        families = "; ".join(
-            f"{metric}: {adjustment}"
-            for (metric, adjustment), _ in part.groupby(["metric", "adjustment"], sort=False)
-            if adjustment
-        )
+        families = family_summary(part)
         lines += [
             f"## {suite}",
             "",

@@ -23,7 +23,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.weightstats import ttost_paired
 
 from harness.cli.report import report
-from harness.report.claims import claim_suites, to_markdown
+from harness.report.claims import claim_suites, family_summary, to_markdown
 from harness.report.inference import Sequential
 from harness.report.layouts import TABLES, normalize
 from harness.report.reference import load_reference
@@ -441,3 +441,20 @@ def test_ap_claims_hold_the_test_images_when_runs_carry_their_coco_matches(tmp_p
         "- claimsdemo, box AP: seeds only (a run has per-image tables that do not give back its logged value)"
         in md
     )
+
+
+def test_a_suite_with_two_families_names_each_in_its_adjustment_line():
+    """Table 1 adjusts the paper's claims and the miniature's checks apart: the line saying how must
+    tell the two "mask AP: Holm over ..." apart; a suite of one family keeps the short form."""
+    part = pandas.DataFrame(
+        {
+            "family": ["claims", "claims", "miniature checks", "miniature checks"],
+            "metric": ["mask AP", "box AP", "mask AP", "box AP"],
+            "adjustment": ["Holm over 8", "Holm over 8", "Holm over 6", ""],
+        }
+    )
+    assert family_summary(part) == (
+        "claims, mask AP: Holm over 8; claims, box AP: Holm over 8; miniature checks, mask AP: Holm over 6"
+    )
+    one = part[part["family"] == "claims"]
+    assert family_summary(one) == "mask AP: Holm over 8; box AP: Holm over 8"
