@@ -183,7 +183,7 @@ def judge(
             size = int((~np.isnan(p)).sum())
             data.loc[family.index, "p_adjusted"] = holm
             data.loc[family.index, "level"] = inference.ALPHA
-            data.loc[family.index, "adjustment"] = f"Holm over {size}"
+            data.loc[family.index, "adjustment"] = f"Holm over {size}" if size else ""  # none tested yet
         else:
             # every line counts, tested yet or not: a family's split of alpha may not change between looks
             size = len(family)

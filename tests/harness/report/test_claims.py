@@ -23,7 +23,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.weightstats import ttost_paired
 
 from harness.cli.report import report
-from harness.report.claims import claim_suites, family_summary, to_markdown
+from harness.report.claims import UNDECIDED, claim_suites, family_summary, judge, to_markdown
 from harness.report.inference import Sequential
 from harness.report.layouts import TABLES, normalize
 from harness.report.reference import load_reference
@@ -458,3 +458,21 @@ def test_a_suite_with_two_families_names_each_in_its_adjustment_line():
     )
     one = part[part["family"] == "claims"]
     assert family_summary(one) == "mask AP: Holm over 8; box AP: Holm over 8"
+
+
+def test_a_family_with_no_tested_line_is_not_said_to_be_adjusted():
+    """Table 4 before its More boxes rows run: Fig. 9's best-overlap family has no line to test, and
+    its adjustment line must not read "Holm over 0"."""
+    tested = {"n": 3, "mean": 2.0, "std": 1.0, "ci_low": -0.5, "ci_high": 4.5, "p": 0.1, "image_se": 0.1}
+    untested = {"n": 0, "mean": math.nan, "std": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan, "image_se": math.nan}  # fmt: skip
+    lines = pandas.DataFrame(
+        [
+            {"suite": "s", "family": family, "metric": metric, "direction": "higher", "paper": 1.0, "margin": math.nan, "test": "difference"}
+            | values
+            for family, metric, values in [("claims", "mask AP", tested), ("overlap", "shape IoU", untested)]
+        ]
+    )  # fmt: skip
+    judged = judge(lines, plan=False)
+    assert list(judged["adjustment"]) == ["Holm over 1", ""]
+    assert list(judged["verdict"]) == [UNDECIDED, "missing"]
+    assert family_summary(judged) == "claims, mask AP: Holm over 1"
