@@ -5,14 +5,15 @@ branch's.
 
     .venv/bin/python reports/mini/maskx_parts.py runs/mini/table1 --images 300 --out reports/mini/maskx-parts.csv
 
-The folder holds the run folders of `run.sh`; every finished run of the
-baseline, Mask^X and the oracle is read (its `config.yaml` says which). A diagnosis of runs
-already made: it changes nothing in the protocol.
+The folder holds the run folders of `run.sh`; the runs read are the baseline, Mask^X and oracle
+runs of `runs.jsonl` (their `method` and `row` tags, as `tools/mini_targets.py` reads them) whose
+folder is there. A diagnosis of runs already made: it changes nothing in the protocol.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -26,17 +27,10 @@ from shapeprop.eval.gt_boxes import gt_box_mask_table, mean_iou
 from shapeprop.models.build import load_detector
 from shapeprop.models.mask_branch import find_mask_branch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+from mini_targets import DIRECTIONS, METHODS, version3_val_runs  # noqa: E402
 
-def row_of(cfg: ExperimentConfig) -> str | None:
-    """The Table 1 row a run belongs to, for the rows this diagnosis reads."""
-    model, masks = cfg.model, cfg.data.masks
-    if model.shapeprop is not None or model.pseudo_masks != "none":
-        return None
-    if model.mask_transfer:
-        return "Mask^X"
-    if masks.kind == "all":
-        return "oracle"
-    return "baseline" if model.class_agnostic_masks else None
+ROWS = ("baseline", "Mask^X", "oracle")  # the Table 1 rows this diagnosis reads
 
 
 # Mask^X's readings: the term each one zeroes (None: the logits as trained)
@@ -60,18 +54,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("runs_dir", type=Path)
+    parser.add_argument("runs_dir", type=Path, help="run.sh's run folders of Table 1 (runs/mini/table1)")
+    parser.add_argument(
+        "--archive", type=Path, default=Path("reports/mini/runs.jsonl"), help="the runs' archive"
+    )
     parser.add_argument("--images", type=int, default=300, help="test images (the first N)")
     parser.add_argument("--out", type=Path, required=True, help="CSV: one line per run and reading")
     args = parser.parse_args()
     torch.set_num_threads(1)
     lines, cache = [], {}
-    for folder in sorted(p for p in args.runs_dir.iterdir() if (p / "evaluation.json").exists()):
-        cfg = ExperimentConfig(**yaml.safe_load((folder / "config.yaml").read_text()))
-        row = row_of(cfg)
-        if row is None:
+    for run in version3_val_runs(args.archive):
+        tags, folder = run["tags"], args.runs_dir / run["run_key"]
+        row = METHODS.get(tags.get("method"))
+        if run["suite"] != "table1" or row not in ROWS or not (folder / "evaluation.json").exists():
             continue
-        direction = "non-voc -> voc" if cfg.eval.categories == "voc" else "voc -> non-voc"
+        direction = next(d for d in DIRECTIONS if f"| {d} |" in tags["row"])
+        cfg = ExperimentConfig(**yaml.safe_load((folder / "config.yaml").read_text()))
         if direction not in cache:
             test = source.load_data(cfg.data, "test")
             unseen = resolve_categories(
