@@ -121,6 +121,19 @@ def matches_tables(ev: Any, iou_type: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     return detections, gts
 
 
+def at_iou_threshold(detections: pd.DataFrame, index: int) -> pd.DataFrame:
+    """The detections table as if every IoU threshold were threshold `index` (0: IoU 0.5, 5: 0.75),
+    so that `ap_on_images` on it is the AP at that one threshold (COCOeval's stats[1] for index 0,
+    stats[2] for 5, at area 'all')."""
+    if not 0 <= index < NUM_THRESHOLDS:
+        raise ValueError(f"IoU threshold index {index} is not in 0..{NUM_THRESHOLDS - 1}")
+    every = (1 << NUM_THRESHOLDS) - 1
+    return detections.assign(
+        matched=np.right_shift(detections["matched"].to_numpy(np.int64), index) % 2 * every,
+        ignored=np.right_shift(detections["ignored"].to_numpy(np.int64), index) % 2 * every,
+    )
+
+
 def image_ids(gts: pd.DataFrame) -> np.ndarray:
     """The evaluated images, sorted (pycocotools sorts `params.imgIds` the same way): the column
     order of the `weights` of `ap_on_images`."""

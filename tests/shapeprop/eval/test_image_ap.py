@@ -18,6 +18,7 @@ from shapeprop.eval.image_ap import (
     DETECTION_COLUMNS,
     GT_COLUMNS,
     ap_on_images,
+    at_iou_threshold,
     image_ids,
     matches_tables,
 )
@@ -95,6 +96,20 @@ def test_all_images_equal_cocoeval(data, tables, iou_type, cat_ids):
     ev = _cocoeval(records, results, iou_type, cat_ids=cat_ids)
     _assert_stats(_ap(tables, np.ones(len(records), dtype=int), iou_type, cat_ids), ev.stats)
     assert 0 < ev.stats[0] < 1 and min(ev.stats[3:6]) > 0  # every area range has GT and detections
+
+
+@pytest.mark.parametrize("iou_type", ["segm", "bbox"])
+def test_one_iou_threshold_equals_cocoeval_ap50_ap75(data, tables, iou_type):
+    records, results = data
+    ev = _cocoeval(records, results, iou_type)
+    dt, gt = tables
+    weights = np.ones(len(records), dtype=int)
+    for index, stat in ((0, 1), (5, 2)):  # AP50 is stats[1], AP75 stats[2]
+        ours = ap_on_images(at_iou_threshold(dt, index), gt, weights, iou_type)[0]
+        assert ours == pytest.approx(100 * ev.stats[stat], abs=1e-9)
+    assert ev.stats[1] > ev.stats[2] > 0  # the thresholds differ on these detections
+    with pytest.raises(ValueError, match="not in 0..9"):
+        at_iou_threshold(dt, 10)
 
 
 @pytest.mark.parametrize("iou_type", ["segm", "bbox"])
