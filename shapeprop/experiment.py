@@ -22,13 +22,14 @@ from shapeprop.data import source
 from shapeprop.data.records import DatasetMetadata
 from shapeprop.data.splits import prepare_training_records
 from shapeprop.engine.module import NonFiniteLossError
-from shapeprop.engine.train import train_detector
+from shapeprop.engine.train import LAST, train_detector
 from shapeprop.eval.best_overlap import best_overlap_table
 from shapeprop.eval.coco import evaluate_coco, resolve_categories
 from shapeprop.eval.gt_boxes import gt_box_mask_table, mean_iou
 from shapeprop.eval.image_ap import GT_TABLE, MATCHES_TABLE
 from shapeprop.eval.inference import predict
 from shapeprop.files import write_atomic
+from shapeprop.models.baselines.progressive import PSEUDO_FILE
 from shapeprop.models.build import build_detector
 from shapeprop.models.params import param_counts
 
@@ -55,7 +56,14 @@ def _write_csv_atomic(path: Path, table: pd.DataFrame) -> Path:
     return write_atomic(path, table.to_csv(index=False))
 
 
-def _identity(cfg: ExperimentConfig) -> dict[str, Any]:
+STAGE1_DIR = "progressive_stage1"  # the progressive baseline's stage 1, in the work dir
+#: What a finished run's training leaves in its work dir for a run of the same `training_key` to
+#: start from: the last checkpoint (at max_steps: only loaded) and the progressive baseline's pseudo
+#: masks (stage 1 then skipped). Paths relative to the work dir; the second only where it exists.
+TRAINED_STATE = (f"checkpoints/{LAST}", f"{STAGE1_DIR}/{PSEUDO_FILE}")
+
+
+def checkpoint_identity(cfg: ExperimentConfig) -> dict[str, Any]:
     """What a checkpoint must agree on to be resumed: all but run length, checkpointing, loader
     workers and evaluation."""
     schedule_exclude = {"max_steps", "checkpoint_every", "keep_checkpoints"}
@@ -67,6 +75,13 @@ def _identity(cfg: ExperimentConfig) -> dict[str, Any]:
         "data": cfg.data.model_dump(mode="json", exclude={"num_workers"}),
         "schedule": cfg.schedule.model_dump(mode="json", exclude=schedule_exclude),
     }
+
+
+def training_key(cfg: ExperimentConfig) -> str:
+    """Equal for two configs that train the same model (their checkpoint identity and run length
+    agree; they may evaluate differently): one's finished training serves the other."""
+    spec = {**checkpoint_identity(cfg), "max_steps": cfg.schedule.max_steps}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
 def run_experiment(
@@ -118,7 +133,7 @@ def run_experiment(
         from shapeprop.models.baselines.progressive import progressive_pseudo_masks
 
         records = progressive_pseudo_masks(
-            cfg, records, build, workdir / "progressive_stage1", callbacks, progress, log_every
+            cfg, records, build, workdir / STAGE1_DIR, callbacks, progress, log_every
         )
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -134,7 +149,7 @@ def run_experiment(
         callbacks,
         progress=progress,
         log_every=log_every,
-        identity=_identity(cfg),
+        identity=checkpoint_identity(cfg),
     )
     if not outcome.is_global_zero:
         return ExperimentResult(

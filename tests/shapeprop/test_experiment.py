@@ -184,9 +184,9 @@ def test_shapeprop_run_reports_best_overlap_on_a_category_subset(tmp_path, monke
 def test_resume_identity_names_clip_grad_norm_only_when_it_clips():
     """Checkpoints written before `schedule.clip_grad_norm` existed lack it: a run that does not clip
     still resumes them, one that clips does not."""
-    from shapeprop.experiment import _identity
+    from shapeprop.experiment import checkpoint_identity
 
-    plain = _identity(ExperimentConfig())
+    plain = checkpoint_identity(ExperimentConfig())
     assert "clip_grad_norm" not in plain["schedule"]
-    clipped = _identity(ExperimentConfig(schedule=ScheduleConfig(clip_grad_norm=5.0)))
+    clipped = checkpoint_identity(ExperimentConfig(schedule=ScheduleConfig(clip_grad_norm=5.0)))
     assert clipped["schedule"] == plain["schedule"] | {"clip_grad_norm": 5.0}
