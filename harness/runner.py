@@ -10,6 +10,7 @@ finds that file, resumes from its last checkpoint and logs into the same MLflow 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from harness import plugins, run_tags, tracking
+from harness import plugins, run_tags, shared_training, tracking
 from harness.callbacks import TrackingCallbacks
 from harness.executors import RunOutcome, make_executor, run_shape
 from harness.plan import PlannedRun, plan
@@ -114,6 +115,7 @@ def run_one(
     started = time.monotonic()
     workdir = workdir_of(spec, runs_root)
     workdir.mkdir(parents=True, exist_ok=True)
+    trained_by = shared_training.adopt_training(spec, Path(runs_root))  # in every rank, before training
     if launched_rank() != 0:
         return _run_other_rank(spec, workdir, experiment_fn, log_every)
     uri = tracking.resolve_tracking_uri(tracking_uri)
@@ -138,6 +140,9 @@ def run_one(
         "resumes" if resumed else "starts",
         run_id,
     )
+    if trained_by is not None:
+        log.info("run %s starts from the finished training of run %s", spec.key, trained_by)
+        tracking.set_tags(c, run_id, {shared_training.TRAINED_BY_TAG: trained_by})
     try:
         extra = {"log_every": log_every} if log_every else {}
         result: ExperimentResult = experiment_fn(spec.config, workdir, callbacks, progress, **extra)
@@ -147,6 +152,8 @@ def run_one(
             c, uri, run_id, spec.config, workdir, result, final_step, log_checkpoint, register_model
         )
         tracking.with_retry(lambda: c.set_terminated(run_id, status="FINISHED"), "finish run")
+        if trained_by is None:  # it trained: the run a twin starts from
+            shared_training.record_training(spec, Path(runs_root))
         log.info("run %s finished", spec.key)
         return RunOutcome(
             spec.key, spec.row, "FINISHED", run_id, metrics=metrics, seconds=time.monotonic() - started
@@ -333,6 +340,7 @@ def run_suite(
     if o.force:  # here, not in each run's processes: a DDP rank must never see its files vanish
         for spec in todo:
             shutil.rmtree(workdir_of(spec, runs_root), ignore_errors=True)
+        shared_training.forget_trainings(todo, runs_root)  # forced runs train again
     executor = o.executor
     if executor == "inline" and any(run_shape(spec) != (1, 1) for spec in todo):
         executor = "local"  # a run of several processes needs them started (one run at a time)
@@ -380,7 +388,11 @@ def run_suite(
     specs_by_key = {s.key: s for s in todo}
     status = "FINISHED"
     try:
-        for i, outcome in enumerate(runner.run(todo, job), start=1):
+        # runs that train the same model as an earlier one of the call go after all the others, to
+        # start from its finished training
+        first, twins = shared_training.first_and_twins(todo)
+        outcomes = itertools.chain(runner.run(first, job), runner.run(twins, job))
+        for i, outcome in enumerate(outcomes, start=1):
             if outcome.crashed:
                 outcome.run_id = record_crash(
                     specs_by_key[outcome.key], uri, runs_root, outcome.error or "crashed"
