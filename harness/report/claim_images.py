@@ -144,8 +144,37 @@ def line_image_se(
                 return math.nan, f"seeds only (a run has {cache[key]})"
             found[side].append(cache[key])
             ids[side].append(run_id)
-    sets = {tuple(r.image_ids) for r in found["ours"] + found["baseline"]}
-    if len(sets) > 1 and not metrics[0].startswith("gtbox"):  # IoU@GT lists only images with objects
-        return math.nan, "seeds only (the runs were tested on different images)"
+    why_not = _not_on_the_same_images(
+        found["ours"] + found["baseline"], ids["ours"] + ids["baseline"], metrics[0], read_table, cache
+    )
+    if why_not:
+        return math.nan, why_not
     key = lambda i, side: ("replicates", ids[side][i], metrics[0] if side == "ours" else metrics[1])  # noqa: E731
     return image_term(found["ours"], found["baseline"], cache, key), ""
+
+
+def _not_on_the_same_images(
+    runs: list[PerImage], run_ids: list[str], metric: str, read_table: ReadTable, cache: dict
+) -> str:
+    """Why the runs of a line cannot share bootstrap draws of their test images ("" when they can).
+
+    The images each run was tested on are those of its coco_gt.csv. A table of objects (IoU@GT's
+    `gt_box_masks.csv`, an artifact like `best_overlap.csv`) lists only the images that hold one
+    (for best_overlap.csv: one its detections matched), so its images differ from run to run on the
+    same test set; the draws are then made over the images of any run's table.
+    """
+    from shapeprop.eval.image_ap import image_ids
+
+    tested = set()
+    for run_id in run_ids:
+        if ("tested", run_id) not in cache:
+            gts = read_table(run_id, f"{GT_TABLE}.csv")
+            cache["tested", run_id] = None if gts is None else tuple(image_ids(gts))
+        tested.add(cache["tested", run_id])
+    if len(tested - {None}) > 1:
+        return "seeds only (the runs were tested on different images)"
+    if len({tuple(r.image_ids) for r in runs}) == 1 or (None not in tested):
+        return ""
+    if metric.startswith("gtbox"):  # runs from before coco_gt.csv: their IoU@GT tables are taken as is
+        return ""
+    return "seeds only (the runs' tables list different images, and a run has no coco_gt.csv to say which it was tested on)"
