@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from harness.shared_training import TRAINED_BY_TAG
+
 MINI = Path(__file__).resolve().parents[1] / "reports" / "mini"
 SEEDS = 5  # Table 1's seeds (PROTOCOL.md, section 3)
 DIRECTIONS = ("non-voc -> voc", "voc -> non-voc")
@@ -189,7 +191,8 @@ def covered_seconds(intervals: list[tuple[float, float]]) -> float:
 
 def timing(runs: list[dict]) -> list[str]:
     """Per suite: finished runs, training time summed over them (train_s_per_step x steps, the timed
-    steps alone) and the wall time they covered."""
+    steps alone; a run tagged `trained_by` started from another's training and adds none) and the
+    wall time they covered."""
     lines = [
         "| suite | runs | training time summed over runs | wall time the runs covered |",
         "| --- | --- | --- | --- |",
@@ -197,7 +200,9 @@ def timing(runs: list[dict]) -> list[str]:
     for suite in sorted({run["suite"] for run in runs}):
         mine = [run for run in runs if run["suite"] == suite and run.get("end_time")]
         train = sum(
-            r["metrics"].get("train_s_per_step", 0.0) * float(r["tags"].get("max_steps", 0)) for r in mine
+            r["metrics"].get("train_s_per_step", 0.0) * float(r["tags"].get("max_steps", 0))
+            for r in mine
+            if TRAINED_BY_TAG not in r["tags"]
         )
         wall = covered_seconds([(r["start_time"] / 1000, r["end_time"] / 1000) for r in mine])
         lines.append(

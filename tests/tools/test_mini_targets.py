@@ -11,7 +11,7 @@ from pathlib import Path
 from tests.helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "tools"))
-from mini_targets import covered_seconds, render  # noqa: E402
+from mini_targets import covered_seconds, render, timing  # noqa: E402
 
 REGISTERED = 1_800_000_000  # the protocol's commit time, seconds since the epoch
 # mask AP per seed and box AP of each row (method tag): ShapeProp closes (34 - 22) / (40 - 22) = 67 %
@@ -97,6 +97,14 @@ def test_targets_are_read_from_the_archive_and_runs_before_the_registration_are_
     assert "3. ShapeProp closes" not in voc_to_nonvoc
     # 32 runs x 6000 steps x 0.1 s; all but one ran from +60 s to +660 s, one from -60 s to +540 s
     assert "| table1 | 32 | 19,200 s (5.3 h) | 720 s (0.2 h) |" in text
+
+
+def test_a_run_that_started_from_another_s_training_adds_no_training_time():
+    trained = json.loads(archived("oracle", "non-voc -> voc", 0, 40.0, 50.0, REGISTERED + 10))
+    twin = json.loads(archived("oracle", "voc -> non-voc", 0, 38.0, 45.0, REGISTERED + 700))
+    twin["tags"]["trained_by"] = "table1/0123456789abcdef"
+    (line,) = [row for row in timing([trained, twin]) if row.startswith("| table1 ")]
+    assert line == "| table1 | 2 | 600 s (0.2 h) | 1,200 s (0.3 h) |"  # 6000 steps x 0.1 s, once
 
 
 def test_wall_time_counts_overlapping_runs_once():
