@@ -79,9 +79,7 @@ def adopt_training(spec: RunSpec, runs_root: Path) -> str | None:
         return None  # its own record (a --force run), or the training's files are gone
     for name in reversed(files):  # the checkpoint last: a DDP rank that sees it sees the rest
         _link(source / name, workdir / name)
-    trained_by = f"{record.get('suite')}/{record.get('run_key')}"
-    log.info("run %s starts from the training of run %s (%s)", spec.key, trained_by, source)
-    return trained_by
+    return f"{record.get('suite')}/{record.get('run_key')}"
 
 
 def _link(source: Path, target: Path) -> None:
