@@ -2,13 +2,14 @@
 
 Two runs whose configs differ only in what they evaluate (Table 1's oracle, one model scored on
 either class group; a Table 4 row that is also a Table 2 or Table 3 row) have one
-`shapeprop.experiment.training_key`. When a run finishes, `record_training` notes its work dir in
-`<runs root>/trained/<training key>.json`; a later run of the same key that has no checkpoint of
-its own starts from that training (`adopt_training`: its files hard-linked into the run's work dir,
-so the training only loads its last checkpoint and the run goes straight to evaluating), and says
-so in its tag `trained_by`. Within one `run` call the first run of each key goes first and the
-others after all of them (`first_and_twins`), so that they find its training finished. Two runs of
-one key that run at the same time (two `run` calls at once) each train, as without sharing.
+`shapeprop.experiment.training_key`. When a run that trained finishes, `record_training` notes its
+suite and run key in `<runs root>/trained/<training key>.json`; a later run of the same key that
+has no checkpoint of its own starts from that training (`adopt_training`: its files hard-linked
+into the run's work dir, so the training only loads its last checkpoint and the run goes straight
+to evaluating), and says so in its tag `trained_by`. Within one `run` call the first run of each
+key goes first and the others after all of them (`first_and_twins`), so that they find its
+training finished. Two runs of one key that run at the same time (two `run` calls at once) each
+train, as without sharing.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from harness.suite import RunSpec
-from harness.workdir import workdir_of
+from harness.workdir import run_workdir, workdir_of
 from shapeprop.experiment import TRAINED_STATE, training_key
 from shapeprop.files import write_atomic
 
@@ -48,7 +49,7 @@ def first_and_twins(specs: Sequence[RunSpec]) -> tuple[list[RunSpec], list[RunSp
 
 def record_training(spec: RunSpec, runs_root: Path) -> None:
     """Note that `spec`'s run finished its training in its work dir."""
-    record = {"suite": spec.suite, "run_key": spec.key, "workdir": str(workdir_of(spec, runs_root))}
+    record = {"suite": spec.suite, "run_key": spec.key}  # its work dir in this runs folder, wherever it moves
     write_atomic(_record_path(spec, runs_root), json.dumps(record))
 
 
@@ -68,7 +69,7 @@ def adopt_training(spec: RunSpec, runs_root: Path) -> str | None:
     path = _record_path(spec, runs_root)
     try:
         record = json.loads(path.read_text())
-        source = Path(record["workdir"])
+        source = run_workdir(runs_root, record["suite"], record["run_key"])
     except FileNotFoundError:
         return None
     except (json.JSONDecodeError, KeyError, TypeError) as err:
@@ -79,7 +80,7 @@ def adopt_training(spec: RunSpec, runs_root: Path) -> str | None:
         return None  # its own record (a --force run), or the training's files are gone
     for name in reversed(files):  # the checkpoint last: a DDP rank that sees it sees the rest
         _link(source / name, workdir / name)
-    return f"{record.get('suite')}/{record.get('run_key')}"
+    return f"{record['suite']}/{record['run_key']}"
 
 
 def _link(source: Path, target: Path) -> None:

@@ -110,6 +110,18 @@ def test_a_twin_whose_training_is_gone_trains(uri, tmp_path):
     assert shared_training.TRAINED_BY_TAG not in tracking.client(uri).get_run(done.run_id).data.tags
 
 
+def test_a_moved_runs_folder_keeps_its_trainings(uri, tmp_path):
+    trained = []
+    run(uri, tmp_path / "runs", experiment_fn=stand_in(trained), only=["all images"])
+    (tmp_path / "runs").rename(tmp_path / "moved")
+    (done,) = run(uri, tmp_path / "moved", experiment_fn=stand_in(trained), only=["two images"]).done
+    assert trained == [ALL.key]
+    assert (
+        tracking.client(uri).get_run(done.run_id).data.tags[shared_training.TRAINED_BY_TAG]
+        == f"twins/{ALL.key}"
+    )
+
+
 def test_a_garbled_record_is_passed_over(uri, tmp_path, caplog):
     runs_root, trained = tmp_path / "runs", []
     record = runs_root / shared_training.RECORDS_DIR / f"{shared_training.training_key(ALL.config)}.json"
