@@ -117,7 +117,6 @@ UNTESTED = {
     "harness.executors.slurm": "tested with its package in tests/harness/test_executors.py",
     "harness.predict": "`predict` on images; through the CLI in tests/shapeprop/test_serving.py",
     "harness.report.bench": "the report benchmark script (`make bench`); not run by the tests",
-    "harness.report.claim_images": "the image term of a claim; in tests/harness/report/test_inference.py",
     "harness.report.figures": "Figures 6 and 9; in tests/harness/report/test_build.py",
     "harness.report.layouts": "table layouts; in tests/harness/report/test_reference.py and test_claims.py",
     "harness.report.render": "output formats; in tests/harness/report/test_build.py and test_reference.py",
