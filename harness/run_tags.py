@@ -22,6 +22,7 @@ SOURCE_TYPE_TAG = "mlflow.source.type"
 SOURCE_TYPE = "LOCAL"  # mlflow.entities.SourceType for a local script (PROJECT is `mlflow run`)
 GIT_COMMIT_TAG = "mlflow.source.git.commit"
 USER_TAG = "mlflow.user"
+TRAINED_BY_TAG = "trained_by"  # a run that started from another's finished training: "<suite>/<run key>"
 
 
 def param_value(value: Any) -> str:

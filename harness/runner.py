@@ -142,7 +142,7 @@ def run_one(
     )
     if trained_by is not None:
         log.info("run %s starts from the finished training of run %s", spec.key, trained_by)
-        tracking.set_tags(c, run_id, {shared_training.TRAINED_BY_TAG: trained_by})
+        tracking.set_tags(c, run_id, {run_tags.TRAINED_BY_TAG: trained_by})
     try:
         extra = {"log_every": log_every} if log_every else {}
         result: ExperimentResult = experiment_fn(spec.config, workdir, callbacks, progress, **extra)
@@ -152,8 +152,7 @@ def run_one(
             c, uri, run_id, spec.config, workdir, result, final_step, log_checkpoint, register_model
         )
         tracking.with_retry(lambda: c.set_terminated(run_id, status="FINISHED"), "finish run")
-        if trained_by is None:  # it trained: the run a twin starts from
-            shared_training.record_training(spec, Path(runs_root))
+        shared_training.record_training(spec, Path(runs_root))  # the run its twins start from
         log.info("run %s finished", spec.key)
         return RunOutcome(
             spec.key, spec.row, "FINISHED", run_id, metrics=metrics, seconds=time.monotonic() - started

@@ -29,7 +29,6 @@ from shapeprop.files import write_atomic
 log = logging.getLogger(__name__)
 
 RECORDS_DIR = "trained"
-TRAINED_BY_TAG = "trained_by"  # the run whose training a run started from: "<suite>/<run key>"
 
 
 def _record_path(spec: RunSpec, runs_root: Path) -> Path:
@@ -48,9 +47,14 @@ def first_and_twins(specs: Sequence[RunSpec]) -> tuple[list[RunSpec], list[RunSp
 
 
 def record_training(spec: RunSpec, runs_root: Path) -> None:
-    """Note that `spec`'s run finished its training in its work dir."""
-    record = {"suite": spec.suite, "run_key": spec.key}  # its work dir in this runs folder, wherever it moves
-    write_atomic(_record_path(spec, runs_root), json.dumps(record))
+    """Note that `spec`'s run finished with its training in its work dir, unless another run's
+    training of the key is recorded and still there (the run started from it, or trained beside it)."""
+    if _recorded(spec, runs_root) is None:
+        record = {
+            "suite": spec.suite,
+            "run_key": spec.key,
+        }  # its work dir in this runs folder, wherever it moves
+        write_atomic(_record_path(spec, runs_root), json.dumps(record))
 
 
 def forget_trainings(specs: Iterable[RunSpec], runs_root: Path) -> None:
@@ -64,8 +68,22 @@ def adopt_training(spec: RunSpec, runs_root: Path) -> str | None:
     recorded, its files are still there and the run has no checkpoint of its own: link them into
     its work dir and return that run's "<suite>/<run key>"; else None (the run trains)."""
     workdir = workdir_of(spec, runs_root)
-    if (workdir / "checkpoints").is_dir() and any((workdir / "checkpoints").iterdir()):
+    checkpoints = (workdir / TRAINED_STATE[0]).parent
+    if checkpoints.is_dir() and any(checkpoints.iterdir()):
         return None  # its own training, finished or to resume
+    found = _recorded(spec, runs_root)
+    if found is None:
+        return None
+    trained_by, source = found
+    files = [name for name in TRAINED_STATE if (source / name).is_file()]
+    for name in reversed(files):  # the checkpoint last: a DDP rank that sees it sees the rest
+        _link(source / name, workdir / name)
+    return trained_by
+
+
+def _recorded(spec: RunSpec, runs_root: Path) -> tuple[str, Path] | None:
+    """The recorded training of `spec`'s key by another run whose last checkpoint is still there:
+    ("<suite>/<run key>", its work dir); None when there is none."""
     path = _record_path(spec, runs_root)
     try:
         record = json.loads(path.read_text())
@@ -75,12 +93,9 @@ def adopt_training(spec: RunSpec, runs_root: Path) -> str | None:
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         log.warning("%s: not a training record (%s); run %s trains", path, err, spec.key)
         return None
-    files = [name for name in TRAINED_STATE if (source / name).is_file()]
-    if source == workdir or TRAINED_STATE[0] not in files:
+    if source == workdir_of(spec, runs_root) or not (source / TRAINED_STATE[0]).is_file():
         return None  # its own record (a --force run), or the training's files are gone
-    for name in reversed(files):  # the checkpoint last: a DDP rank that sees it sees the rest
-        _link(source / name, workdir / name)
-    return f"{record['suite']}/{record['run_key']}"
+    return f"{record['suite']}/{record['run_key']}", source
 
 
 def _link(source: Path, target: Path) -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness.shared_training import TRAINED_BY_TAG
+from harness.run_tags import TRAINED_BY_TAG
 
 MINI = Path(__file__).resolve().parents[1] / "reports" / "mini"
 SEEDS = 5  # Table 1's seeds (PROTOCOL.md, section 3)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 
-from harness import runner, shared_training, tracking
+from harness import run_tags, runner, shared_training, tracking
 from harness.suite import expand, parse_suite
 from harness.workdir import LAST_CHECKPOINT, workdir_of
 from shapeprop.files import write_atomic
@@ -62,8 +62,8 @@ def test_a_twin_evaluates_the_finished_training(uri, tmp_path):
     assert [o.key for o in summary.done] == [ALL.key, TWO.key]
     first, twin = (tracking.client(uri).get_run(o.run_id) for o in summary.done)
     assert losses(uri, first.info.run_id) > 0 and losses(uri, twin.info.run_id) == 0  # it did not train
-    assert twin.data.tags[shared_training.TRAINED_BY_TAG] == f"twins/{ALL.key}"
-    assert shared_training.TRAINED_BY_TAG not in first.data.tags
+    assert twin.data.tags[run_tags.TRAINED_BY_TAG] == f"twins/{ALL.key}"
+    assert run_tags.TRAINED_BY_TAG not in first.data.tags
     assert same_checkpoint(TWO, ALL, runs_root)
     assert [p.name for p in (workdir_of(TWO, runs_root) / "checkpoints").iterdir()] == ["last.ckpt"]
     # the same model, evaluated on fewer images
@@ -90,6 +90,8 @@ def test_twins_go_after_the_others_and_force_trains_again(uri, tmp_path):
     summary = run(uri, runs_root, experiment_fn=stand_in(trained))
     assert [o.key for o in summary.done] == [ALL.key, OTHER.key, TWO.key]
     assert trained == [ALL.key, OTHER.key]
+    record = runs_root / shared_training.RECORDS_DIR / f"{shared_training.training_key(ALL.config)}.json"
+    assert json.loads(record.read_text())["run_key"] == ALL.key  # the run that trained, not its twin
     forced = run(
         uri, runs_root, experiment_fn=stand_in(trained), force=True, only=["two images", "all images"]
     )
@@ -107,7 +109,7 @@ def test_a_twin_whose_training_is_gone_trains(uri, tmp_path):
     (workdir_of(ALL, runs_root) / LAST_CHECKPOINT).unlink()
     (done,) = run(uri, runs_root, experiment_fn=stand_in(trained), only=["two images"]).done
     assert trained == [ALL.key, TWO.key]
-    assert shared_training.TRAINED_BY_TAG not in tracking.client(uri).get_run(done.run_id).data.tags
+    assert run_tags.TRAINED_BY_TAG not in tracking.client(uri).get_run(done.run_id).data.tags
 
 
 def test_a_moved_runs_folder_keeps_its_trainings(uri, tmp_path):
@@ -116,10 +118,7 @@ def test_a_moved_runs_folder_keeps_its_trainings(uri, tmp_path):
     (tmp_path / "runs").rename(tmp_path / "moved")
     (done,) = run(uri, tmp_path / "moved", experiment_fn=stand_in(trained), only=["two images"]).done
     assert trained == [ALL.key]
-    assert (
-        tracking.client(uri).get_run(done.run_id).data.tags[shared_training.TRAINED_BY_TAG]
-        == f"twins/{ALL.key}"
-    )
+    assert tracking.client(uri).get_run(done.run_id).data.tags[run_tags.TRAINED_BY_TAG] == f"twins/{ALL.key}"
 
 
 def test_a_garbled_record_is_passed_over(uri, tmp_path, caplog):
