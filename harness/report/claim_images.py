@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from harness.report import inference
-from shapeprop.eval.image_ap import GT_TABLE, IMAGE_SET_CATEGORY, MATCHES_TABLE
+from shapeprop.eval.image_ap import GT_TABLE, IMAGE_SET_CATEGORY, MATCHES_TABLE, image_ids
 
 if TYPE_CHECKING:
     import pandas
@@ -60,7 +60,7 @@ def recomputable(metric: str, run_id: str, read_table: ReadTable) -> PerImage | 
         detections, gts = read_table(run_id, f"{MATCHES_TABLE}.csv"), read_table(run_id, f"{GT_TABLE}.csv")
         if detections is None or gts is None:
             return None
-        from shapeprop.eval.image_ap import ap_on_images, image_ids
+        from shapeprop.eval.image_ap import ap_on_images
 
         iou_type = metric.split("_")[0]
         return PerImage(image_ids(gts), lambda w: ap_on_images(detections, gts, w, iou_type))
@@ -163,8 +163,6 @@ def _not_on_the_same_images(
     (for best_overlap.csv: one its detections matched), so its images differ from run to run on the
     same test set; the draws are then made over the images of any run's table.
     """
-    from shapeprop.eval.image_ap import image_ids
-
     tested = set()
     for run_id in run_ids:
         if ("tested", run_id) not in cache:
@@ -173,8 +171,8 @@ def _not_on_the_same_images(
         tested.add(cache["tested", run_id])
     if len(tested - {None}) > 1:
         return "seeds only (the runs were tested on different images)"
-    if len({tuple(r.image_ids) for r in runs}) == 1 or (None not in tested):
-        return ""
-    if metric.startswith("gtbox"):  # runs from before coco_gt.csv: their IoU@GT tables are taken as is
+    same_tables = len({tuple(r.image_ids) for r in runs}) == 1
+    # runs from before coco_gt.csv: their IoU@GT tables are taken as they are
+    if same_tables or None not in tested or metric.startswith("gtbox"):
         return ""
     return "seeds only (the runs' tables list different images, and a run has no coco_gt.csv to say which it was tested on)"
