@@ -84,16 +84,34 @@ def version3_val_runs(archive: Path) -> list[dict]:
     return runs
 
 
+def table1_row(run: dict) -> tuple[str, str] | None:
+    """(direction, row as the targets name it) of an archived Table 1 run of the mini profile; None
+    for any other run."""
+    tags = run["tags"]
+    if run["suite"] != "table1" or tags.get("profile") != "mini" or tags.get("method") not in METHODS:
+        return None
+    direction = next((d for d in DIRECTIONS if f"| {d} |" in tags["row"]), None)
+    return None if direction is None else (direction, METHODS[tags["method"]])
+
+
+def table1_run_folders(archive: Path, runs_dir: Path) -> list[tuple[dict, Path, str, str]]:
+    """The version-3 val runs of Table 1 in `archive` whose finished run folder is in `runs_dir`
+    (`run.sh`'s runs/mini/table1): (run, folder, direction, row)."""
+    found = []
+    for run in version3_val_runs(archive):
+        place, folder = table1_row(run), runs_dir / run["run_key"]
+        if place is not None and (folder / "evaluation.json").exists():
+            found.append((run, folder, *place))
+    return found
+
+
 def table1_rows(runs: list[dict]) -> dict[tuple[str, str], Row]:
     rows: dict[tuple[str, str], Row] = {}
     for run in runs:
-        tags = run["tags"]
-        if run["suite"] != "table1" or tags.get("profile") != "mini" or tags.get("method") not in METHODS:
+        place = table1_row(run)
+        if place is None or "segm_AP" not in run["metrics"]:
             continue
-        direction = next((d for d in DIRECTIONS if f"| {d} |" in tags["row"]), None)
-        if direction is None or "segm_AP" not in run["metrics"]:
-            continue
-        row = rows.setdefault((direction, METHODS[tags["method"]]), Row([], []))
+        row = rows.setdefault(place, Row([], []))
         row.mask.append(run["metrics"]["segm_AP"])
         row.box.append(run["metrics"]["bbox_AP"])
     return rows

@@ -28,7 +28,7 @@ from shapeprop.eval.coco import resolve_categories
 from shapeprop.eval.image_ap import GT_TABLE, MATCHES_TABLE, ap_on_images, at_iou_threshold, image_ids
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
-from mini_targets import DIRECTIONS, METHODS, version3_val_runs  # noqa: E402
+from mini_targets import table1_run_folders  # noqa: E402
 
 THRESHOLDS = {0.5: 0, 0.75: 5, 0.9: 8}  # IoU -> index in pycocotools' iouThrs
 
@@ -63,16 +63,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="CSV: one line per run")
     args = parser.parse_args()
     lines, unseen_of = [], {}
-    for run in version3_val_runs(args.archive):
-        tags, folder = run["tags"], args.runs_dir / run["run_key"]
-        if run["suite"] != "table1" or not (folder / "evaluation.json").exists():
-            continue
-        direction = next(d for d in DIRECTIONS if f"| {d} |" in tags["row"])
+    for run, folder, direction, row in table1_run_folders(args.archive, args.runs_dir):
         if direction not in unseen_of:
             cfg = ExperimentConfig(**yaml.safe_load((folder / "config.yaml").read_text()))
             meta = source.load_data(cfg.data, cfg.data.test_split).metadata
             unseen_of[direction] = resolve_categories(cfg.eval.categories, meta.classes, meta.class_groups)
-        line = {"direction": direction, "row": METHODS[tags["method"]], "seed": int(run["params"]["seed"])}
+        line = {"direction": direction, "row": row, "seed": int(run["params"]["seed"])}
         lines.append({**line, **run_line(folder, unseen_of[direction]), "run": folder.name})
     if not lines:
         raise SystemExit(f"{args.runs_dir}: no finished Table 1 run of {args.archive} is there")

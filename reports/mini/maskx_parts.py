@@ -28,7 +28,7 @@ from shapeprop.models.build import load_detector
 from shapeprop.models.mask_branch import find_mask_branch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
-from mini_targets import DIRECTIONS, METHODS, version3_val_runs  # noqa: E402
+from mini_targets import table1_run_folders  # noqa: E402
 
 ROWS = ("baseline", "Mask^X", "oracle")  # the Table 1 rows this diagnosis reads
 
@@ -63,12 +63,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     lines, cache = [], {}
-    for run in version3_val_runs(args.archive):
-        tags, folder = run["tags"], args.runs_dir / run["run_key"]
-        row = METHODS.get(tags.get("method"))
-        if run["suite"] != "table1" or row not in ROWS or not (folder / "evaluation.json").exists():
+    for _, folder, direction, row in table1_run_folders(args.archive, args.runs_dir):
+        if row not in ROWS:
             continue
-        direction = next(d for d in DIRECTIONS if f"| {d} |" in tags["row"])
         cfg = ExperimentConfig(**yaml.safe_load((folder / "config.yaml").read_text()))
         if direction not in cache:
             test = source.load_data(cfg.data, "test")
