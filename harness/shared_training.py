@@ -2,7 +2,7 @@
 
 Two runs whose configs differ only in what they evaluate (Table 1's oracle, one model scored on
 either class group; a Table 4 row that is also a Table 2 or Table 3 row) have one
-`shapeprop.experiment.training_key`. When a run that trained finishes, `record_training` notes its
+`shapeprop.config.training_key`. When a run that trained finishes, `record_training` notes its
 suite and run key in `<runs root>/trained/<training key>.json`; a later run of the same key that
 has no checkpoint of its own starts from that training (`adopt_training`: its files hard-linked
 into the run's work dir, so the training only loads its last checkpoint and the run goes straight
@@ -22,8 +22,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from harness.suite import RunSpec
-from harness.workdir import run_workdir, workdir_of
-from shapeprop.experiment import TRAINED_STATE, training_key
+from harness.workdir import LAST_CHECKPOINT, run_workdir, workdir_of
+from shapeprop.config import training_key
 from shapeprop.files import write_atomic
 
 log = logging.getLogger(__name__)
@@ -63,22 +63,38 @@ def forget_trainings(specs: Iterable[RunSpec], runs_root: Path) -> None:
         _record_path(spec, runs_root).unlink(missing_ok=True)
 
 
+def trained_by(spec: RunSpec, runs_root: Path) -> str | None:
+    """ "<suite>/<run key>" of the run whose training `spec`'s run would start from (`adopt_training`),
+    or None: it trains, or resumes its own training."""
+    found = _adoptable(spec, runs_root)
+    return None if found is None else found[0]
+
+
 def adopt_training(spec: RunSpec, runs_root: Path) -> str | None:
     """Start `spec`'s run from the finished training of another run of its training key, if one is
     recorded, its files are still there and the run has no checkpoint of its own: link them into
     its work dir and return that run's "<suite>/<run key>"; else None (the run trains)."""
-    workdir = workdir_of(spec, runs_root)
-    checkpoints = (workdir / TRAINED_STATE[0]).parent
-    if checkpoints.is_dir() and any(checkpoints.iterdir()):
-        return None  # its own training, finished or to resume
-    found = _recorded(spec, runs_root)
+    from shapeprop.experiment import TRAINED_STATE  # torch: here, where a run starts, not in `plan`
+
+    found = _adoptable(spec, runs_root)
     if found is None:
         return None
-    trained_by, source = found
+    trainer, source = found
     files = [name for name in TRAINED_STATE if (source / name).is_file()]
     for name in reversed(files):  # the checkpoint last: a DDP rank that sees it sees the rest
-        _link(source / name, workdir / name)
-    return trained_by
+        _link(source / name, workdir_of(spec, runs_root) / name)
+    return trainer
+
+
+def has_own_training(spec: RunSpec, runs_root: Path) -> bool:
+    """Whether `spec`'s work dir holds checkpoints: a training of its own, finished or to resume."""
+    checkpoints = (workdir_of(spec, runs_root) / LAST_CHECKPOINT).parent
+    return checkpoints.is_dir() and any(checkpoints.iterdir())
+
+
+def _adoptable(spec: RunSpec, runs_root: Path) -> tuple[str, Path] | None:
+    """`_recorded`, unless the run has a training of its own."""
+    return None if has_own_training(spec, runs_root) else _recorded(spec, runs_root)
 
 
 def _recorded(spec: RunSpec, runs_root: Path) -> tuple[str, Path] | None:
@@ -93,7 +109,7 @@ def _recorded(spec: RunSpec, runs_root: Path) -> tuple[str, Path] | None:
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         log.warning("%s: not a training record (%s); run %s trains", path, err, spec.key)
         return None
-    if source == workdir_of(spec, runs_root) or not (source / TRAINED_STATE[0]).is_file():
+    if source == workdir_of(spec, runs_root) or not (source / LAST_CHECKPOINT).is_file():
         return None  # its own record (a --force run), or the training's files are gone
     return f"{record['suite']}/{record['run_key']}", source
 

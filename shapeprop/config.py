@@ -7,6 +7,8 @@ unknown keys, so a misspelt key fails validation instead of being silently ignor
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -329,3 +331,24 @@ class ExperimentConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+
+def checkpoint_identity(cfg: ExperimentConfig) -> dict[str, Any]:
+    """What a checkpoint must agree on to be resumed: all but run length, checkpointing, loader
+    workers and evaluation."""
+    schedule_exclude = {"max_steps", "checkpoint_every", "keep_checkpoints"}
+    if cfg.schedule.clip_grad_norm is None:  # as in the checkpoints written before the field existed
+        schedule_exclude.add("clip_grad_norm")
+    return {
+        "seed": cfg.seed,
+        "model": cfg.model.model_dump(mode="json"),
+        "data": cfg.data.model_dump(mode="json", exclude={"num_workers"}),
+        "schedule": cfg.schedule.model_dump(mode="json", exclude=schedule_exclude),
+    }
+
+
+def training_key(cfg: ExperimentConfig) -> str:
+    """Equal for two configs that train the same model (their checkpoint identity and run length
+    agree; they may evaluate differently): one's finished training serves the other."""
+    spec = {**checkpoint_identity(cfg), "max_steps": cfg.schedule.max_steps}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()

@@ -16,7 +16,7 @@ import lightning.pytorch as pl
 import pandas as pd
 import torch
 
-from shapeprop.config import ExperimentConfig
+from shapeprop.config import ExperimentConfig, checkpoint_identity
 from shapeprop.contract import ExperimentCallbacks, ExperimentResult
 from shapeprop.data import source
 from shapeprop.data.records import DatasetMetadata
@@ -57,31 +57,10 @@ def _write_csv_atomic(path: Path, table: pd.DataFrame) -> Path:
 
 
 STAGE1_DIR = "progressive_stage1"  # the progressive baseline's stage 1, in the work dir
-#: What a finished run's training leaves in its work dir for a run of the same `training_key` to
+#: What a finished run's training leaves in its work dir for a run of the same `shapeprop.config.training_key` to
 #: start from: the last checkpoint (at max_steps: only loaded) and the progressive baseline's pseudo
 #: masks (stage 1 then skipped). Paths relative to the work dir; the second only where it exists.
 TRAINED_STATE = (f"checkpoints/{LAST}", f"{STAGE1_DIR}/{PSEUDO_FILE}")
-
-
-def checkpoint_identity(cfg: ExperimentConfig) -> dict[str, Any]:
-    """What a checkpoint must agree on to be resumed: all but run length, checkpointing, loader
-    workers and evaluation."""
-    schedule_exclude = {"max_steps", "checkpoint_every", "keep_checkpoints"}
-    if cfg.schedule.clip_grad_norm is None:  # as in the checkpoints written before the field existed
-        schedule_exclude.add("clip_grad_norm")
-    return {
-        "seed": cfg.seed,
-        "model": cfg.model.model_dump(mode="json"),
-        "data": cfg.data.model_dump(mode="json", exclude={"num_workers"}),
-        "schedule": cfg.schedule.model_dump(mode="json", exclude=schedule_exclude),
-    }
-
-
-def training_key(cfg: ExperimentConfig) -> str:
-    """Equal for two configs that train the same model (their checkpoint identity and run length
-    agree; they may evaluate differently): one's finished training serves the other."""
-    spec = {**checkpoint_identity(cfg), "max_steps": cfg.schedule.max_steps}
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
 def run_experiment(

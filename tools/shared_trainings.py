@@ -1,4 +1,4 @@
-"""Which runs of the suites train the same model (`shapeprop.experiment.training_key`), and so train
+"""Which runs of the suites train the same model (`shapeprop.config.training_key`), and so train
 it once when they share a runs folder (`harness.shared_training`):
 
     .venv/bin/python tools/shared_trainings.py --profile full
@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from harness.suite import SUITES_DIR, expand, load_suite
-from shapeprop.experiment import training_key
+from shapeprop.config import training_key
 
 
 def groups(suite_files: list[Path], profile: str) -> tuple[int, list[list[tuple[str, str, int]]]]:

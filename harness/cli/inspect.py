@@ -15,8 +15,10 @@ def _axes_text(spec: Any) -> str:
 
 
 def plan_table(planned: list[Any], title: str) -> Any:
+    """One line per planned run; a "trained by" column where some only evaluate another's training."""
     from rich.table import Table
 
+    shared = any(p.trained_by for p in planned)
     table = Table(title=title, title_justify="left")
     for column in (
         "#",
@@ -30,9 +32,10 @@ def plan_table(planned: list[Any], title: str) -> Any:
         "backbone",
         "steps",
         "key",
+        *(["trained by"] if shared else []),
     ):
         table.add_column(column, no_wrap=column in ("key", "action", "state"))
-    style = {"skip": "dim", "resume": "yellow", "run": "green"}
+    style = {"skip": "dim", "resume": "yellow", "run": "green", "evaluate": "cyan"}
     for i, p in enumerate(planned, start=1):
         cfg = p.spec.config
         table.add_row(
@@ -47,19 +50,30 @@ def plan_table(planned: list[Any], title: str) -> Any:
             cfg.model.backbone,
             str(cfg.schedule.max_steps),
             p.spec.key,
+            *([escape(p.trained_by or "")] if shared else []),
             style=style.get(p.action),
         )
     return table
+
+
+def shared_note(planned: list[Any]) -> str:
+    """ ", N only evaluate (trained by another run)" where some do; else ""."""
+    evaluate = sum(p.action == "evaluate" for p in planned)
+    return f", {evaluate} only evaluate (trained by another run)" if evaluate else ""
 
 
 @click.command(name="plan")
 @suite_options
 @click.option("--force", is_flag=True, help="Plan as `run --force` would (run everything again).")
 def plan(args: SuiteArgs, force: bool) -> None:
-    """Show the runs a `run` would execute (and those it would skip as finished), as a table."""
+    """Show the runs a `run` would execute (and those it would skip as finished), as a table.
+
+    A run whose model another run trains (they differ only in what they evaluate) is `evaluate`:
+    it starts from that training, named under "trained by"."""
     planned = args.plan(force)
     todo = sum(p.action != "skip" for p in planned)
     title = f"{args.suite.name} [{args.profile}]: {todo} of {len(planned)} runs would execute"
+    title += shared_note(planned)
     make_console().print(plan_table(planned, escape(title)))
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from harness.cli.inspect import plan_table
+from harness.cli.inspect import plan_table, shared_note
 from harness.cli.options import SuiteArgs, escape, suite_options
 from harness.cli.options import console as make_console
 
@@ -132,7 +132,7 @@ def run(
     todo = [p for p in planned if p.action != "skip"]
     console.print(
         f"suite [bold]{escape(loaded.name)}[/] ({loaded.reproduces or 'no paper target'}), profile {escape(profile)}: "
-        f"{len(planned)} runs, {len(todo)} to run, {len(planned) - len(todo)} already finished; "
+        f"{len(planned)} runs, {len(todo)} to run{shared_note(planned)}, {len(planned) - len(todo)} already finished; "
         f"tracking {uri}"
     )
     if not planned:

@@ -7,6 +7,7 @@ import json
 import os
 
 from harness import run_tags, runner, shared_training, tracking
+from harness.plan import plan
 from harness.suite import expand, parse_suite
 from harness.workdir import LAST_CHECKPOINT, workdir_of
 from shapeprop.files import write_atomic
@@ -129,3 +130,37 @@ def test_a_garbled_record_is_passed_over(uri, tmp_path, caplog):
     run(uri, runs_root, experiment_fn=stand_in(trained), only=["two images"])
     assert trained == [TWO.key]
     assert "not a training record" in caplog.text and str(record) in caplog.text
+
+
+def test_plan_names_the_training_each_run_would_start_from(uri, tmp_path):
+    """`plan` says `evaluate` (and whose training) exactly where `run` then trains nothing."""
+    runs_root, trained = tmp_path / "runs", []
+
+    def planned(**options):
+        return {
+            p.spec.row: (p.action, p.trained_by)
+            for p in plan(SUITE, "full", uri, runs_root=runs_root, **options)
+        }
+
+    first = f"twins/{ALL.key}"
+    fresh = {"all images": ("run", None), "two images": ("evaluate", first), "other seed": ("run", None)}
+    assert planned() == fresh
+    run(uri, runs_root, experiment_fn=stand_in(trained), only=["all images"])
+    assert planned(only=["two images"]) == {"two images": ("evaluate", first)}  # the recorded training
+    assert planned(force=True) == fresh  # records forgotten; the call's first run trains again
+    assert planned(force=True, only=["two images"]) == {"two images": ("run", None)}
+    last = workdir_of(ALL, runs_root) / LAST_CHECKPOINT
+    saved = last.read_bytes()
+    last.unlink()
+    assert planned(only=["two images"]) == {"two images": ("run", None)}  # the training is gone
+    last.write_bytes(saved)
+    run(uri, runs_root, experiment_fn=stand_in(trained), only=["two images", "other seed"])
+    assert trained == [ALL.key, OTHER.key]  # as planned: the twin trained nothing
+    assert shared_training.trained_by(TWO, runs_root) is None  # its (linked) checkpoint is its own now
+
+
+def test_the_trained_state_starts_with_the_work_dirs_last_checkpoint():
+    """`shared_training` looks for a training by `LAST_CHECKPOINT` (no torch), links `TRAINED_STATE`."""
+    from shapeprop.experiment import TRAINED_STATE
+
+    assert TRAINED_STATE[0] == LAST_CHECKPOINT

@@ -184,7 +184,7 @@ def test_shapeprop_run_reports_best_overlap_on_a_category_subset(tmp_path, monke
 def test_resume_identity_names_clip_grad_norm_only_when_it_clips():
     """Checkpoints written before `schedule.clip_grad_norm` existed lack it: a run that does not clip
     still resumes them, one that clips does not."""
-    from shapeprop.experiment import checkpoint_identity
+    from shapeprop.config import checkpoint_identity
 
     plain = checkpoint_identity(ExperimentConfig())
     assert "clip_grad_norm" not in plain["schedule"]
