@@ -104,9 +104,9 @@ def _recorded(spec: RunSpec, runs_root: Path) -> tuple[str, Path] | None:
     try:
         record = json.loads(path.read_text())
         source = run_workdir(runs_root, record["suite"], record["run_key"])
-    except FileNotFoundError:
-        return None
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # none recorded (or no runs folder, which the preflight reports)
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
         log.warning("%s: not a training record (%s); run %s trains", path, err, spec.key)
         return None
     if source == workdir_of(spec, runs_root) or not (source / LAST_CHECKPOINT).is_file():
