@@ -144,10 +144,31 @@ def trainer_options(schedule: ScheduleConfig, gpu: bool) -> dict[str, Any]:
 def _precision(precision: str, gpu: bool) -> str:
     """Lightning's precision: AMP as configured on a GPU; on the CPU only bfloat16 (CPUs with
     AVX-512 BF16 run a mini step ~1.25x faster, docs/cpu-recipe-benchmark.md; float16 has no fast
-    CPU path)."""
+    CPU path). Warns where the CPU lacks native bfloat16: there it is slower than float32."""
+    if precision == "bf16-mixed" and not gpu and native_cpu_bf16(CPUINFO) is False:
+        log.warning(
+            "schedule.precision bf16-mixed on a CPU without AVX-512 BF16 or AMX-BF16 (%s lists neither "
+            "flag): bfloat16 is emulated here, slower than float32; --set schedule.precision=32 trains "
+            "faster, as another run (the precision is part of its key)",
+            CPUINFO,
+        )
     if precision == "bf16-mixed" or (gpu and precision != "32"):
         return precision
     return "32-true"
+
+
+CPUINFO = Path("/proc/cpuinfo")  # Linux's; elsewhere unread, and no warning
+
+
+def native_cpu_bf16(cpuinfo: Path) -> bool | None:
+    """Whether the CPU computes bfloat16 natively: AVX-512 BF16 or AMX-BF16 among the flags of
+    `cpuinfo` (Linux's); None where that file cannot be read."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return None
+    flags = {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def train_detector(

@@ -14,9 +14,10 @@ from torch import nn
 from shapeprop.config import DataConfig, ModelConfig, ScheduleConfig, ShapePropConfig
 from shapeprop.data import catalog
 from shapeprop.data.loading import DetectionDataset
+from shapeprop.engine import train
 from shapeprop.engine.hooks import ExperimentCallbacks
 from shapeprop.engine.module import NonFiniteLossError
-from shapeprop.engine.train import train_detector, trainer_options
+from shapeprop.engine.train import native_cpu_bf16, train_detector, trainer_options
 from shapeprop.models.build import build_detector
 from shapeprop.models.mask_branch import find_mask_branch
 
@@ -112,6 +113,39 @@ def test_gpu_trainer_settings_keep_deterministic_algorithms_off():
         assert not torch.are_deterministic_algorithms_enabled()
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+CPU_FLAGS = "processor\t: {n}\nflags\t\t: fpu sse2 avx2 avx512f avx512bw {extra}\n\n"
+
+
+@pytest.mark.parametrize(
+    "extra, native",
+    [("", False), ("avx512_bf16", True), ("amx_tile amx_bf16", True), ("avx512_bf16_x", False)],
+)
+def test_native_cpu_bf16_reads_the_cpu_flags(tmp_path, extra, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(CPU_FLAGS.format(n=0, extra=extra) + CPU_FLAGS.format(n=1, extra=extra))
+    assert native_cpu_bf16(cpuinfo) is native
+    assert native_cpu_bf16(tmp_path / "no such file") is None
+
+
+def test_bfloat16_on_a_cpu_without_it_warns(tmp_path, monkeypatch, caplog):
+    """The mini profiles train in bfloat16: where the CPU emulates it, the run says so (it is slower
+    than float32 there); nothing is said where it is native, in float32 or on a GPU."""
+    cpuinfo = tmp_path / "cpuinfo"
+    monkeypatch.setattr(train, "CPUINFO", cpuinfo)
+
+    def warned(flags: str, precision: str = "bf16-mixed", gpu: bool = False) -> bool:
+        cpuinfo.write_text(CPU_FLAGS.format(n=0, extra=flags))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger=train.__name__):
+            trainer_options(ScheduleConfig(precision=precision), gpu=gpu)
+        return "bfloat16 is emulated here" in caplog.text and str(cpuinfo) in caplog.text
+
+    assert warned("")
+    assert not warned("avx512_bf16")
+    assert not warned("", precision="32")
+    assert not warned("", gpu=True)
 
 
 def train_tiny_with_shapeprop(records, tmp_path, precision: str):
