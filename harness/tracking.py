@@ -90,6 +90,17 @@ def experiment_name(suite_name: str) -> str:
     return EXPERIMENT_PREFIX + suite_name
 
 
+def artifact_location(uri: str, name: str) -> str | None:
+    """Where a new experiment `name` of the store `uri` keeps its artifacts: for a SQLite store,
+    `mlartifacts/<name>` beside the database file, so that a store is one folder to move, back up or
+    delete (MLflow's default is `./mlruns` in whatever directory the creating process ran). None for
+    other stores: their server decides."""
+    path = sqlite_path(uri)
+    if path is None or str(path) == ":memory:":
+        return None
+    return (path.parent / "mlartifacts" / name).resolve().as_uri()
+
+
 # MLflow's REST client retries a request for about 4 minutes by default, blocking its caller; the
 # harness retries in its own loop instead (`with_retry`, bounded by $SHAPEPROP_TRACKING_WAIT), so
 # each call of MLflow's gives up after seconds. Set in the environment, these win.
@@ -106,14 +117,19 @@ def client(uri: str) -> MlflowClient:
 
 
 def ensure_experiment(mlflow_client: MlflowClient, name: str) -> str:
-    """The id of experiment `name`, created if needed (safe when several processes race), marked
-    as model training (`mlflow.experimentKind`) also when it was created before the tag existed."""
+    """The id of experiment `name`, created if needed (safe when several processes race; its
+    artifacts where `artifact_location` says), marked as model training (`mlflow.experimentKind`)
+    also when it was created before the tag existed."""
     from mlflow.exceptions import MlflowException
 
     found = mlflow_client.get_experiment_by_name(name)
     if found is None:
         try:
-            return mlflow_client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+            return mlflow_client.create_experiment(
+                name,
+                artifact_location=artifact_location(mlflow_client.tracking_uri, name),
+                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+            )
         except MlflowException:  # another process created it between the two calls
             found = mlflow_client.get_experiment_by_name(name)
             if found is None:

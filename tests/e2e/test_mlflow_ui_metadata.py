@@ -101,8 +101,9 @@ def test_new_experiment_is_marked_model_training(suite_run):
 
 
 @pytest.mark.parametrize("before", [None, "genai_development_inferred", "genai_development"])
-def test_experiment_made_before_is_marked_when_a_suite_runs_into_it(uri, tmp_path, before):
+def test_experiment_made_before_is_marked_when_a_suite_runs_into_it(uri, tmp_path, before, monkeypatch):
     """An experiment made by an older harness (no kind), or one the UI stored a GenAI kind for."""
+    monkeypatch.chdir(tmp_path)  # such an experiment keeps its files in MLflow's default, ./mlruns
     c = tracking.client(uri)
     exp_id = c.create_experiment(tracking.experiment_name(SUITE.name))
     if before is not None:

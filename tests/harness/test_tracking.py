@@ -9,6 +9,7 @@ import pytest
 
 from harness import retry, run_tags, tracking
 from harness.errors import UserError
+from tests.helpers.mlflow_store import fresh_store
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,23 @@ def test_ensure_experiment_is_idempotent(store):
     _, c, exp_id, suite = store
     assert tracking.ensure_experiment(c, f"shapeprop-bench/{suite}") == exp_id
     assert c.get_experiment(exp_id).name == f"shapeprop-bench/{suite}"
+
+
+def test_a_sqlite_store_keeps_its_artifacts_beside_its_database(migrated_db, tmp_path, monkeypatch):
+    """Not in the working directory (MLflow's default `./mlruns`): moving the store's folder moves
+    its runs' files with it."""
+    elsewhere = tmp_path / "working-directory"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    c = tracking.client(fresh_store(migrated_db, tmp_path / "store"))
+    exp_id = tracking.ensure_experiment(c, tracking.experiment_name("artifacts"))
+    run_id = c.create_run(exp_id).info.run_id
+    (tmp_path / "table.csv").write_text("a,b\n1,2\n")
+    c.log_artifact(run_id, str(tmp_path / "table.csv"))
+
+    stored = tmp_path / "store/mlartifacts/shapeprop-bench/artifacts" / run_id / "artifacts/table.csv"
+    assert stored.read_text() == "a,b\n1,2\n"
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_key_states_finished_wins_else_the_newest_run(store):
