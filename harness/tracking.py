@@ -74,8 +74,8 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
 
 
 def sqlite_path(uri: str) -> Path | None:
-    """The database file of a `sqlite:///` URI (None for other stores)."""
-    if uri.startswith("sqlite:///"):
+    """The database file of a `sqlite:///` URI (None for other stores and an in-memory one)."""
+    if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
         return Path(uri[len("sqlite:///") :])
     return None
 
@@ -92,11 +92,12 @@ def experiment_name(suite_name: str) -> str:
 
 def artifact_location(uri: str, name: str) -> str | None:
     """Where a new experiment `name` of the store `uri` keeps its artifacts: for a SQLite store,
-    `mlartifacts/<name>` beside the database file, so that a store is one folder to move, back up or
-    delete (MLflow's default is `./mlruns` in whatever directory the creating process ran). None for
-    other stores: their server decides."""
+    `mlartifacts/<name>` beside the database file, so that a store is one folder to back up, copy
+    or delete (MLflow's default is `./mlruns` in whatever directory the creating process ran; the
+    location is stored as an absolute path, so a copy must keep the path). None for other stores:
+    their server decides."""
     path = sqlite_path(uri)
-    if path is None or str(path) == ":memory:":
+    if path is None:
         return None
     return (path.parent / "mlartifacts" / name).resolve().as_uri()
 

@@ -5,6 +5,8 @@ or raced)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from harness import retry, run_tags, tracking
@@ -44,6 +46,12 @@ def test_reading_a_missing_store_does_not_create_it(tmp_path):
     assert not (tmp_path / "absent.db").exists()
 
 
+def test_an_in_memory_store_has_no_database_file():
+    assert tracking.sqlite_path("sqlite:///:memory:") is None
+    assert tracking.sqlite_path("sqlite:////abs/x.db") == Path("/abs/x.db")
+    assert tracking.store_exists("sqlite:///:memory:")
+
+
 def test_ensure_experiment_is_idempotent(store):
     _, c, exp_id, suite = store
     assert tracking.ensure_experiment(c, f"shapeprop-bench/{suite}") == exp_id
@@ -51,8 +59,8 @@ def test_ensure_experiment_is_idempotent(store):
 
 
 def test_a_sqlite_store_keeps_its_artifacts_beside_its_database(migrated_db, tmp_path, monkeypatch):
-    """Not in the working directory (MLflow's default `./mlruns`): moving the store's folder moves
-    its runs' files with it."""
+    """Not in the working directory (MLflow's default `./mlruns`): the store's folder holds its
+    runs' files."""
     elsewhere = tmp_path / "working-directory"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
